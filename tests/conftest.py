@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny datasets written with the real shard writer into ``tmp_path``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def make_clip(episode: int, start: int, t: int = 4, size: int = 8, kind: str = "discrete", rng=None):
+    from wm_video.data.schema import Clip, ClipMeta
+
+    rng = rng or np.random.default_rng(episode * 1000 + start)
+    frames = rng.integers(0, 256, size=(t, size, size, 3), dtype=np.uint8)
+    actions = None
+    if kind == "discrete":
+        actions = rng.integers(0, 6, size=(t,)).astype(np.int64)
+    elif kind == "continuous":
+        actions = rng.uniform(-1, 1, size=(t, 3)).astype(np.float32)
+    rewards = terms = None
+    if kind != "none":
+        rewards = rng.normal(size=(t,)).astype(np.float32)
+        terms = np.zeros(t, dtype=bool)
+        terms[-1] = start > 0
+    meta = ClipMeta(episode_id=f"ep{episode:04d}", clip_start=start, num_frames=t, fps=15.0, source="test", fields=[])
+    return Clip(frames, meta, actions, rewards, terms)
+
+
+def action_space(kind: str):
+    from wm_video.data.schema import ActionSpace
+
+    return {"discrete": ActionSpace("discrete", n=6), "continuous": ActionSpace("continuous", dim=3, low=[-1] * 3,
+            high=[1] * 3), "none": ActionSpace("none")}[kind]
+
+
+def write_dataset(root: Path, shards: int = 4, clips_per_shard: int = 6, storage: str = "raw", kind: str = "discrete",
+                  t: int = 4, size: int = 8) -> list:
+    """Write a dataset; returns every clip written, in write order."""
+    from wm_video.data.writer import ShardWriter, finalize_dataset
+
+    root.mkdir(parents=True, exist_ok=True)
+    clips, paths = [], []
+    for s in range(shards):
+        path = root / f"shard-{s:06d}.tar"
+        with ShardWriter(path, action_space(kind), storage) as w:
+            for i in range(clips_per_shard):
+                clip = make_clip(s, i * t, t, size, kind)
+                w.write(clip)
+                clips.append(clip)
+            w.close()
+        paths.append(path)
+    finalize_dataset(root, paths, resolution=[size, size], fps=15.0, clip_len=t, storage=storage,
+                     action_space=action_space(kind), source={"kind": "test"})
+    return clips
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = tmp_path / "ds"
+    clips = write_dataset(root)
+    return root, clips

@@ -1,0 +1,266 @@
+"""Collect episodes from real simulators into episode-clip shards, in parallel, atomically and resumably.
+
+Episodes are assigned to shards up front (shard ``k`` holds episodes ``k*E .. k*E+E-1``, episode ``e`` seeded
+with ``seed + e``), so the output depends only on the config, any worker can make any shard, and a rerun makes
+just the shards whose completion sidecar is missing. A SLURM array task can take a range with ``shard_range``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wm_video.data.schema import ActionSpace, Clip, ClipMeta, DatasetInfo, SchemaError
+from wm_video.data.writer import (
+    ShardWriter,
+    atomic_write_json,
+    ensure_writable_dir,
+    finalize_dataset,
+    read_sidecar,
+)
+from wm_video.utils import progress
+
+log = logging.getLogger(__name__)
+SETTINGS_FILE = "collect.json"
+# Fields that change what is in the shards: a rerun into the same folder must keep them.
+_OUTPUT_FIELDS = ("env", "policy", "noise", "size", "clip_len", "stride", "max_episode_steps", "episodes_per_shard",
+                  "storage", "crf", "seed")
+
+
+@dataclass
+class CollectConfig:
+    """What to collect and how.
+
+    Args:
+        env: environment id: ``ALE/<Game>-v5`` (Atari), any gymnasium id that renders rgb frames (classic
+            control, box2d, MuJoCo) or ``metaworld/<task>-v3``; ``wm-video data envs`` lists them.
+        episodes: episodes to collect.
+        policy: ``random``, ``scripted`` (the environment's expert, where it has one) or ``noisy`` (the expert
+            with ``noise``: random actions with that probability for discrete, Gaussian noise for continuous).
+        noise: noise level of the ``noisy`` policy.
+        size: frame height and width in pixels.
+        clip_len: frames per clip (one shard sample).
+        stride: frames between clip starts (default ``clip_len``: no overlap). The last clip of an episode is
+            aligned to its end, so terminations are always inside a clip.
+        max_episode_steps: cap on episode length (default: the environment's own limit).
+        episodes_per_shard: episodes written to each shard.
+        workers: collection processes (each makes whole shards).
+        storage: frame storage ``raw`` | ``png`` (lossless) or ``mp4`` (H.264 yuv444p, ``crf`` quality).
+        crf: H.264 quality for ``mp4`` storage (0 is lossless).
+        seed: episode ``e`` is reset with seed ``seed + e``.
+        shard_range: ``[first, stop)`` of shards for this invocation (SLURM arrays); ``None`` means all.
+    """
+
+    env: str = "ALE/Pong-v5"
+    episodes: int = 16
+    policy: str = "random"
+    noise: float = 0.3
+    size: int = 64
+    clip_len: int = 16
+    stride: int | None = None
+    max_episode_steps: int | None = None
+    episodes_per_shard: int = 8
+    workers: int = 2
+    storage: str = "raw"
+    crf: int = 10
+    seed: int = 0
+    shard_range: list[int] | None = None
+
+    def validate(self) -> None:
+        for name in ("episodes", "size", "clip_len", "episodes_per_shard"):
+            if getattr(self, name) < 1:
+                raise SchemaError(f"collect: field '{name}' must be >= 1, got {getattr(self, name)}")
+        if self.storage not in ("raw", "png", "mp4"):
+            raise SchemaError(f"collect: field 'storage' must be raw, png or mp4, got {self.storage!r}")
+        if self.policy not in ("random", "scripted", "noisy"):
+            raise SchemaError(f"collect: field 'policy' must be random, scripted or noisy, got {self.policy!r}")
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.episodes // self.episodes_per_shard)
+
+    def shard_ids(self) -> range:
+        first, stop = self.shard_range or (0, self.num_shards)
+        return range(max(first, 0), min(stop, self.num_shards))
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:06d}.tar"
+
+
+def clip_starts(n: int, clip_len: int, stride: int) -> list[int]:
+    """Start indices of the clips of an ``n``-step episode; the last clip ends with the episode."""
+    if n < clip_len:
+        return []
+    starts = list(range(0, n - clip_len + 1, stride))
+    if starts[-1] != n - clip_len:
+        starts.append(n - clip_len)
+    return starts
+
+
+def run_episode(env: Any, policy: Any, seed: int) -> dict[str, Any]:
+    """One episode: frames ``(n, h, w, 3)`` with the action taken at each and its reward and termination."""
+    res = env.reset(seed=seed)
+    policy.reset()
+    frames, actions, rewards, terms = [], [], [], []
+    success = False
+    while True:
+        action = policy.act(res)
+        nxt = env.step(action)
+        frames.append(res.frame)
+        actions.append(action)
+        rewards.append(nxt.reward)
+        terms.append(nxt.terminated)
+        success = success or bool(nxt.info.get("success", False))
+        res = nxt
+        if nxt.terminated or nxt.truncated:
+            break
+    discrete = env.action_space.kind == "discrete"
+    return {
+        "frames": np.stack(frames),
+        "actions": np.asarray(actions, dtype=np.int64) if discrete else np.asarray(actions, dtype=np.float32),
+        "rewards": np.asarray(rewards, dtype=np.float32),
+        "terminations": np.asarray(terms, dtype=bool),
+        "success": success,
+    }
+
+
+_progress_queue: Any = None
+
+
+def _init_worker(q: Any) -> None:
+    global _progress_queue
+    _progress_queue = q
+    logging.basicConfig(level=logging.WARNING)
+
+
+def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
+    """Make shard ``k`` (its episodes, clipped) and return its sidecar summary."""
+    from wm_video.envs import make_env, make_policy
+
+    env = make_env(cfg.env, size=cfg.size, max_episode_steps=cfg.max_episode_steps)
+    stride = cfg.stride or cfg.clip_len
+    first = k * cfg.episodes_per_shard
+    episodes = range(first, min(first + cfg.episodes_per_shard, cfg.episodes))
+    returns, lengths, successes, too_short, steps, t0 = [], [], [], 0, 0, time.perf_counter()
+    try:
+        with ShardWriter(Path(out) / shard_name(k), env.action_space, cfg.storage, env.fps, cfg.crf) as writer:
+            for e in episodes:
+                policy = make_policy(cfg.policy, env, seed=cfg.seed + e, noise=cfg.noise)
+                ep = run_episode(env, policy, seed=cfg.seed + e)
+                n = len(ep["frames"])
+                steps += n
+                returns.append(float(ep["rewards"].sum()))
+                lengths.append(n)
+                successes.append(ep["success"])
+                starts = clip_starts(n, cfg.clip_len, stride)
+                too_short += not starts
+                episode_id = f"{cfg.env.replace('/', '_')}-s{cfg.seed}-e{e:06d}"
+                for s in starts:
+                    sl = slice(s, s + cfg.clip_len)
+                    meta = ClipMeta(episode_id=episode_id, clip_start=s, num_frames=cfg.clip_len, fps=env.fps,
+                                    source=cfg.env, fields=[], extra={"policy": cfg.policy, "episode_length": n})
+                    writer.write(Clip(ep["frames"][sl], meta, ep["actions"][sl], ep["rewards"][sl],
+                                      ep["terminations"][sl]))
+                if _progress_queue is not None:
+                    _progress_queue.put(1)
+            extra = {"episode_returns": returns, "episode_lengths": lengths, "successes": successes,
+                     "episodes_too_short": too_short, "steps": steps, "seconds": time.perf_counter() - t0}
+            record = writer.close(extra)
+    finally:
+        env.close()
+    return {"record": vars(record), "extra": extra}
+
+
+def _probe(cfg: CollectConfig) -> tuple[ActionSpace, float]:
+    """Make the env once in this process: a bad id, missing extra or policy fails before any worker starts."""
+    from wm_video.envs import make_env, make_policy
+
+    env = make_env(cfg.env, size=cfg.size, max_episode_steps=cfg.max_episode_steps)
+    try:
+        make_policy(cfg.policy, env, seed=cfg.seed, noise=cfg.noise)
+        return env.action_space, env.fps
+    finally:
+        env.close()
+
+
+def _check_settings(out: Path, cfg: CollectConfig) -> None:
+    path = out / SETTINGS_FILE
+    wanted = {k: getattr(cfg, k) for k in _OUTPUT_FIELDS} | {"episodes": cfg.episodes}
+    if path.exists():
+        import json
+
+        saved = json.loads(path.read_text())
+        diff = [k for k in _OUTPUT_FIELDS if saved.get(k) != wanted[k]]
+        if diff:
+            detail = ", ".join(f"{k}: {saved.get(k)!r} there vs {wanted[k]!r} now" for k in diff)
+            raise SchemaError(f"{out} holds a collection made with other settings ({detail}); "
+                              "use another --out or the same settings to resume")
+    atomic_write_json(path, wanted)
+
+
+def collect(cfg: CollectConfig, out: str | Path, show_progress: bool | None = None) -> DatasetInfo | None:
+    """Collect ``cfg.episodes`` episodes into ``out``; resumes an interrupted run; returns the dataset info
+    (None when ``shard_range`` leaves other shards to other invocations)."""
+    cfg.validate()
+    out = ensure_writable_dir(out)
+    action_space, fps = _probe(cfg)
+    _check_settings(out, cfg)
+    for stale in out.glob(".shard-*.tmp-*"):  # left by a killed run; never complete data
+        stale.unlink(missing_ok=True)
+    todo = [k for k in cfg.shard_ids() if read_sidecar(out / shard_name(k)) is None]
+    done_eps = sum(min(cfg.episodes_per_shard, cfg.episodes - k * cfg.episodes_per_shard)
+                   for k in cfg.shard_ids() if k not in todo)
+    total_eps = done_eps + sum(min(cfg.episodes_per_shard, cfg.episodes - k * cfg.episodes_per_shard) for k in todo)
+    if done_eps:
+        log.info("resuming: %d of %d shards already complete", len(cfg.shard_ids()) - len(todo), len(cfg.shard_ids()))
+    bar = progress(total=total_eps, initial=done_eps, desc=f"collect {cfg.env}", unit="ep", enable=show_progress)
+    t0 = time.perf_counter()
+    if cfg.workers <= 1 or len(todo) <= 1:
+        global _progress_queue
+        for k in todo:
+            before = _progress_queue
+            _progress_queue = None
+            try:
+                summary = collect_shard(cfg, k, str(out))
+            finally:
+                _progress_queue = before
+            bar.update(len(summary["extra"]["episode_lengths"]))
+    else:
+        _collect_parallel(cfg, todo, out, bar)
+    bar.close()
+    log.info("collected %d shards in %.1fs", len(todo), time.perf_counter() - t0)
+    all_shards = [out / shard_name(k) for k in range(cfg.num_shards)]
+    if any(read_sidecar(p) is None for p in all_shards):
+        log.info("some shards are left to other invocations; dataset.json is written when all are complete")
+        return None
+    source = {"kind": "simulator", "env": cfg.env, "policy": cfg.policy, "noise": cfg.noise, "seed": cfg.seed,
+              "episodes": cfg.episodes, "max_episode_steps": cfg.max_episode_steps}
+    return finalize_dataset(out, all_shards, resolution=[cfg.size, cfg.size], fps=fps, clip_len=cfg.clip_len,
+                            storage=cfg.storage, action_space=action_space, source=source)
+
+
+def _collect_parallel(cfg: CollectConfig, todo: list[int], out: Path, bar: Any) -> None:
+    # spawn, not fork: MuJoCo's GL context and ALE state must not be shared with the parent.
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    with ctx.Pool(min(cfg.workers, len(todo)), initializer=_init_worker, initargs=(q,)) as pool:
+        result = pool.starmap_async(collect_shard, [(cfg, k, str(out)) for k in todo])
+        while not result.ready():
+            try:
+                bar.update(q.get(timeout=0.2))
+            except queue.Empty:
+                pass
+        result.get()  # re-raises a worker's error here
+        while True:
+            try:
+                bar.update(q.get_nowait())
+            except queue.Empty:
+                break

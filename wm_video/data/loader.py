@@ -1,0 +1,248 @@
+"""Streaming clip loader over episode shards: seeded shuffling, node/worker splitting, resumable position.
+
+Order is a pure function of ``(seed, epoch, rank, worker)``: each worker reads its shards, passes raw samples
+through a seeded shuffle buffer and decodes them. A worker's position is the count of raw samples it consumed
+in the current epoch, so a restored loader replays the cheap tar reading up to that point without decoding
+and carries on with exactly the samples the interrupted run would have produced. DataLoader hands out batches
+round-robin over workers; on restore the workers' roles are rotated so the first batch comes from the worker
+whose turn it was.
+
+Batches: ``frames`` uint8 ``(b, t, 3, h, w)``; ``actions`` int64 ``(b, t)`` or float32 ``(b, t, a)``;
+``rewards`` float32 ``(b, t)``; ``terminations`` bool ``(b, t)`` (fields absent in the dataset are absent);
+``key`` list of sample keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.filters import _shuffle
+
+from wm_video.data.reader import decode_sample, iter_raw_samples, load_dataset_info, shard_paths
+from wm_video.data.schema import Clip, DatasetInfo
+
+log = logging.getLogger(__name__)
+
+
+class DataError(RuntimeError):
+    """Too much of the data is unreadable to go on."""
+
+
+@dataclass
+class LoaderConfig:
+    """How clips are streamed from shards.
+
+    Args:
+        batch_size: clips per batch (per rank).
+        num_workers: DataLoader worker processes per rank (0 reads in the main process).
+        shuffle_buffer: samples held in the shuffle buffer per worker (0 keeps shard order).
+        resampled: draw shards with replacement forever, cut into epochs of ``epoch_length`` samples.
+        epoch_length: samples per epoch over all ranks and workers (required when ``resampled``).
+        seed: base seed of every random choice in the stream.
+        max_bad_fraction: stop with an error when more than this fraction of samples are unreadable.
+        min_samples_for_bad_check: samples a worker sees before the fraction is checked mid-epoch
+            (it is always checked at the end of an epoch).
+        drop_last: drop each worker's final partial batch.
+    """
+
+    batch_size: int = 8
+    num_workers: int = 2
+    shuffle_buffer: int = 256
+    resampled: bool = False
+    epoch_length: int | None = None
+    seed: int = 0
+    max_bad_fraction: float = 0.05
+    min_samples_for_bad_check: int = 100
+    drop_last: bool = True
+
+
+def _seed(*parts: int) -> int:
+    """A stable seed from integers (Python's hash of tuples is not stable across processes)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+@dataclass
+class _BadCounter:
+    seen: int = 0
+    bad: int = 0
+    last: list[str] = field(default_factory=list)
+
+    def record(self, url: str, reason: str) -> None:
+        self.bad += 1
+        self.last = [url, reason]
+        log.warning("skipping unreadable data in %s: %s", url, reason)
+
+    def check(self, cfg: LoaderConfig, final: bool = False) -> None:
+        total = self.seen + self.bad
+        if not total or (not final and total < cfg.min_samples_for_bad_check):
+            return
+        if self.bad / total > cfg.max_bad_fraction:
+            raise DataError(
+                f"{self.bad} of {total} samples unreadable (> max_bad_fraction={cfg.max_bad_fraction}); "
+                f"last in {self.last[0]}: {self.last[1]}"
+            )
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size, from torch.distributed or the launcher's environment."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    for r, w in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if r in os.environ and w in os.environ:
+            return int(os.environ[r]), int(os.environ[w])
+    return 0, 1
+
+
+class ClipStream(IterableDataset):
+    """One epoch of batches for this rank, split over workers; configured by :class:`ClipLoader`."""
+
+    def __init__(self, root: str, info: DatasetInfo, cfg: LoaderConfig, rank: int, world: int) -> None:
+        self.root, self.info, self.cfg, self.rank, self.world = root, info, cfg, rank, world
+        self.urls = shard_paths(root, info)
+        self.epoch = 0
+        self.positions: dict[int, int] = {}  # logical worker -> raw samples consumed this epoch
+        self.rotation = 0  # physical worker w plays logical worker (w + rotation) % num_workers
+
+    def _num_workers(self) -> int:
+        return max(self.cfg.num_workers, 1)
+
+    def per_worker_quota(self) -> int | None:
+        if not self.cfg.resampled:
+            return None
+        if not self.cfg.epoch_length:
+            raise ValueError("loader.resampled needs loader.epoch_length (samples per epoch over all ranks)")
+        return -(-self.cfg.epoch_length // (self.world * self._num_workers()))
+
+    def _shards(self, worker: int) -> Iterator[str]:
+        slot, slots = self.rank * self._num_workers() + worker, self.world * self._num_workers()
+        if self.cfg.resampled:
+            rng = random.Random(_seed(self.cfg.seed, self.epoch, slot, 1))
+            while True:
+                yield rng.choice(self.urls)
+        order = list(self.urls)
+        random.Random(_seed(self.cfg.seed, self.epoch, 2)).shuffle(order)  # same order on every rank
+        yield from order[slot::slots]
+
+    def _raw(self, worker: int, bad: _BadCounter) -> Iterator[dict[str, Any]]:
+        for url in self._shards(worker):
+            yield from iter_raw_samples(url, lambda u, e: bad.record(u, f"shard read error ({type(e).__name__}: {e})"))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        wi = get_worker_info()
+        worker = ((wi.id if wi else 0) + self.rotation) % self._num_workers()
+        cfg, bad = self.cfg, _BadCounter()
+        raw = self._raw(worker, bad)
+        if cfg.shuffle_buffer > 0:
+            rng = random.Random(_seed(cfg.seed, self.epoch, self.rank, worker, 3))
+            raw = _shuffle(raw, bufsize=cfg.shuffle_buffer, initial=cfg.shuffle_buffer, rng=rng)
+        skip, quota = self.positions.get(worker, 0), self.per_worker_quota()
+        pos, batch = 0, []
+        for sample in raw:
+            if quota is not None and pos >= quota:  # raw samples, bad ones included: exact under restore
+                break
+            pos += 1
+            if pos <= skip:  # consumed before the restore: read, not decoded
+                continue
+            try:
+                clip = decode_sample(sample, self.info.action_space)
+            except Exception as e:
+                bad.record(sample.get("__url__", "?"), str(e))
+                bad.check(cfg)
+                continue
+            bad.seen += 1
+            batch.append(clip)
+            if len(batch) == cfg.batch_size:
+                yield collate(batch, worker, pos, bad.bad)
+                batch = []
+        bad.check(cfg, final=True)
+        if batch and not cfg.drop_last:
+            yield collate(batch, worker, pos, bad.bad)
+
+
+def collate(clips: list[Clip], worker: int, pos: int, bad: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "frames": torch.from_numpy(np.stack([c.frames for c in clips])).permute(0, 1, 4, 2, 3).contiguous(),
+        "key": [c.key for c in clips],
+        "_worker": worker,
+        "_pos": pos,
+        "_bad": bad,
+    }
+    for name in clips[0].meta.fields:
+        out[name] = torch.from_numpy(np.stack([getattr(c, name) for c in clips]))
+    return out
+
+
+class ClipLoader:
+    """Iterable over batches of one epoch at a time, with ``state_dict`` / ``load_state_dict`` for exact resume.
+
+    Args:
+        root: dataset folder holding ``dataset.json`` and its shards.
+        cfg: streaming options.
+        rank, world: this process's place among data-parallel ranks (default: from the environment).
+    """
+
+    def __init__(self, root: str | os.PathLike, cfg: LoaderConfig | None = None, rank: int | None = None,
+                 world: int | None = None) -> None:
+        self.cfg = cfg or LoaderConfig()
+        env_rank, env_world = rank_and_world()
+        self.rank = env_rank if rank is None else rank
+        self.world = env_world if world is None else world
+        self.info = load_dataset_info(root)
+        self.stream = ClipStream(str(root), self.info, self.cfg, self.rank, self.world)
+        self.batches_in_epoch = 0
+        self.bad_samples: dict[int, int] = {}
+
+    @property
+    def epoch(self) -> int:
+        return self.stream.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.epoch, self.stream.positions, self.stream.rotation = epoch, {}, 0
+        self.batches_in_epoch = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        n = self.stream._num_workers()
+        loader = DataLoader(self.stream, batch_size=None, num_workers=self.cfg.num_workers,
+                            persistent_workers=False, prefetch_factor=2 if self.cfg.num_workers else None)
+        for batch in loader:
+            w = batch.pop("_worker")
+            self.stream.positions[w] = batch.pop("_pos")
+            self.bad_samples[w] = batch.pop("_bad")
+            self.batches_in_epoch += 1
+            # Next batch comes from the following worker: keep the rotation that makes it so after a restore.
+            self._next_worker = (w + 1) % n
+            yield batch
+        self.set_epoch(self.stream.epoch + 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values only (safe for ``torch.load(weights_only=True)``)."""
+        return {
+            "epoch": self.stream.epoch,
+            "positions": {int(k): int(v) for k, v in self.stream.positions.items()},
+            "next_worker": int(getattr(self, "_next_worker", self.stream.rotation)),
+            "batches_in_epoch": self.batches_in_epoch,
+            "seed": self.cfg.seed, "num_workers": self.cfg.num_workers, "batch_size": self.cfg.batch_size,
+            "rank": self.rank, "world": self.world, "shards": len(self.stream.urls),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        mismatched = [k for k in ("seed", "num_workers", "batch_size", "rank", "world", "shards")
+                      if state.get(k) != self.state_dict()[k]]
+        if mismatched:
+            detail = ", ".join(f"{k}: saved {state.get(k)!r} vs now {self.state_dict()[k]!r}" for k in mismatched)
+            raise ValueError(f"loader state does not match this loader ({detail}); exact resume needs the same values")
+        self.stream.epoch = int(state["epoch"])
+        self.stream.positions = {int(k): int(v) for k, v in state["positions"].items()}
+        self.stream.rotation = self._next_worker = int(state["next_worker"])
+        self.batches_in_epoch = int(state["batches_in_epoch"])

@@ -1,0 +1,178 @@
+"""Write episode-clip shards atomically, with a sidecar that marks each shard complete, and ``dataset.json``.
+
+A shard is written under a temporary name and renamed when whole, then its sidecar ``<shard>.json`` (record
+plus mergeable statistics) is written the same way: a shard counts as done only when its sidecar exists, so
+an interrupted or failed write leaves nothing a reader or a rerun would mistake for data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import webdataset as wds
+
+from wm_video.data.codecs import encode_frames
+from wm_video.data.schema import ActionSpace, Clip, DatasetInfo, ShardRecord, fields_of
+from wm_video.data.stats import ClipStats
+
+DATASET_FILE = "dataset.json"
+
+
+class DataWriteError(OSError):
+    """Output could not be written (unwritable folder, disk full); the partial file was removed."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise DataWriteError(e.errno, f"could not write {path}: {_why(e)}") from e
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and check a file can be created in it; clear error otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise DataWriteError(e.errno, f"output folder {path} is not writable: {_why(e)}") from e
+    return path
+
+
+def _why(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "no space left on device"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied (or read-only file system)"
+    return e.strerror or str(e)
+
+
+class ShardWriter:
+    """Write clips into one webdataset tar shard; use as a context manager (an exception removes the temp file).
+
+    Args:
+        path: final shard path, e.g. ``out/shard-000003.tar``.
+        action_space: every clip's actions are validated against it.
+        storage: frame storage, ``raw`` | ``png`` | ``mp4``.
+        fps: frame rate recorded in mp4 streams.
+        crf: H.264 quality for ``mp4`` (0 lossless).
+    """
+
+    def __init__(self, path: str | os.PathLike, action_space: ActionSpace, storage: str = "raw", fps: float = 15.0,
+                 crf: int = 10) -> None:
+        self.path = Path(path)
+        self.action_space, self.storage, self.fps, self.crf = action_space, storage, fps, crf
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.stats = ClipStats()
+        self.samples = 0
+        self.episodes: set[str] = set()
+        try:
+            self._file = open(self.tmp, "wb")
+        except OSError as e:
+            raise DataWriteError(e.errno, f"could not create shard {self.path}: {_why(e)}") from e
+        self._tar = wds.TarWriter(self._file, mtime=0.0)  # fixed mtime: same clips give byte-identical shards
+
+    def write(self, clip: Clip) -> None:
+        clip.validate(self.action_space, where=f"{self.path.name}: clip {clip.key}")
+        clip.meta.fields = fields_of(clip)
+        name, data = encode_frames(clip.frames, self.storage, self.fps, self.crf)
+        sample: dict[str, Any] = {"__key__": clip.key, name: data, "meta.json": json.dumps(vars(clip.meta)).encode()}
+        for field in clip.meta.fields:
+            sample[f"{field}.npy"] = npy_bytes(getattr(clip, field))
+        try:
+            self._tar.write(sample)
+        except OSError as e:
+            self.abort()
+            raise DataWriteError(e.errno, f"could not write shard {self.path}: {_why(e)}") from e
+        self.stats.update(clip.actions, clip.rewards, clip.terminations, len(clip.frames))
+        self.samples += 1
+        self.episodes.add(clip.meta.episode_id)
+
+    def close(self, extra: dict[str, Any] | None = None) -> ShardRecord:
+        """Finish the tar, rename it into place, then write the sidecar that marks it complete."""
+        try:
+            self._tar.close()  # writes the end-of-archive blocks; the file object stays ours
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            self.abort()
+            raise DataWriteError(e.errno, f"could not finish shard {self.path}: {_why(e)}") from e
+        record = ShardRecord(self.path.name, self.samples, self.stats.frames, len(self.episodes))
+        atomic_write_json(sidecar_path(self.path), {"record": vars(record), "stats": self.stats.to_dict(),
+                                                    "extra": extra or {}})
+        return record
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def npy_bytes(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def sidecar_path(shard: str | os.PathLike) -> Path:
+    return Path(f"{shard}.json")
+
+
+def read_sidecar(shard: str | os.PathLike) -> dict[str, Any] | None:
+    """The sidecar of a complete shard, or None when the shard is missing or unfinished."""
+    side = sidecar_path(shard)
+    if not side.exists() or not Path(shard).exists():
+        return None
+    try:
+        return json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def finalize_dataset(out_dir: str | os.PathLike, shard_paths: list[Path], *, resolution: list[int], fps: float,
+                     clip_len: int, storage: str, action_space: ActionSpace, source: dict[str, Any]) -> DatasetInfo:
+    """Merge the sidecars of complete shards into ``dataset.json`` (written atomically) and return it."""
+    stats, records = ClipStats(), []
+    for shard in shard_paths:
+        side = read_sidecar(shard)
+        if side is None:
+            raise DataWriteError(errno.ENOENT, f"shard {shard} is incomplete (no sidecar); rerun to finish it")
+        records.append(ShardRecord(**side["record"]))
+        stats = stats.merge(ClipStats.from_dict(side["stats"]))
+    info = DatasetInfo(resolution=resolution, fps=fps, clip_len=clip_len, frame_storage=storage,  # type: ignore[arg-type]
+                       action_space=action_space, shards=records, stats=stats.summary(), source=source)
+    atomic_write_json(Path(out_dir) / DATASET_FILE, info.to_dict())
+    return info

@@ -1,0 +1,77 @@
+"""Named presets for every config kind: ``debug`` (CPU tests, seconds), ``small`` (one machine), ``base`` (a GPU
+node) and ``large`` (multi-node). YAML files in ``configs/`` start from one of these and override fields."""
+
+from __future__ import annotations
+
+from wm_video.config import register_kind, register_preset
+from wm_video.data.collect import CollectConfig
+from wm_video.data.loader import LoaderConfig
+from wm_video.training.trainer import TrainerConfig
+
+register_kind("collect", CollectConfig)
+register_kind("loader", LoaderConfig)
+register_kind("trainer", TrainerConfig)
+
+
+@register_preset("collect", "debug")
+def _collect_debug() -> CollectConfig:
+    return CollectConfig(episodes=2, episodes_per_shard=1, clip_len=8, max_episode_steps=40, workers=1)
+
+
+@register_preset("collect", "small")
+def _collect_small() -> CollectConfig:
+    return CollectConfig(episodes=16, episodes_per_shard=4, clip_len=16, workers=2)
+
+
+@register_preset("collect", "base")
+def _collect_base() -> CollectConfig:
+    return CollectConfig(episodes=1000, episodes_per_shard=25, clip_len=16, workers=8)
+
+
+@register_preset("collect", "large")
+def _collect_large() -> CollectConfig:
+    return CollectConfig(episodes=20_000, episodes_per_shard=50, clip_len=16, workers=32)
+
+
+@register_preset("loader", "debug")
+def _loader_debug() -> LoaderConfig:
+    return LoaderConfig(batch_size=2, num_workers=0, shuffle_buffer=8)
+
+
+@register_preset("loader", "small")
+def _loader_small() -> LoaderConfig:
+    return LoaderConfig(batch_size=16, num_workers=2, shuffle_buffer=256)
+
+
+@register_preset("loader", "base")
+def _loader_base() -> LoaderConfig:
+    return LoaderConfig(batch_size=32, num_workers=8, shuffle_buffer=2000, resampled=True, epoch_length=1_000_000)
+
+
+@register_preset("loader", "large")
+def _loader_large() -> LoaderConfig:
+    return LoaderConfig(batch_size=32, num_workers=10, shuffle_buffer=5000, resampled=True, epoch_length=10_000_000)
+
+
+@register_preset("trainer", "debug")
+def _trainer_debug() -> TrainerConfig:
+    return TrainerConfig(accelerator="cpu", devices=1, max_steps=4, log_every_n_steps=1, checkpoint_every_n_steps=2,
+                         limit_val_batches=2, logger="tensorboard", run_dir="runs/debug")
+
+
+@register_preset("trainer", "small")
+def _trainer_small() -> TrainerConfig:
+    return TrainerConfig(devices=1, max_steps=20_000, log_every_n_steps=25, checkpoint_every_n_steps=1000,
+                         run_dir="runs/small")
+
+
+@register_preset("trainer", "base")
+def _trainer_base() -> TrainerConfig:
+    return TrainerConfig(accelerator="gpu", devices=-1, strategy="ddp", max_steps=200_000, log_every_n_steps=50,
+                         checkpoint_every_n_steps=2000, run_dir="runs/base")
+
+
+@register_preset("trainer", "large")
+def _trainer_large() -> TrainerConfig:
+    return TrainerConfig(accelerator="gpu", devices=-1, num_nodes=4, strategy="ddp", max_steps=500_000,
+                         log_every_n_steps=100, checkpoint_every_n_steps=2000, run_dir="runs/large")

@@ -1,0 +1,5 @@
+"""Training set-up shared by every model: the Trainer from config; parallelism is applied here, not in models."""
+
+from wm_video.training.trainer import TrainerConfig, build_trainer
+
+__all__ = ["TrainerConfig", "build_trainer"]

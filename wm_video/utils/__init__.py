@@ -1,0 +1,25 @@
+"""Small shared helpers: progress display that suits both terminals and batch logs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+
+def interactive() -> bool:
+    """True on a terminal outside a SLURM batch job: show progress bars; otherwise print plain log lines."""
+    in_batch = "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    return sys.stderr.isatty() and not in_batch
+
+
+def progress(total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0,
+             enable: bool | None = None) -> Any:
+    """A tqdm bar on terminals; under batch jobs a bar that prints a line at most every 30 s."""
+    from tqdm.auto import tqdm
+
+    show = interactive() if enable is None else enable
+    if show:
+        return tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, initial=initial, mininterval=30, ascii=True, file=sys.stderr,
+                disable=enable is False)
