@@ -1,0 +1,84 @@
+"""Any gymnasium env that renders RGB frames: classic control, box2d and MuJoCo.
+
+MuJoCo envs render directly at ``size`` x ``size`` with shadows, reflections and multisampling off (see
+:mod:`wm_video.envs.mujoco_render`); the others render at their own resolution (600x400 for classic control and
+LunarLander) and are resized with PIL.
+"""
+
+from __future__ import annotations
+
+from wm_video.envs.base import Action, Expert, SimEnv, StepResult, require_sim
+from wm_video.envs.convert import resize_frame, space_to_action_space
+from wm_video.envs.heuristics import EXPERTS, expert_name
+from wm_video.envs.mujoco_render import ensure_gl_backend, make_render_fast
+
+DEFAULT_FPS = 30.0  # used only when an env declares no render_fps
+
+
+def is_mujoco_spec(spec: object) -> bool:
+    """True for gymnasium's own MuJoCo envs (their entry points live in ``gymnasium.envs.mujoco``)."""
+    entry = getattr(spec, "entry_point", None)
+    return isinstance(entry, str) and entry.startswith("gymnasium.envs.mujoco")
+
+
+class GymEnv(SimEnv):
+    """A gymnasium env made with ``render_mode="rgb_array"``.
+
+    Args:
+        env_id: a registered gymnasium id, e.g. ``CartPole-v1``, ``LunarLander-v3``, ``Pusher-v5``.
+        size: frame height and width in pixels (default 64).
+        max_episode_steps: replaces the env's own time limit (default: keep it).
+        fast_render: MuJoCo only; turn off shadows, reflections and multisampling (default True).
+    """
+
+    family = "gymnasium"
+
+    def __init__(self, env_id: str, size: int = 64, max_episode_steps: int | None = None,
+                 fast_render: bool = True) -> None:
+        super().__init__(env_id, size, max_episode_steps)
+        ensure_gl_backend()  # before anything imports mujoco; harmless for non-MuJoCo envs
+        gym = require_sim("gymnasium")
+        spec = gym.spec(env_id)
+        self._mujoco = is_mujoco_spec(spec)
+        kwargs: dict = {"render_mode": "rgb_array", "disable_env_checker": True}
+        if self._mujoco:
+            require_sim("mujoco")
+            kwargs.update(width=size, height=size)
+        if max_episode_steps is not None:
+            kwargs["max_episode_steps"] = max_episode_steps
+        self._env = gym.make(env_id, **kwargs)
+        modes = self._env.metadata.get("render_modes", [])
+        if "rgb_array" not in modes:
+            self._env.close()
+            raise ValueError(f"gymnasium env '{env_id}' does not render rgb_array frames (modes: {modes})")
+        if self._mujoco and fast_render:
+            make_render_fast(self._env.unwrapped)
+        self.action_space = space_to_action_space(self._env.action_space)
+        self.fps = float(self._env.metadata.get("render_fps") or DEFAULT_FPS)
+        if self.max_episode_steps is None:
+            self.max_episode_steps = spec.max_episode_steps
+
+    def _frame(self) -> object:
+        frame = self._env.render()
+        return resize_frame(frame, self.size)
+
+    def _reset(self, seed: int) -> StepResult:
+        obs, info = self._env.reset(seed=seed)
+        return StepResult(self._frame(), obs, info=dict(info))
+
+    def _step(self, action: Action) -> StepResult:
+        obs, reward, terminated, truncated, info = self._env.step(action)
+        return StepResult(self._frame(), obs, float(reward), bool(terminated), bool(truncated), dict(info))
+
+    @property
+    def has_scripted_policy(self) -> bool:
+        return expert_name(self.env_id) in EXPERTS
+
+    def make_expert(self) -> Expert:
+        build = EXPERTS.get(expert_name(self.env_id))
+        if build is None:
+            return super().make_expert()
+        return build(self._env.unwrapped)
+
+    def close(self) -> None:
+        self._env.close()
