@@ -7,10 +7,12 @@ LunarLander) and are resized with PIL.
 
 from __future__ import annotations
 
+import numpy as np
+
 from wm_video.envs.base import Action, Expert, SimEnv, StepResult, require_sim
 from wm_video.envs.convert import resize_frame, space_to_action_space
 from wm_video.envs.heuristics import EXPERTS, expert_name
-from wm_video.envs.mujoco_render import ensure_gl_backend, make_render_fast
+from wm_video.envs.mujoco_render import ensure_gl_backend, free_renderer, make_render_fast, render_rgb
 
 DEFAULT_FPS = 30.0  # used only when an env declares no render_fps
 
@@ -51,16 +53,22 @@ class GymEnv(SimEnv):
         if "rgb_array" not in modes:
             self._env.close()
             raise ValueError(f"gymnasium env '{env_id}' does not render rgb_array frames (modes: {modes})")
-        if self._mujoco and fast_render:
-            make_render_fast(self._env.unwrapped)
+        if self._mujoco:
+            # Make the viewer now, before any reset: its free camera aims at the bodies' positions at creation,
+            # so a viewer made after the first reset would frame every later episode by that first seed.
+            if fast_render:
+                make_render_fast(self._env.unwrapped)
+            else:
+                self._env.unwrapped.mujoco_renderer.render("rgb_array")
         self.action_space = space_to_action_space(self._env.action_space)
         self.fps = float(self._env.metadata.get("render_fps") or DEFAULT_FPS)
         if self.max_episode_steps is None:
             self.max_episode_steps = spec.max_episode_steps
 
-    def _frame(self) -> object:
-        frame = self._env.render()
-        return resize_frame(frame, self.size)
+    def _frame(self) -> np.ndarray:
+        if self._mujoco:
+            return np.ascontiguousarray(render_rgb(self._env.unwrapped))
+        return resize_frame(self._env.render(), self.size)
 
     def _reset(self, seed: int) -> StepResult:
         obs, info = self._env.reset(seed=seed)
@@ -81,4 +89,6 @@ class GymEnv(SimEnv):
         return build(self._env.unwrapped)
 
     def close(self) -> None:
+        if self._mujoco:
+            free_renderer(self._env.unwrapped)
         self._env.close()

@@ -15,7 +15,7 @@ import numpy as np
 
 from wm_video.data.schema import ActionSpace
 from wm_video.envs.base import Action, Expert, SimEnv, StepResult, require_sim
-from wm_video.envs.mujoco_render import ensure_gl_backend, make_render_fast
+from wm_video.envs.mujoco_render import ensure_gl_backend, free_renderer, make_render_fast, render_rgb
 
 PREFIX = "metaworld/"
 DEFAULT_MAX_EPISODE_STEPS = 200  # the experts solve the tasks tried in 50-150 steps
@@ -76,13 +76,15 @@ class MetaWorldEnv(SimEnv):
             env.model.cam_pos[cam_id] = np.asarray(camera_pos, dtype=np.float64)
         if fast_render:
             make_render_fast(env)
+        else:
+            env.mujoco_renderer.render("rgb_array")  # make the viewer now, like make_render_fast does
         self._env = env
         self.action_space = ActionSpace("continuous", dim=4, low=[-1.0] * 4, high=[1.0] * 4)
         self.fps = float(env.metadata.get("render_fps") or round(1.0 / env.dt))
 
     def _frame(self) -> np.ndarray:
         # The Sawyer scene's cameras come out upside down from gymnasium's renderer: flip the rows.
-        return np.ascontiguousarray(self._env.render()[::-1])
+        return np.ascontiguousarray(render_rgb(self._env)[::-1])
 
     def _reset(self, seed: int) -> StepResult:
         self._env.seed(seed)  # Meta-World's reset() ignores its seed argument
@@ -113,4 +115,5 @@ class MetaWorldEnv(SimEnv):
         return act
 
     def close(self) -> None:
+        free_renderer(self._env)
         self._env.close()

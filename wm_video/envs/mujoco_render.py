@@ -33,3 +33,29 @@ def make_render_fast(env: Any, render_mode: str = "rgb_array") -> None:
     scene = renderer.viewer.scn
     scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
     scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+
+
+def render_rgb(env: Any) -> Any:
+    """Render an RGB frame from ``env`` (an unwrapped ``MujocoEnv`` whose viewer exists).
+
+    The GL context is made current first: another env's viewer being garbage-collected in this process
+    releases whatever context is current (mujoco's EGL ``free`` calls ``eglMakeCurrent(NO_CONTEXT)``), after
+    which renders silently come out black. Making it current costs a few microseconds per frame.
+    """
+    renderer = env.mujoco_renderer
+    if renderer.viewer is not None:
+        renderer.viewer.make_context_current()
+    return renderer.render("rgb_array")
+
+
+def free_renderer(env: Any) -> None:
+    """Free the viewer's GL resources now, with its own context current; call before ``env.close()``.
+
+    Otherwise the ``MjrContext`` is freed whenever Python collects it, into whatever GL context is current
+    then: GL object ids are per-context small integers, so it deletes the framebuffers of a newer env in the
+    same process, which then renders all-black frames.
+    """
+    viewer = getattr(env, "mujoco_renderer", None) and env.mujoco_renderer.viewer
+    if viewer is not None and getattr(viewer, "con", None) is not None:
+        viewer.make_context_current()
+        viewer.con.free()
