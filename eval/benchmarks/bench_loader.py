@@ -6,7 +6,8 @@ Data: real Atari frames (Breakout, random policy) collected once at 256x256 and 
     python eval/benchmarks/bench_loader.py                 # defaults: 12 episodes, 2 loader workers
     python eval/benchmarks/bench_loader.py --episodes 24 --workers 2 --out /tmp/bench_loader
 
-Rows: ``loader`` = ClipLoader with ``--workers`` DataLoader workers (shuffle buffer 64, batch 8) over one epoch;
+Rows: ``loader`` = ClipLoader with ``--workers`` DataLoader workers (shuffle buffer 64, batch 8) over one epoch,
+timed from the first batch (worker start-up excluded);
 ``decode only`` = one process reading the tars and decoding frames, nothing else.
 """
 
@@ -51,8 +52,11 @@ def loader_rate(root: Path, workers: int) -> float:
     from wm_video.data.loader import ClipLoader, LoaderConfig
 
     loader = ClipLoader(root, LoaderConfig(batch_size=8, num_workers=workers, shuffle_buffer=64, drop_last=False))
-    t0, frames = time.perf_counter(), 0
-    for batch in loader:
+    t0, frames = None, 0
+    for batch in loader:  # steady state: the clock starts at the first batch, after the workers started
+        if t0 is None:
+            t0 = time.perf_counter()
+            continue
         frames += batch["frames"].shape[0] * batch["frames"].shape[1]
     return frames / (time.perf_counter() - t0)
 
