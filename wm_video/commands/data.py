@@ -48,7 +48,7 @@ def collect(
         episodes_per_shard: episodes per shard.
         workers: collection processes.
         storage: frame storage: raw or png (lossless), mp4 (H.264 yuv444p).
-        seed: base seed; episode e uses seed + e.
+        seed: base seed; shard k's first reset uses seed + k * episodes_per_shard.
         shard_range: two numbers FIRST STOP: make only shards [FIRST, STOP) (for SLURM array tasks).
         out: output dataset folder.
         config: YAML file with ``kind: collect`` (see configs/data/).

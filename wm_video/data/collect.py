@@ -1,7 +1,7 @@
 """Collect episodes from real simulators into episode-clip shards, in parallel, atomically and resumably.
 
-Episodes are assigned to shards up front (shard ``k`` holds episodes ``k*E .. k*E+E-1``, episode ``e`` seeded
-with ``seed + e``), so the output depends only on the config, any worker can make any shard, and a rerun makes
+Episodes are assigned to shards up front (shard ``k`` holds episodes ``k*E .. k*E+E-1``; its first reset is
+seeded with ``seed + k*E`` and the rest continue the env's random stream), so the output depends only on the config, any worker can make any shard, and a rerun makes
 just the shards whose completion sidecar is missing. A SLURM array task can take a range with ``shard_range``.
 """
 
@@ -54,7 +54,8 @@ class CollectConfig:
         workers: collection processes (each makes whole shards).
         storage: frame storage ``raw`` | ``png`` (lossless) or ``mp4`` (H.264 yuv444p, ``crf`` quality).
         crf: H.264 quality for ``mp4`` storage (0 is lossless).
-        seed: episode ``e`` is reset with seed ``seed + e``.
+        seed: base seed: shard ``k``'s first episode is reset with ``seed + k * episodes_per_shard``; the
+            policy of episode ``e`` is seeded with ``seed + e``.
         shard_range: ``[first, stop)`` of shards for this invocation (SLURM arrays); ``None`` means all.
     """
 
@@ -105,7 +106,7 @@ def clip_starts(n: int, clip_len: int, stride: int) -> list[int]:
     return starts
 
 
-def run_episode(env: Any, policy: Any, seed: int) -> dict[str, Any]:
+def run_episode(env: Any, policy: Any, seed: int | None) -> dict[str, Any]:
     """One episode: frames ``(n, h, w, 3)`` with the action taken at each and its reward and termination."""
     res = env.reset(seed=seed)
     policy.reset()
@@ -154,7 +155,9 @@ def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
         with ShardWriter(Path(out) / shard_name(k), env.action_space, cfg.storage, env.fps, cfg.crf) as writer:
             for e in episodes:
                 policy = make_policy(cfg.policy, env, seed=cfg.seed + e, noise=cfg.noise)
-                ep = run_episode(env, policy, seed=cfg.seed + e)
+                # One seeded reset per shard; later episodes continue the env's random stream. The shard is
+                # still a pure function of the config, and Atari skips a ROM reload (~90 ms) per episode.
+                ep = run_episode(env, policy, seed=cfg.seed + e if e == first else None)
                 n = len(ep["frames"])
                 steps += n
                 returns.append(float(ep["rewards"].sum()))

@@ -26,8 +26,10 @@ class AtariEnv(SimEnv):
 
     family = "atari"
 
-    def __init__(self, env_id: str, size: int = 64, max_episode_steps: int | None = None) -> None:
+    def __init__(self, env_id: str, size: int = 64, max_episode_steps: int | None = None,
+                 resample: str = "area") -> None:
         super().__init__(env_id, size, max_episode_steps)
+        self.resample = resample
         gym = require_sim("gymnasium")
         register_atari()
         kwargs: dict = {"obs_type": "rgb", "disable_env_checker": True}
@@ -42,14 +44,14 @@ class AtariEnv(SimEnv):
         if self.max_episode_steps is None:
             self.max_episode_steps = self._env.spec.max_episode_steps
 
-    def _reset(self, seed: int) -> StepResult:
+    def _reset(self, seed: int | None) -> StepResult:
         obs, info = self._env.reset(seed=seed)
-        return StepResult(resize_frame(obs, self.size), obs, info=dict(info))
+        return StepResult(resize_frame(obs, self.size, self.resample), obs, info=dict(info))
 
     def _step(self, action: Action) -> StepResult:
         obs, reward, terminated, truncated, info = self._env.step(action)
-        return StepResult(resize_frame(obs, self.size), obs, float(reward), bool(terminated), bool(truncated),
-                          dict(info))
+        frame = resize_frame(obs, self.size, self.resample)
+        return StepResult(frame, obs, float(reward), bool(terminated), bool(truncated), dict(info))
 
     def close(self) -> None:
         self._env.close()

@@ -70,7 +70,7 @@ class GymEnv(SimEnv):
             return np.ascontiguousarray(render_rgb(self._env.unwrapped))
         return resize_frame(self._env.render(), self.size)
 
-    def _reset(self, seed: int) -> StepResult:
+    def _reset(self, seed: int | None) -> StepResult:
         obs, info = self._env.reset(seed=seed)
         return StepResult(self._frame(), obs, info=dict(info))
 

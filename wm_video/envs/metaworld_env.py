@@ -86,8 +86,9 @@ class MetaWorldEnv(SimEnv):
         # The Sawyer scene's cameras come out upside down from gymnasium's renderer: flip the rows.
         return np.ascontiguousarray(render_rgb(self._env)[::-1])
 
-    def _reset(self, seed: int) -> StepResult:
-        self._env.seed(seed)  # Meta-World's reset() ignores its seed argument
+    def _reset(self, seed: int | None) -> StepResult:
+        if seed is not None:
+            self._env.seed(seed)  # Meta-World's reset() ignores its seed argument
         obs, info = self._env.reset()
         return StepResult(self._frame(), obs, info={**info, "success": False})
 
