@@ -97,7 +97,7 @@ def test_killed_collection_resumes_to_the_same_result(tmp_path):
 
 def test_rerun_with_other_settings_is_refused(tmp_path):
     collect(tiny("CartPole-v1"), tmp_path, show_progress=False)
-    with pytest.raises(ValueError, match="other settings.*clip_len"):
+    with pytest.raises(ValueError, match=r"other settings.*clip_len"):
         collect(tiny("CartPole-v1", clip_len=4), tmp_path, show_progress=False)
 
 
@@ -148,3 +148,12 @@ def test_every_data_yaml_is_collectable(tmp_path):
                                                      "workers=1"])
         info = collect(cfg, tmp_path / path.stem, show_progress=False)
         assert info is not None and info.num_samples >= 2, path
+
+
+def test_demo_main_job_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--episodes", "2", "--workers", "1", "--max-episode-steps", "40"]) == 0
+    text = capsys.readouterr().out
+    assert "a loader batch" in text and "'frames': (4, 16, 3, 64, 64)" in text
+    assert (out / "contact_sheet.png").stat().st_size > 1000 and (out / "clips.gif").exists()
+    assert load_dataset_info(out / "data").num_episodes == 2

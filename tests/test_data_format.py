@@ -22,7 +22,7 @@ def test_round_trip(tmp_path, storage, kind):
     assert info.num_samples == 6 and info.frame_storage == storage and info.schema_version == SCHEMA_VERSION
     read = [c for url in shard_paths(tmp_path, info) for c in iter_clips(url, info.action_space)]
     assert [c.key for c in read] == [c.key for c in written]
-    for a, b in zip(written, read):
+    for a, b in zip(written, read, strict=True):
         if storage == "mp4":  # yuv444p H.264 at crf 10: close, not exact (random noise is its worst case)
             assert np.abs(a.frames.astype(int) - b.frames.astype(int)).mean() < 8
         else:
@@ -58,7 +58,7 @@ def test_dataset_stats_merge_across_shards(tmp_path):
 def test_writer_rejects_bad_clips_and_names_field(tmp_path):
     clip = make_clip(0, 0, kind="continuous")
     clip.actions[1, 0] = np.nan
-    with pytest.raises(SchemaError, match="actions.*NaN"):
+    with pytest.raises(SchemaError, match=r"actions.*NaN"):
         with ShardWriter(tmp_path / "s.tar", action_space("continuous")) as w:
             w.write(clip)
     assert list(tmp_path.iterdir()) == []  # the temp file went with the error

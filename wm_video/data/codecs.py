@@ -79,8 +79,9 @@ def _decode_png_strip(data: bytes, num_frames: int) -> np.ndarray:
 
 
 def _encode_mp4(frames: np.ndarray, fps: float, crf: int) -> bytes:
-    import av
     from fractions import Fraction
+
+    import av
 
     t, h, w, _ = frames.shape
     if h % 2 or w % 2:

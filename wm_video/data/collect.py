@@ -1,8 +1,9 @@
 """Collect episodes from real simulators into episode-clip shards, in parallel, atomically and resumably.
 
 Episodes are assigned to shards up front (shard ``k`` holds episodes ``k*E .. k*E+E-1``; its first reset is
-seeded with ``seed + k*E`` and the rest continue the env's random stream), so the output depends only on the config, any worker can make any shard, and a rerun makes
-just the shards whose completion sidecar is missing. A SLURM array task can take a range with ``shard_range``.
+seeded with ``seed + k*E`` and the rest continue the env's random stream), so the output depends only on the
+config, any worker can make any shard, and a rerun makes just the shards whose completion sidecar is missing.
+A SLURM array task can take a range with ``shard_range``.
 """
 
 from __future__ import annotations

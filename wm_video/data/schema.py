@@ -143,9 +143,13 @@ class DatasetInfo:
         if d.get("format") != FORMAT_NAME:
             raise SchemaError(f"{where}: field 'format' is {d.get('format')!r}, expected {FORMAT_NAME!r}")
         if int(d.get("schema_version", 0)) > SCHEMA_VERSION:
-            raise SchemaError(f"{where}: schema_version {d['schema_version']} is newer than supported ({SCHEMA_VERSION})")
+            raise SchemaError(
+                f"{where}: schema_version {d['schema_version']} is newer than supported ({SCHEMA_VERSION})"
+            )
         if d.get("frame_storage") not in FRAME_STORAGES:
-            raise SchemaError(f"{where}: field 'frame_storage' must be one of {FRAME_STORAGES}, got {d.get('frame_storage')!r}")
+            raise SchemaError(
+                f"{where}: field 'frame_storage' must be one of {FRAME_STORAGES}, got {d.get('frame_storage')!r}"
+            )
         try:
             return cls(
                 resolution=[int(x) for x in d["resolution"]],
@@ -196,7 +200,9 @@ class Clip:
             if arr is None:
                 continue
             if arr.shape != (t,) or arr.dtype != dtype:
-                raise SchemaError(f"{where}: field '{name}' must be {np.dtype(dtype)} ({t},), got {arr.dtype} {arr.shape}")
+                raise SchemaError(
+                    f"{where}: field '{name}' must be {np.dtype(dtype)} ({t},), got {arr.dtype} {arr.shape}"
+                )
             if name == "rewards" and not np.isfinite(arr).all():
                 raise SchemaError(f"{where}: field 'rewards' holds NaN or inf")
 

@@ -50,7 +50,8 @@ class RunningStats:
             return {"count": 0}
         mean = np.asarray(self.sum) / self.count
         var = np.maximum(np.asarray(self.sumsq) / self.count - mean**2, 0.0)
-        return {"count": self.count, "mean": mean.tolist(), "std": np.sqrt(var).tolist(), "min": self.min, "max": self.max}
+        return {"count": self.count, "mean": mean.tolist(), "std": np.sqrt(var).tolist(), "min": self.min,
+                "max": self.max}
 
 
 @dataclass

@@ -93,7 +93,7 @@ class ShardWriter:
             self._file = open(self.tmp, "wb")
         except OSError as e:
             raise DataWriteError(e.errno, f"could not create shard {self.path}: {_why(e)}") from e
-        self._tar = wds.TarWriter(self._file, mtime=0.0)  # fixed mtime: same clips give byte-identical shards
+        self._tar = wds.TarWriter(self._file, mtime=0)  # fixed int mtime: reproducible shards, no PAX headers
 
     def write(self, clip: Clip) -> None:
         clip.validate(self.action_space, where=f"{self.path.name}: clip {clip.key}")
