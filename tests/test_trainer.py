@@ -29,7 +29,7 @@ class MeanFrame(L.LightningModule):
     def training_step(self, batch, _):
         loss, logs = self.compute_loss(batch)
         self.log_dict({f"train/{k}": v for k, v in logs.items()})
-        self.losses.append(float(loss))
+        self.losses.append(float(loss.detach()))
         return loss
 
     def configure_optimizers(self):
