@@ -84,7 +84,7 @@ def test_full_disk_leaves_no_partial_shard(tmp_path, monkeypatch):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(w._tar, "write", full)
+    monkeypatch.setattr(w, "_file", type("Full", (), {"write": full, "close": lambda self: None})())
     with pytest.raises(DataWriteError, match="no space left"):
         w.write(make_clip(0, 0))
     assert list(tmp_path.iterdir()) == []
@@ -118,3 +118,18 @@ def test_dataset_json_errors_name_file_and_field(tmp_path):
         load_dataset_info(tmp_path)
     with pytest.raises(FileNotFoundError, match="wm-video dataset"):
         load_dataset_info(tmp_path / "nothing")
+
+
+def test_shards_are_standard_tars_that_webdataset_reads(tmp_path):
+    import tarfile
+
+    import webdataset as wds
+
+    written = write_dataset(tmp_path, shards=1, clips_per_shard=3)
+    with tarfile.open(tmp_path / "shard-000000.tar") as tar:
+        names = tar.getnames()
+    assert names[:5] == [f"{written[0].key}.{m}" for m in ("frames.npy", "meta.json", "actions.npy", "rewards.npy",
+                                                            "terminations.npy")]
+    samples = list(wds.WebDataset(str(tmp_path / "shard-000000.tar"), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [c.key for c in written]
+    assert json.loads(samples[0]["meta.json"])["episode_id"] == written[0].meta.episode_id

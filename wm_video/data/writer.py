@@ -12,11 +12,11 @@ import errno
 import io
 import json
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 
 from wm_video.data.codecs import encode_frames
 from wm_video.data.schema import ActionSpace, Clip, DatasetInfo, ShardRecord, fields_of
@@ -93,17 +93,16 @@ class ShardWriter:
             self._file = open(self.tmp, "wb")
         except OSError as e:
             raise DataWriteError(e.errno, f"could not create shard {self.path}: {_why(e)}") from e
-        self._tar = wds.TarWriter(self._file, mtime=0)  # fixed int mtime: reproducible shards, no PAX headers
 
     def write(self, clip: Clip) -> None:
         clip.validate(self.action_space, where=f"{self.path.name}: clip {clip.key}")
         clip.meta.fields = fields_of(clip)
         name, data = encode_frames(clip.frames, self.storage, self.fps, self.crf)
-        sample: dict[str, Any] = {"__key__": clip.key, name: data, "meta.json": json.dumps(vars(clip.meta)).encode()}
+        members = {name: data, "meta.json": json.dumps(vars(clip.meta)).encode()}
         for field in clip.meta.fields:
-            sample[f"{field}.npy"] = npy_bytes(getattr(clip, field))
+            members[f"{field}.npy"] = npy_bytes(getattr(clip, field))
         try:
-            self._tar.write(sample)
+            self._file.write(tar_sample(clip.key, members))
         except OSError as e:
             self.abort()
             raise DataWriteError(e.errno, f"could not write shard {self.path}: {_why(e)}") from e
@@ -114,7 +113,7 @@ class ShardWriter:
     def close(self, extra: dict[str, Any] | None = None) -> ShardRecord:
         """Finish the tar, rename it into place, then write the sidecar that marks it complete."""
         try:
-            self._tar.close()  # writes the end-of-archive blocks; the file object stays ours
+            self._file.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
@@ -139,6 +138,22 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def tar_sample(key: str, members: dict[str, bytes]) -> bytes:
+    """One webdataset sample as tar bytes: a USTAR header per member ``<key>.<name>``, its data, padding.
+
+    Built in one buffer and written with one call: webdataset's ``TarWriter`` goes through ``tarfile.addfile``
+    (PAX headers, a copy through a 16 KB buffer, a write per block), twice the cost per clip, which showed as
+    4% of an Atari collection step. Headers come from the standard library; mtime is fixed so the same clips
+    give byte-identical shards.
+    """
+    parts = []
+    for name, data in members.items():
+        info = tarfile.TarInfo(f"{key}.{name}")
+        info.size, info.mtime, info.mode = len(data), 0, 0o444
+        parts += [info.tobuf(tarfile.USTAR_FORMAT), data, b"\0" * (-len(data) % tarfile.BLOCKSIZE)]
+    return b"".join(parts)
 
 
 def npy_bytes(arr) -> bytes:
