@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; completed work is kept and a rerun continues", file=sys.stderr)
         return 130
     except _user_errors() as e:
-        print(f"wm-video: error: {e}", file=sys.stderr)
+        if ns.verbose:
+            raise
+        print(f"wm-video: error: {e}  (-v for the traceback)", file=sys.stderr)
         return 2
     return 0
 

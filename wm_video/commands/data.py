@@ -32,6 +32,9 @@ def collect(
     MuJoCo rendered on the CPU) and Meta-World tasks (metaworld/<task>-v3, with scripted experts). Several
     processes write whole shards atomically; rerunning the same command resumes where it stopped.
 
+    Settings resolve as: the preset (``--preset``), then the YAML (``--config``), then these flags, then the
+    trailing FIELD=VALUE overrides; a flag left out keeps the value from the preset or YAML.
+
     Example:
         wm-video data collect --env ALE/Pong-v5 --episodes 32 --policy random --size 64 --clip-len 16 --out data/pong
 

@@ -8,6 +8,7 @@ A SLURM array task can take a range with ``shard_range``.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import queue
@@ -81,6 +82,8 @@ class CollectConfig:
                 raise SchemaError(f"collect: field '{name}' must be >= 1, got {getattr(self, name)}")
         if self.storage not in ("raw", "png", "mp4"):
             raise SchemaError(f"collect: field 'storage' must be raw, png or mp4, got {self.storage!r}")
+        if self.shard_range is not None and (len(self.shard_range) != 2 or self.shard_range[0] >= self.shard_range[1]):
+            raise SchemaError(f"collect: field 'shard_range' must be two numbers FIRST < STOP, got {self.shard_range}")
         if self.policy not in ("random", "scripted", "noisy"):
             raise SchemaError(f"collect: field 'policy' must be random, scripted or noisy, got {self.policy!r}")
 
@@ -199,8 +202,6 @@ def _check_settings(out: Path, cfg: CollectConfig) -> None:
     path = out / SETTINGS_FILE
     wanted = {k: getattr(cfg, k) for k in _OUTPUT_FIELDS} | {"episodes": cfg.episodes}
     if path.exists():
-        import json
-
         saved = json.loads(path.read_text())
         diff = [k for k in _OUTPUT_FIELDS if saved.get(k) != wanted[k]]
         if diff:
@@ -228,14 +229,8 @@ def collect(cfg: CollectConfig, out: str | Path, show_progress: bool | None = No
     bar = progress(total=total_eps, initial=done_eps, desc=f"collect {cfg.env}", unit="ep", enable=show_progress)
     t0 = time.perf_counter()
     if cfg.workers <= 1 or len(todo) <= 1:
-        global _progress_queue
         for k in todo:
-            before = _progress_queue
-            _progress_queue = None
-            try:
-                summary = collect_shard(cfg, k, str(out))
-            finally:
-                _progress_queue = before
+            summary = collect_shard(cfg, k, str(out))
             bar.update(len(summary["extra"]["episode_lengths"]))
     else:
         _collect_parallel(cfg, todo, out, bar)

@@ -203,7 +203,8 @@ class ClipLoader:
         self.info = load_dataset_info(root)
         self.stream = ClipStream(str(root), self.info, self.cfg, self.rank, self.world)
         self.batches_in_epoch = 0
-        self.bad_samples: dict[int, int] = {}
+        self.bad_samples: dict[int, int] = {}  # worker -> unreadable samples skipped this epoch
+        self._next_worker = 0  # the logical worker whose batch comes next
 
     @property
     def epoch(self) -> int:
@@ -211,7 +212,7 @@ class ClipLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.epoch, self.stream.positions, self.stream.rotation = epoch, {}, 0
-        self.batches_in_epoch = 0
+        self.batches_in_epoch, self._next_worker = 0, 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         n = self.stream._num_workers()
@@ -232,7 +233,7 @@ class ClipLoader:
         return {
             "epoch": self.stream.epoch,
             "positions": {int(k): int(v) for k, v in self.stream.positions.items()},
-            "next_worker": int(getattr(self, "_next_worker", self.stream.rotation)),
+            "next_worker": self._next_worker,
             "batches_in_epoch": self.batches_in_epoch,
             "seed": self.cfg.seed, "num_workers": self.cfg.num_workers, "batch_size": self.cfg.batch_size,
             "rank": self.rank, "world": self.world, "shards": len(self.stream.urls),
