@@ -133,3 +133,22 @@ def test_shards_are_standard_tars_that_webdataset_reads(tmp_path):
     samples = list(wds.WebDataset(str(tmp_path / "shard-000000.tar"), shardshuffle=False))
     assert [s["__key__"] for s in samples] == [c.key for c in written]
     assert json.loads(samples[0]["meta.json"])["episode_id"] == written[0].meta.episode_id
+
+
+def test_malformed_samples_name_the_field(tmp_path):
+    from wm_video.data.reader import decode_sample
+    from wm_video.data.writer import npy_bytes
+
+    clip = make_clip(0, 0)
+    meta = {**vars(clip.meta), "fields": ["actions", "velocity"]}
+    sample = {"__key__": clip.key, "__url__": "s.tar", "frames.npy": npy_bytes(clip.frames),
+              "meta.json": json.dumps(meta).encode(), "actions.npy": npy_bytes(clip.actions)}
+    with pytest.raises(SchemaError, match=r"s.tar: sample ep0000_000000.*'fields'.*velocity"):
+        decode_sample(sample)
+    meta["fields"] = ["actions", "rewards"]
+    sample["meta.json"] = json.dumps(meta).encode()
+    with pytest.raises(SchemaError, match=r"'rewards.npy' listed in meta.json but missing"):
+        decode_sample(sample)
+    sample["rewards.npy"] = b"\x93NUMPY garbage"
+    with pytest.raises(SchemaError, match=r"field 'rewards.npy' could not be decoded"):
+        decode_sample(sample)

@@ -34,8 +34,17 @@ def shard_paths(root: str | os.PathLike, info: DatasetInfo) -> list[str]:
     return [str(Path(root) / s.path) for s in info.shards]
 
 
-def _npy(data: bytes, field: str) -> np.ndarray:
+def _npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _decode_field(where: str, name: str, decode) -> np.ndarray:
+    try:
+        return decode()
+    except SchemaError as e:
+        raise SchemaError(f"{where}: {e}") from e
+    except Exception as e:  # codecs raise their own types on corrupt bytes (ValueError, av errors, PIL errors)
+        raise SchemaError(f"{where}: field '{name}' could not be decoded ({type(e).__name__}: {e})") from e
 
 
 def decode_sample(sample: dict[str, Any], action_space: ActionSpace | None = None) -> Clip:
@@ -54,15 +63,12 @@ def decode_sample(sample: dict[str, Any], action_space: ActionSpace | None = Non
     name = frame_field(sample)
     if name is None:
         raise SchemaError(f"{where}: no frames field (frames.npy, frames.png or frames.mp4)")
-    try:
-        frames = decode_frames(name, sample[name], meta.num_frames)
-        arrays = {f: _npy(sample[f"{f}.npy"], f) for f in meta.fields}
-    except KeyError as e:
-        raise SchemaError(f"{where}: field {e} listed in meta.json but missing") from e
-    except SchemaError as e:
-        raise SchemaError(f"{where}: {e}") from e
-    except Exception as e:  # codecs raise their own types on corrupt bytes (ValueError, av errors, PIL errors)
-        raise SchemaError(f"{where}: field '{name}' could not be decoded ({type(e).__name__}: {e})") from e
+    frames = _decode_field(where, name, lambda: decode_frames(name, sample[name], meta.num_frames))
+    arrays = {}
+    for f in meta.fields:
+        if f"{f}.npy" not in sample:
+            raise SchemaError(f"{where}: field '{f}.npy' listed in meta.json but missing")
+        arrays[f] = _decode_field(where, f"{f}.npy", lambda f=f: _npy(sample[f"{f}.npy"]))
     clip = Clip(frames=frames, meta=meta, **arrays)
     clip.validate(action_space, where=where)
     return clip

@@ -7,7 +7,6 @@ field changes meaning, and keep :func:`DatasetInfo.from_dict` reading every olde
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +16,7 @@ SCHEMA_VERSION = 1
 FORMAT_NAME = "wm-video/episode-clips"
 FrameStorage = Literal["raw", "png", "mp4"]
 FRAME_STORAGES: tuple[str, ...] = ("raw", "png", "mp4")
+ARRAY_FIELDS: tuple[str, ...] = ("actions", "rewards", "terminations")  # optional per-clip arrays, in order
 
 
 class SchemaError(ValueError):
@@ -94,6 +94,9 @@ class ClipMeta:
             raise SchemaError(
                 f"{where}: schema_version {d['schema_version']} is newer than this wm-video reads ({SCHEMA_VERSION})"
             )
+        unknown = [f for f in d["fields"] if f not in ARRAY_FIELDS]
+        if unknown:
+            raise SchemaError(f"{where}: field 'fields' names {unknown}; known array fields are {ARRAY_FIELDS}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -209,8 +212,4 @@ class Clip:
 
 def fields_of(clip: Clip) -> list[str]:
     """The optional array fields a clip carries, in schema order."""
-    return [n for n in ("actions", "rewards", "terminations") if getattr(clip, n) is not None]
-
-
-def finite_or_none(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
+    return [n for n in ARRAY_FIELDS if getattr(clip, n) is not None]
