@@ -157,3 +157,15 @@ def test_demo_main_job_runs_end_to_end(tmp_path, capsys):
     assert "a loader batch" in text and "'frames': (4, 16, 3, 64, 64)" in text
     assert (out / "contact_sheet.png").stat().st_size > 1000 and (out / "clips.gif").exists()
     assert load_dataset_info(out / "data").num_episodes == 2
+
+
+def test_a_task_leaves_other_tasks_temp_files_alone(tmp_path):
+    # Array tasks share the output folder: task B must not delete the shard task A is writing right now,
+    # but does clear the leftovers of its own shards from a killed run.
+    tmp_path.mkdir(exist_ok=True)
+    other = tmp_path / ".shard-000000.tar.tmp-4242"
+    mine = tmp_path / ".shard-000001.tar.tmp-4242"
+    other.write_bytes(b"in progress")
+    mine.write_bytes(b"left by a killed run")
+    collect(tiny("CartPole-v1", episodes=2, shard_range=[1, 2]), tmp_path, show_progress=False)
+    assert other.exists() and not mine.exists()

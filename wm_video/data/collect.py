@@ -218,8 +218,11 @@ def collect(cfg: CollectConfig, out: str | Path, show_progress: bool | None = No
     out = ensure_writable_dir(out)
     action_space, fps = _probe(cfg)
     _check_settings(out, cfg)
-    for stale in out.glob(".shard-*.tmp-*"):  # left by a killed run; never complete data
-        stale.unlink(missing_ok=True)
+    # Temp files of this invocation's shards were left by a killed run (never complete data). Only these: array
+    # tasks share the folder, and another task's temp file is its shard being written right now.
+    for k in cfg.shard_ids():
+        for stale in out.glob(f".{shard_name(k)}.tmp-*"):
+            stale.unlink(missing_ok=True)
     todo = [k for k in cfg.shard_ids() if read_sidecar(out / shard_name(k)) is None]
     done_eps = sum(min(cfg.episodes_per_shard, cfg.episodes - k * cfg.episodes_per_shard)
                    for k in cfg.shard_ids() if k not in todo)
