@@ -154,9 +154,11 @@ def test_demo_main_job_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--episodes", "2", "--workers", "1", "--max-episode-steps", "40"]) == 0
     text = capsys.readouterr().out
-    assert "a loader batch" in text and "'frames': (4, 16, 3, 64, 64)" in text
-    assert (out / "contact_sheet.png").stat().st_size > 1000 and (out / "clips.gif").exists()
-    assert load_dataset_info(out / "data").num_episodes == 2
+    assert text.count("a loader batch") == 2 and "'frames': (4, 16, 3, 64, 64)" in text
+    for name in ("ALE_Breakout-v5", "metaworld_reach-v3"):
+        assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.gif").exists()
+        assert load_dataset_info(out / name).num_episodes == 2
+    assert main(["demo", "--out", str(out), "--policies", "random"]) == 2  # one policy per env
 
 
 def test_a_task_leaves_other_tasks_temp_files_alone(tmp_path):
@@ -169,3 +171,14 @@ def test_a_task_leaves_other_tasks_temp_files_alone(tmp_path):
     mine.write_bytes(b"left by a killed run")
     collect(tiny("CartPole-v1", episodes=2, shard_range=[1, 2]), tmp_path, show_progress=False)
     assert other.exists() and not mine.exists()
+
+
+def test_episode_stats_in_dataset_json(tmp_path, capsys):
+    info = collect(tiny("metaworld/reach-v3", policy="scripted", max_episode_steps=150), tmp_path / "mw",
+                   show_progress=False)
+    eps = info.stats["episodes"]
+    assert eps["count"] == 2 and eps["length_mean"] == 150 and eps["success_rate"] == 1.0  # the expert reaches
+    info = collect(tiny("CartPole-v1"), tmp_path / "cp", show_progress=False)
+    assert info.stats["episodes"]["success_rate"] is None  # CartPole has no success flag
+    assert main(["data", "inspect", str(tmp_path / "mw")]) == 0
+    assert "success rate 100%" in capsys.readouterr().out

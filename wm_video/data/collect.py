@@ -115,7 +115,7 @@ def run_episode(env: Any, policy: Any, seed: int | None) -> dict[str, Any]:
     res = env.reset(seed=seed)
     policy.reset()
     frames, actions, rewards, terms = [], [], [], []
-    success = False
+    success: bool | None = None  # stays None for environments that report no success flag
     while True:
         action = policy.act(res)
         nxt = env.step(action)
@@ -123,7 +123,8 @@ def run_episode(env: Any, policy: Any, seed: int | None) -> dict[str, Any]:
         actions.append(action)
         rewards.append(nxt.reward)
         terms.append(nxt.terminated)
-        success = success or bool(nxt.info.get("success", False))
+        if "success" in nxt.info:
+            success = bool(success) or bool(nxt.info["success"])
         res = nxt
         if nxt.terminated or nxt.truncated:
             break

@@ -83,6 +83,7 @@ def summarize(info: DatasetInfo) -> dict[str, Any]:
         "actions": info.stats.get("actions"),
         "rewards": info.stats.get("rewards"),
         "terminations": info.stats.get("terminations"),
+        "episode_stats": info.stats.get("episodes"),
         "source": info.source,
     }
 
@@ -106,6 +107,11 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"reward mean {rew['mean'][0]:+.4f}  std {rew['std'][0]:.4f}  min {rew['min'][0]:+.3f}  "
                      f"max {rew['max'][0]:+.3f}  (over {rew['count']} steps)")
     lines.append(f"terminations {s['terminations']}")
+    eps = s.get("episode_stats")
+    if eps:
+        success = f"  success rate {eps['success_rate']:.0%}" if eps.get("success_rate") is not None else ""
+        lines.append(f"episode return {eps['return_mean']:+.2f} +- {eps['return_std']:.2f}  "
+                     f"length {eps['length_mean']:.0f}{success}")
     return "\n".join(lines)
 
 

@@ -180,14 +180,23 @@ def read_sidecar(shard: str | os.PathLike) -> dict[str, Any] | None:
 def finalize_dataset(out_dir: str | os.PathLike, shard_paths: list[Path], *, resolution: list[int], fps: float,
                      clip_len: int, storage: str, action_space: ActionSpace, source: dict[str, Any]) -> DatasetInfo:
     """Merge the sidecars of complete shards into ``dataset.json`` (written atomically) and return it."""
-    stats, records = ClipStats(), []
+    stats, records, returns, lengths, successes = ClipStats(), [], [], [], []
     for shard in shard_paths:
         side = read_sidecar(shard)
         if side is None:
             raise DataWriteError(errno.ENOENT, f"shard {shard} is incomplete (no sidecar); rerun to finish it")
         records.append(ShardRecord(**side["record"]))
         stats = stats.merge(ClipStats.from_dict(side["stats"]))
+        extra = side.get("extra", {})
+        returns += extra.get("episode_returns", [])
+        lengths += extra.get("episode_lengths", [])
+        successes += [s for s in extra.get("successes", []) if s is not None]
+    summary = stats.summary()
+    if returns:  # whole-episode figures, where the writer knew them (simulator collection)
+        summary["episodes"] = {"count": len(returns), "return_mean": float(np.mean(returns)),
+                               "return_std": float(np.std(returns)), "length_mean": float(np.mean(lengths)),
+                               "success_rate": float(np.mean(successes)) if successes else None}
     info = DatasetInfo(resolution=resolution, fps=fps, clip_len=clip_len, frame_storage=storage,  # type: ignore[arg-type]
-                       action_space=action_space, shards=records, stats=stats.summary(), source=source)
+                       action_space=action_space, shards=records, stats=summary, source=source)
     atomic_write_json(Path(out_dir) / DATASET_FILE, info.to_dict())
     return info
