@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import lightning as L
+import pytest
 import torch
 from conftest import write_dataset
 
@@ -58,3 +59,39 @@ def test_trainer_from_config_trains_logs_and_checkpoints(tmp_path, monkeypatch, 
     assert "step 8/12" in caplog.text and "train/mse=" in caplog.text
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 12
+
+
+class KeyRecorder(L.LightningModule):
+    """Records the clips of every trained batch; the loss does not matter here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(1, 1)
+        self.seen: list[tuple[str, ...]] = []
+
+    def training_step(self, batch, _):
+        self.seen.append(tuple(batch["key"]))
+        return self.lin(torch.ones(1, 1)).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("num_workers, stop_at", [(0, 9), (2, 12)])  # mid-epoch; exactly at the epoch's end
+def test_resumed_fit_continues_the_data_stream_exactly(tmp_path, num_workers, stop_at):
+    write_dataset(tmp_path / "ds", shards=4, clips_per_shard=6)  # 24 clips: 12 batches an epoch
+
+    def fit(run: str, max_steps: int, ckpt: str | None = None) -> list:
+        cfg = load_config("trainer", preset_name="debug", overrides=[
+            f"run_dir={tmp_path / run}", f"max_steps={max_steps}", f"checkpoint_every_n_steps={stop_at}",
+            "logger=none", "progress=log"])
+        model = KeyRecorder()
+        loader = ClipLoader(tmp_path / "ds", LoaderConfig(batch_size=2, num_workers=num_workers, shuffle_buffer=5))
+        build_trainer(cfg).fit(model, train_dataloaders=loader, ckpt_path=ckpt)
+        return model.seen
+
+    uninterrupted = fit("a", 20)
+    first = fit("b", stop_at)
+    rest = fit("b", 20, ckpt=str(tmp_path / "b" / "checkpoints" / f"step-{stop_at:08d}.ckpt"))
+    assert first == uninterrupted[:stop_at]
+    assert rest == uninterrupted[stop_at:]  # neither a repeated nor a skipped batch, across the epoch boundary

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,6 +189,11 @@ def collate(clips: list[Clip], worker: int, pos: int, bad: int) -> dict[str, Any
 class ClipLoader:
     """Iterable over batches of one epoch at a time, with ``state_dict`` / ``load_state_dict`` for exact resume.
 
+    ``state_dict()`` describes the stream after the batches the consumer has used. A consumer that fetches
+    ahead (Lightning's fit loop holds one batch in hand to detect the epoch's end) sets ``lookahead`` to the
+    number of batches it holds; :func:`wm_video.training.build_trainer` does so for Lightning. Lightning calls
+    ``state_dict`` / ``load_state_dict`` itself when it checkpoints and resumes.
+
     Args:
         root: dataset folder holding ``dataset.json`` and its shards.
         cfg: streaming options.
@@ -202,9 +208,11 @@ class ClipLoader:
         self.world = env_world if world is None else world
         self.info = load_dataset_info(root)
         self.stream = ClipStream(str(root), self.info, self.cfg, self.rank, self.world)
-        self.batches_in_epoch = 0
+        self.lookahead = 0  # batches handed out that the consumer has not used yet
         self.bad_samples: dict[int, int] = {}  # worker -> unreadable samples skipped this epoch
+        self._batches_in_epoch = 0
         self._next_worker = 0  # the logical worker whose batch comes next
+        self._history: deque[dict[str, Any]] = deque([self._snapshot()], maxlen=8)  # state after each batch
 
     @property
     def epoch(self) -> int:
@@ -212,40 +220,49 @@ class ClipLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.epoch, self.stream.positions, self.stream.rotation = epoch, {}, 0
-        self.batches_in_epoch, self._next_worker = 0, 0
+        self._batches_in_epoch, self._next_worker = 0, 0
+        self._history = deque([self._snapshot()], maxlen=8)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         n = self.stream._num_workers()
+        self._history = deque([self._snapshot()], maxlen=8)
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.cfg.num_workers,
                             persistent_workers=False, prefetch_factor=2 if self.cfg.num_workers else None)
         for batch in loader:
             w = batch.pop("_worker")
             self.stream.positions[w] = batch.pop("_pos")
             self.bad_samples[w] = batch.pop("_bad")
-            self.batches_in_epoch += 1
+            self._batches_in_epoch += 1
             # Next batch comes from the following worker: keep the rotation that makes it so after a restore.
             self._next_worker = (w + 1) % n
+            self._history.append(self._snapshot())
             yield batch
-        self.set_epoch(self.stream.epoch + 1)
+        self.set_epoch(self.stream.epoch + 1)  # whatever was handed out was used: the epoch is over
 
-    def state_dict(self) -> dict[str, Any]:
-        """Plain values only (safe for ``torch.load(weights_only=True)``)."""
+    def _snapshot(self) -> dict[str, Any]:
         return {
             "epoch": self.stream.epoch,
             "positions": {int(k): int(v) for k, v in self.stream.positions.items()},
             "next_worker": self._next_worker,
-            "batches_in_epoch": self.batches_in_epoch,
+            "batches_in_epoch": self._batches_in_epoch,
             "seed": self.cfg.seed, "num_workers": self.cfg.num_workers, "batch_size": self.cfg.batch_size,
             "rank": self.rank, "world": self.world, "shards": len(self.stream.urls),
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        """The stream after the batches the consumer has used; plain values (``weights_only=True`` safe)."""
+        back = min(self.lookahead, len(self._history) - 1)
+        return dict(self._history[-1 - back])
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        now = self._snapshot()
         mismatched = [k for k in ("seed", "num_workers", "batch_size", "rank", "world", "shards")
-                      if state.get(k) != self.state_dict()[k]]
+                      if state.get(k) != now[k]]
         if mismatched:
-            detail = ", ".join(f"{k}: saved {state.get(k)!r} vs now {self.state_dict()[k]!r}" for k in mismatched)
+            detail = ", ".join(f"{k}: saved {state.get(k)!r} vs now {now[k]!r}" for k in mismatched)
             raise ValueError(f"loader state does not match this loader ({detail}); exact resume needs the same values")
         self.stream.epoch = int(state["epoch"])
         self.stream.positions = {int(k): int(v) for k, v in state["positions"].items()}
         self.stream.rotation = self._next_worker = int(state["next_worker"])
-        self.batches_in_epoch = int(state["batches_in_epoch"])
+        self._batches_in_epoch = int(state["batches_in_epoch"])
+        self._history = deque([self._snapshot()], maxlen=8)

@@ -118,6 +118,23 @@ def _log_lines_callback() -> Any:
     return LogLines()
 
 
+def _stream_lookahead_callback() -> Any:
+    from lightning.pytorch.callbacks import Callback
+
+    class StreamLookahead(Callback):
+        """Lightning's fit loop fetches one batch ahead; tell stateful loaders, so the stream position saved
+        in checkpoints is the one after the last trained batch, not after the one held in hand."""
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            loaders = trainer.train_dataloader
+            for loader in loaders.values() if isinstance(loaders, dict) else (
+                    loaders if isinstance(loaders, list | tuple) else [loaders]):
+                if hasattr(loader, "lookahead"):
+                    loader.lookahead = 1
+
+    return StreamLookahead()
+
+
 def build_trainer(cfg: TrainerConfig, callbacks: list[Any] | None = None, **overrides: Any) -> Any:
     """A ``lightning.Trainer`` for ``cfg``; ``callbacks`` are added to the standard ones (checkpointing,
     learning-rate monitor, progress display); ``overrides`` go to the Trainer as they are."""
@@ -137,6 +154,7 @@ def build_trainer(cfg: TrainerConfig, callbacks: list[Any] | None = None, **over
     if logger:
         cbs.append(LearningRateMonitor(logging_interval="step"))
     cbs.append(TQDMProgressBar() if show_bar else _log_lines_callback())
+    cbs.append(_stream_lookahead_callback())
     cbs += callbacks or []
     kwargs: dict[str, Any] = dict(
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
