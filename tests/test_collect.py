@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -182,3 +183,31 @@ def test_episode_stats_in_dataset_json(tmp_path, capsys):
     assert info.stats["episodes"]["success_rate"] is None  # CartPole has no success flag
     assert main(["data", "inspect", str(tmp_path / "mw")]) == 0
     assert "success rate 100%" in capsys.readouterr().out
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 400 kB file system (tmpfs), so 'disk full' is the kernel's ENOSPC, not a mock."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_is_a_clear_error_and_leaves_no_partial_shard(small_disk, capsys):
+    args = ["data", "collect", "--env", "ALE/Pong-v5", "--episodes", "4", "--episodes-per-shard", "1",
+            "--max-episode-steps", "120", "--size", "32", "--clip-len", "8", "--workers", "1", "--no-progress",
+            "--out", str(small_disk / "d")]
+    assert main(args) == 2
+    assert "no space left on device" in capsys.readouterr().err
+    left = sorted(p.name for p in (small_disk / "d").iterdir())
+    assert not [n for n in left if ".tmp-" in n] and "dataset.json" not in left
+    for shard in (small_disk / "d").glob("shard-*.tar"):  # every shard left behind is whole and readable
+        info_side = json.loads(Path(f"{shard}.json").read_text())
+        assert sum(1 for _ in iter_clips(str(shard))) == info_side["record"]["samples"]
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    assert main(args) == 0  # with room again, the rerun finishes the job
+    assert load_dataset_info(small_disk / "d").num_episodes == 4
