@@ -32,8 +32,9 @@ from wm_video.utils import progress
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "collect.json"
 # Fields that change what is in the shards: a rerun into the same folder must keep them.
-_OUTPUT_FIELDS = ("env", "policy", "noise", "size", "clip_len", "stride", "max_episode_steps", "episodes_per_shard",
-                  "storage", "crf", "seed")
+# (episodes too: it decides what the last shard holds.)
+_OUTPUT_FIELDS = ("env", "episodes", "policy", "noise", "size", "clip_len", "stride", "max_episode_steps",
+                  "episodes_per_shard", "storage", "crf", "seed")
 
 
 @dataclass
@@ -90,6 +91,11 @@ class CollectConfig:
     @property
     def num_shards(self) -> int:
         return -(-self.episodes // self.episodes_per_shard)
+
+    def shard_episodes(self, k: int) -> range:
+        """The episodes that shard ``k`` holds."""
+        first = k * self.episodes_per_shard
+        return range(first, min(first + self.episodes_per_shard, self.episodes))
 
     def shard_ids(self) -> range:
         first, stop = self.shard_range or (0, self.num_shards)
@@ -153,8 +159,7 @@ def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
 
     env = make_env(cfg.env, size=cfg.size, max_episode_steps=cfg.max_episode_steps)
     stride = cfg.stride or cfg.clip_len
-    first = k * cfg.episodes_per_shard
-    episodes = range(first, min(first + cfg.episodes_per_shard, cfg.episodes))
+    episodes = cfg.shard_episodes(k)
     returns, lengths, successes, too_short, steps, t0 = [], [], [], 0, 0, time.perf_counter()
     try:
         with ShardWriter(Path(out) / shard_name(k), env.action_space, cfg.storage, env.fps, cfg.crf) as writer:
@@ -162,7 +167,7 @@ def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
                 policy = make_policy(cfg.policy, env, seed=cfg.seed + e, noise=cfg.noise)
                 # One seeded reset per shard; later episodes continue the env's random stream. The shard is
                 # still a pure function of the config, and Atari skips a ROM reload (~90 ms) per episode.
-                ep = run_episode(env, policy, seed=cfg.seed + e if e == first else None)
+                ep = run_episode(env, policy, seed=cfg.seed + e if e == episodes[0] else None)
                 n = len(ep["frames"])
                 steps += n
                 returns.append(float(ep["rewards"].sum()))
@@ -201,7 +206,7 @@ def _probe(cfg: CollectConfig) -> tuple[ActionSpace, float]:
 
 def _check_settings(out: Path, cfg: CollectConfig) -> None:
     path = out / SETTINGS_FILE
-    wanted = {k: getattr(cfg, k) for k in _OUTPUT_FIELDS} | {"episodes": cfg.episodes}
+    wanted = {k: getattr(cfg, k) for k in _OUTPUT_FIELDS}
     if path.exists():
         saved = json.loads(path.read_text())
         diff = [k for k in _OUTPUT_FIELDS if saved.get(k) != wanted[k]]
@@ -225,9 +230,8 @@ def collect(cfg: CollectConfig, out: str | Path, show_progress: bool | None = No
         for stale in out.glob(f".{shard_name(k)}.tmp-*"):
             stale.unlink(missing_ok=True)
     todo = [k for k in cfg.shard_ids() if read_sidecar(out / shard_name(k)) is None]
-    done_eps = sum(min(cfg.episodes_per_shard, cfg.episodes - k * cfg.episodes_per_shard)
-                   for k in cfg.shard_ids() if k not in todo)
-    total_eps = done_eps + sum(min(cfg.episodes_per_shard, cfg.episodes - k * cfg.episodes_per_shard) for k in todo)
+    total_eps = sum(len(cfg.shard_episodes(k)) for k in cfg.shard_ids())
+    done_eps = total_eps - sum(len(cfg.shard_episodes(k)) for k in todo)
     if done_eps:
         log.info("resuming: %d of %d shards already complete", len(cfg.shard_ids()) - len(todo), len(cfg.shard_ids()))
     bar = progress(total=total_eps, initial=done_eps, desc=f"collect {cfg.env}", unit="ep", enable=show_progress)
