@@ -133,3 +133,11 @@ def test_too_much_bad_data_stops_with_a_clear_error(tmp_path):
     (tmp_path / "shard-000000.tar").write_bytes(b"not a tar file at all" * 10)
     with pytest.raises(DataError, match=r"unreadable.*max_bad_fraction.*shard-000000.tar"):
         keys(ClipLoader(tmp_path, cfg(num_workers=0, max_bad_fraction=0.1)))
+
+
+def test_resampled_stream_over_unreadable_shards_stops(tmp_path):
+    write_dataset(tmp_path, shards=2, clips_per_shard=3)
+    for shard in tmp_path.glob("*.tar"):
+        shard.write_bytes(b"garbage" * 100)
+    with pytest.raises(DataError, match="unreadable"):
+        keys(ClipLoader(tmp_path, cfg(num_workers=0, resampled=True, epoch_length=10, min_samples_for_bad_check=20)))

@@ -136,8 +136,12 @@ class ClipStream(IterableDataset):
         yield from order[slot::slots]
 
     def _raw(self, worker: int, bad: _BadCounter) -> Iterator[dict[str, Any]]:
+        def on_error(url: str, e: Exception) -> None:
+            bad.record(url, f"shard read error ({type(e).__name__}: {e})")
+            bad.check(self.cfg)  # a resampled stream over unreadable shards would otherwise spin forever
+
         for url in self._shards(worker):
-            yield from iter_raw_samples(url, lambda u, e: bad.record(u, f"shard read error ({type(e).__name__}: {e})"))
+            yield from iter_raw_samples(url, on_error)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         wi = get_worker_info()
