@@ -115,7 +115,7 @@ class ClipStream(IterableDataset):
         self.positions: dict[int, int] = {}  # logical worker -> raw samples consumed this epoch
         self.rotation = 0  # physical worker w plays logical worker (w + rotation) % num_workers
 
-    def _num_workers(self) -> int:
+    def num_workers(self) -> int:
         return max(self.cfg.num_workers, 1)
 
     def per_worker_quota(self) -> int | None:
@@ -123,10 +123,10 @@ class ClipStream(IterableDataset):
             return None
         if not self.cfg.epoch_length:
             raise ValueError("loader.resampled needs loader.epoch_length (samples per epoch over all ranks)")
-        return -(-self.cfg.epoch_length // (self.world * self._num_workers()))
+        return -(-self.cfg.epoch_length // (self.world * self.num_workers()))
 
     def _shards(self, worker: int) -> Iterator[str]:
-        slot, slots = self.rank * self._num_workers() + worker, self.world * self._num_workers()
+        slot, slots = self.rank * self.num_workers() + worker, self.world * self.num_workers()
         if self.cfg.resampled:
             rng = random.Random(_seed(self.cfg.seed, self.epoch, slot, 1))
             while True:
@@ -145,7 +145,7 @@ class ClipStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         wi = get_worker_info()
-        worker = ((wi.id if wi else 0) + self.rotation) % self._num_workers()
+        worker = ((wi.id if wi else 0) + self.rotation) % self.num_workers()
         cfg, bad = self.cfg, _BadCounter()
         raw = self._raw(worker, bad)
         if cfg.shuffle_buffer > 0:
@@ -228,7 +228,7 @@ class ClipLoader:
         self._history = deque([self._snapshot()], maxlen=8)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        n = self.stream._num_workers()
+        n = self.stream.num_workers()
         self._history = deque([self._snapshot()], maxlen=8)
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.cfg.num_workers,
                             persistent_workers=False, prefetch_factor=2 if self.cfg.num_workers else None)
