@@ -29,7 +29,7 @@ def test_every_yaml_in_configs_builds(path):
             assert getattr(cfg, key) == value or getattr(cfg, key) == float(value), key
 
 
-@pytest.mark.parametrize("kind", ["collect", "loader", "trainer"])
+@pytest.mark.parametrize("kind", ["collect", "loader", "trainer", "tokenizer"])
 def test_every_kind_has_the_standard_presets(kind):
     assert {"debug", "small", "base", "large"} <= set(presets(kind))
     assert kind in kinds()

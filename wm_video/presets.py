@@ -6,11 +6,13 @@ from __future__ import annotations
 from wm_video.config import register_kind, register_preset
 from wm_video.data.collect import CollectConfig
 from wm_video.data.loader import LoaderConfig
+from wm_video.models.tokenizer.config import TokenizerConfig
 from wm_video.training.trainer import TrainerConfig
 
 register_kind("collect", CollectConfig)
 register_kind("loader", LoaderConfig)
 register_kind("trainer", TrainerConfig)
+register_kind("tokenizer", TokenizerConfig)
 
 
 @register_preset("collect", "debug")
@@ -75,3 +77,28 @@ def _trainer_base() -> TrainerConfig:
 def _trainer_large() -> TrainerConfig:
     return TrainerConfig(accelerator="gpu", devices=-1, num_nodes=4, strategy="ddp", max_steps=500_000,
                          log_every_n_steps=100, checkpoint_every_n_steps=2000, run_dir="runs/large")
+
+
+@register_preset("tokenizer", "debug")
+def _tokenizer_debug() -> TokenizerConfig:
+    return TokenizerConfig(resolution=32, downsample=4, base_channels=8, norm_groups=4, latent_channels=8,
+                           codebook_size=32, codebook_dim=4)
+
+
+@register_preset("tokenizer", "small")
+def _tokenizer_small() -> TokenizerConfig:
+    # 64x64 frames -> 8x8 = 64 tokens; about 3M parameters: trains on a 2-core CPU in minutes.
+    return TokenizerConfig(resolution=64, downsample=8, base_channels=32, norm_groups=16, latent_channels=64,
+                           codebook_size=1024, codebook_dim=32)
+
+
+@register_preset("tokenizer", "base")
+def _tokenizer_base() -> TokenizerConfig:
+    return TokenizerConfig(resolution=128, downsample=8, base_channels=128, layers_per_block=2, latent_channels=256,
+                           codebook_size=8192, codebook_dim=32, mid_attention=True)
+
+
+@register_preset("tokenizer", "large")
+def _tokenizer_large() -> TokenizerConfig:
+    return TokenizerConfig(resolution=256, downsample=16, base_channels=128, layers_per_block=2,
+                           latent_channels=256, codebook_size=16384, codebook_dim=32, mid_attention=True)

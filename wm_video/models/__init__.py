@@ -1,0 +1,1 @@
+"""Plain single-device PyTorch models; precision, compile, checkpointing and sharding are applied from training/."""

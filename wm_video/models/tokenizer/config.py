@@ -1,0 +1,82 @@
+"""The tokenizer's one typed config; presets by name live in :mod:`wm_video.presets` (kind ``tokenizer``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class TokenizerConfig:
+    """A convolutional VQ tokenizer: frames ``(b, t, 3, h, w)`` -> tokens ``(b, t, h/f, w/f)`` -> frames.
+
+    Args:
+        resolution: frame height and width in pixels the model is built for.
+        downsample: spatial downsampling factor ``f`` (4, 8 or 16): 64x64 frames give 16x16, 8x8 or 4x4 tokens.
+        base_channels: width of the first encoder stage.
+        channel_mult: width multiplier per stage (``log2(f) + 1`` stages; empty: 1, 2, 2, 4, 4 cut to length).
+        layers_per_block: residual blocks per stage.
+        norm_groups: GroupNorm groups (must divide every stage's width).
+        mid_attention: self-attention in the bottleneck (costly on CPU; helps at 256x256).
+        latent_channels: encoder output channels before the quantizer.
+        quantizer: ``vq`` (EMA codebook, cosine lookup, dead-code restart) or ``fsq`` (finite scalar
+            quantization, no codebook to learn).
+        codebook_size: VQ codes (``fsq`` derives its size from ``fsq_levels``).
+        codebook_dim: VQ lookup dimension; the latent is projected down to it and l2-normalised (low-dimensional
+            cosine lookup keeps codes in use, as in ViT-VQGAN).
+        fsq_levels: FSQ levels per dimension; the codebook size is their product (8*5*5*5 = 1000).
+        ema_decay: VQ codebook EMA decay.
+        dead_code_threshold: a VQ code whose EMA assignment count falls below this is restarted from a
+            random encoder output of the current batch.
+        commitment_weight: weight of the commitment loss (encoder pulled towards its code).
+        recon_loss: ``l1``, ``l2`` or ``l1+l2`` reconstruction loss.
+    """
+
+    resolution: int = 64
+    downsample: int = 8
+    base_channels: int = 64
+    channel_mult: list[int] = field(default_factory=list)
+    layers_per_block: int = 1
+    norm_groups: int = 32
+    mid_attention: bool = False
+    latent_channels: int = 64
+    quantizer: Literal["vq", "fsq"] = "vq"
+    codebook_size: int = 1024
+    codebook_dim: int = 32
+    fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 1.0
+    commitment_weight: float = 0.25
+    recon_loss: Literal["l1", "l2", "l1+l2"] = "l1+l2"
+
+    def __post_init__(self) -> None:
+        if self.downsample not in (4, 8, 16):
+            raise ValueError(f"tokenizer: field 'downsample' must be 4, 8 or 16, got {self.downsample}")
+        if self.channel_mult and len(self.channel_mult) != self.num_stages:
+            raise ValueError(f"tokenizer: field 'channel_mult' needs {self.num_stages} entries for downsample "
+                             f"{self.downsample}, got {self.channel_mult}")
+        for width in self.block_channels:
+            if width % self.norm_groups:
+                raise ValueError(f"tokenizer: field 'norm_groups'={self.norm_groups} does not divide width {width}")
+        if self.resolution % self.downsample:
+            raise ValueError(f"tokenizer: resolution {self.resolution} is not divisible by downsample "
+                             f"{self.downsample}")
+
+    @property
+    def num_stages(self) -> int:
+        return int(math.log2(self.downsample)) + 1
+
+    @property
+    def block_channels(self) -> list[int]:
+        # Empty channel_mult derives from downsample, so overriding downsample alone stays valid.
+        mult = self.channel_mult or [1, 2, 2, 4, 4][: self.num_stages]
+        return [self.base_channels * m for m in mult]
+
+    @property
+    def vocab_size(self) -> int:
+        return math.prod(self.fsq_levels) if self.quantizer == "fsq" else self.codebook_size
+
+    @property
+    def token_grid(self) -> int:
+        return self.resolution // self.downsample

@@ -1,0 +1,150 @@
+"""The VQ tokenizer: frames ``(b, t, 3, h, w)`` in [-1, 1] -> tokens ``(b, t, h/f, w/f)`` int64 -> frames.
+
+Encoder and decoder are diffusers' convolutional VAE stacks (residual blocks, GroupNorm, SiLU, stride-2
+downsampling), used here without the VAE's double-z head; the quantizer is ours (:mod:`.quantizer`). Frames
+are tokenized one by one (time folded into the batch).
+
+Save/load: huggingface_hub's ``PyTorchModelHubMixin``, because it serialises the typed dataclass config
+(``config.json``) and safetensors weights (``model.safetensors``) with no extra code, and the same mixin will
+serve the dynamics model and the decoder, so all three parts load the same way. Loading checks the folder
+first and says what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.autoencoders.vae import Decoder, Encoder
+from einops import rearrange
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from wm_video.models.tokenizer.config import TokenizerConfig
+from wm_video.models.tokenizer.quantizer import QuantizerOutput, make_quantizer
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+@dataclass
+class TokenizerOutput:
+    """``recon`` ``(b, t, 3, h, w)`` in about [-1, 1]; ``tokens`` ``(b, t, h', w')``; ``quant`` the quantizer's
+    output for the flattened frames."""
+
+    recon: torch.Tensor
+    tokens: torch.Tensor
+    quant: QuantizerOutput
+
+
+class VQTokenizer(nn.Module, PyTorchModelHubMixin):
+    """Frames to discrete tokens and back. Args: config: a :class:`TokenizerConfig` (or its dict, as
+    ``from_pretrained`` passes it)."""
+
+    def __init__(self, config: TokenizerConfig | dict) -> None:
+        super().__init__()
+        config = TokenizerConfig(**config) if isinstance(config, dict) else config
+        self.config = config
+        c = config
+        self.encoder = Encoder(in_channels=3, out_channels=c.latent_channels,
+                               down_block_types=("DownEncoderBlock2D",) * c.num_stages,
+                               block_out_channels=tuple(c.block_channels), layers_per_block=c.layers_per_block,
+                               norm_num_groups=c.norm_groups, act_fn="silu", double_z=False,
+                               mid_block_add_attention=c.mid_attention)
+        self.quantizer = make_quantizer(c.quantizer, c.latent_channels, codebook_size=c.codebook_size,
+                                        codebook_dim=c.codebook_dim, fsq_levels=c.fsq_levels,
+                                        ema_decay=c.ema_decay, dead_code_threshold=c.dead_code_threshold,
+                                        commitment_weight=c.commitment_weight)
+        self.decoder = Decoder(in_channels=c.latent_channels, out_channels=3,
+                               up_block_types=("UpDecoderBlock2D",) * c.num_stages,
+                               block_out_channels=tuple(c.block_channels), layers_per_block=c.layers_per_block,
+                               norm_num_groups=c.norm_groups, act_fn="silu", mid_block_add_attention=c.mid_attention)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def check_frames(self, frames: torch.Tensor, where: str = "frames") -> None:
+        """``(b, t, 3, h, w)`` whose ``h`` and ``w`` the downsampling factor divides; clear errors otherwise."""
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise ValueError(f"{where}: expected (b, t, 3, h, w), got {tuple(frames.shape)}")
+        h, w = frames.shape[-2:]
+        f = self.config.downsample
+        if h % f or w % f:
+            raise ValueError(f"{where}: frame size {h}x{w} is not divisible by the downsampling factor {f}")
+
+    def quantize(self, frames: torch.Tensor) -> tuple[QuantizerOutput, int]:
+        self.check_frames(frames)
+        b = frames.shape[0]
+        z = self.encoder(rearrange(frames, "b t c h w -> (b t) c h w"))  # ((b t), d, h', w')
+        return self.quantizer(z), b
+
+    @torch.no_grad()
+    def tokenize(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``(b, t, 3, h, w)`` float in [-1, 1] -> tokens ``(b, t, h/f, w/f)`` int64."""
+        quant, b = self.quantize(frames)
+        return rearrange(quant.indices, "(b t) h w -> b t h w", b=b)
+
+    def detokenize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens ``(b, t, h', w')`` -> frames ``(b, t, 3, h, w)`` (about [-1, 1])."""
+        if tokens.ndim != 4:
+            raise ValueError(f"tokens: expected (b, t, h, w), got {tuple(tokens.shape)}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise ValueError(f"tokens: values must be in [0, {self.vocab_size}), got [{int(tokens.min())}, "
+                             f"{int(tokens.max())}]")
+        b = tokens.shape[0]
+        codes = self.quantizer.indices_to_codes(rearrange(tokens, "b t h w -> (b t) h w"))
+        return rearrange(self.decoder(codes), "(b t) c h w -> b t c h w", b=b)
+
+    def forward(self, frames: torch.Tensor) -> TokenizerOutput:
+        quant, b = self.quantize(frames)
+        recon = rearrange(self.decoder(quant.codes), "(b t) c h w -> b t c h w", b=b)
+        return TokenizerOutput(recon, rearrange(quant.indices, "(b t) h w -> b t h w", b=b), quant)
+
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Reconstruction (L1/L2) plus commitment loss on ``batch["frames"]`` uint8 ``(b, t, 3, h, w)``."""
+        frames = to_model_frames(batch["frames"], batch.get("key"))
+        out = self(frames)
+        l1, mse = F.l1_loss(out.recon, frames), F.mse_loss(out.recon, frames)
+        rec = {"l1": l1, "l2": mse, "l1+l2": l1 + mse}[self.config.recon_loss]
+        loss = rec + out.quant.loss
+        psnr = 10 * torch.log10(4.0 / mse.detach().clamp(min=1e-10))  # peak-to-peak 2 in [-1, 1]
+        logs = {"loss": loss.detach(), "rec_l1": l1.detach(), "rec_mse": mse.detach(), "psnr": psnr,
+                "commit": out.quant.loss.detach(), "perplexity": out.quant.perplexity, "usage": out.quant.usage}
+        return loss, logs
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> VQTokenizer:
+        """Load an export made by :meth:`save_pretrained` from a local folder (no hub downloads here)."""
+        check_export(Path(pretrained_model_name_or_path))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+def check_export(path: Path) -> None:
+    """Clear errors for a folder that is not a tokenizer export: what is missing, or which fields are off."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a folder; a tokenizer export holds {CONFIG} and {WEIGHTS}")
+    missing = [name for name in (CONFIG, WEIGHTS) if not (path / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a tokenizer export: missing {', '.join(missing)}")
+    config = json.loads((path / CONFIG).read_text())
+    known = {f.name for f in fields(TokenizerConfig)}
+    unknown, absent = sorted(set(config) - known), sorted(known - set(config))
+    if unknown or absent:
+        raise ValueError(f"{path / CONFIG} is not a tokenizer config: unknown fields {unknown}, missing {absent}")
+
+
+def to_model_frames(frames: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
+    """uint8 frames (0-255) -> float in [-1, 1]; float input must already be finite and in [-1, 1]."""
+    if frames.dtype == torch.uint8:
+        return frames.float() / 127.5 - 1
+    bad = ~torch.isfinite(frames).flatten(1).all(1) | (frames.abs().flatten(1).amax(1) > 1 + 1e-3)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        name = keys[i] if keys else f"batch item {i}"
+        raise ValueError(f"clip {name}: pixels are NaN/inf or outside [-1, 1]")
+    return frames.float()
