@@ -141,3 +141,9 @@ def test_resampled_stream_over_unreadable_shards_stops(tmp_path):
         shard.write_bytes(b"garbage" * 100)
     with pytest.raises(DataError, match="unreadable"):
         keys(ClipLoader(tmp_path, cfg(num_workers=0, resampled=True, epoch_length=10, min_samples_for_bad_check=20)))
+
+
+def test_a_shard_subset_reads_only_those_shards(dataset):
+    root, _ = dataset
+    got = keys(ClipLoader(root, cfg(num_workers=0), shards=[1, 3]))
+    assert got and {k.split("_")[0] for k in got} == {"ep0001", "ep0003"}

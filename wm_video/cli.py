@@ -30,12 +30,16 @@ VERBS: dict[str, Any] = {
         "show": "wm_video.commands.config:show",
         "presets": "wm_video.commands.config:list_presets",
     },
+    "train": {
+        "tokenizer": "wm_video.commands.train:tokenizer",
+    },
     "demo": "wm_video.commands.demo:demo",
 }
 
 GROUP_HELP = {
     "data": "make and look at episode-clip datasets",
     "config": "show resolved configs and the preset registry",
+    "train": "train the parts of the world model",
 }
 
 

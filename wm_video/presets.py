@@ -3,16 +3,21 @@ node) and ``large`` (multi-node). YAML files in ``configs/`` start from one of t
 
 from __future__ import annotations
 
+import dataclasses
+
 from wm_video.config import register_kind, register_preset
 from wm_video.data.collect import CollectConfig
 from wm_video.data.loader import LoaderConfig
 from wm_video.models.tokenizer.config import TokenizerConfig
+from wm_video.training.optim import OptimConfig
+from wm_video.training.tokenizer_module import TokenizerTrainConfig
 from wm_video.training.trainer import TrainerConfig
 
 register_kind("collect", CollectConfig)
 register_kind("loader", LoaderConfig)
 register_kind("trainer", TrainerConfig)
 register_kind("tokenizer", TokenizerConfig)
+register_kind("train_tokenizer", TokenizerTrainConfig)
 
 
 @register_preset("collect", "debug")
@@ -87,9 +92,10 @@ def _tokenizer_debug() -> TokenizerConfig:
 
 @register_preset("tokenizer", "small")
 def _tokenizer_small() -> TokenizerConfig:
-    # 64x64 frames -> 8x8 = 64 tokens; about 3M parameters: trains on a 2-core CPU in minutes.
-    return TokenizerConfig(resolution=64, downsample=8, base_channels=32, norm_groups=16, latent_channels=64,
-                           codebook_size=1024, codebook_dim=32)
+    # 64x64 frames -> 8x8 = 64 tokens; 2.7M parameters, narrow at full resolution (16 channels) and wide at
+    # the bottom (128): about 46 training frames/s on a 2-core CPU, against 25 for a uniform 32-wide stack.
+    return TokenizerConfig(resolution=64, downsample=8, base_channels=16, channel_mult=[1, 2, 4, 8], norm_groups=8,
+                           latent_channels=64, codebook_size=1024, codebook_dim=32)
 
 
 @register_preset("tokenizer", "base")
@@ -102,3 +108,33 @@ def _tokenizer_base() -> TokenizerConfig:
 def _tokenizer_large() -> TokenizerConfig:
     return TokenizerConfig(resolution=256, downsample=16, base_channels=128, layers_per_block=2,
                            latent_channels=256, codebook_size=16384, codebook_dim=32, mid_attention=True)
+
+
+@register_preset("train_tokenizer", "debug")
+def _train_tokenizer_debug() -> TokenizerTrainConfig:
+    return TokenizerTrainConfig(model=_tokenizer_debug(), trainer=_trainer_debug(), loader=_loader_debug(),
+                                optim=OptimConfig(lr=1e-3, warmup_steps=2), frames_per_clip=2, val_batches=2)
+
+
+@register_preset("train_tokenizer", "small")
+def _train_tokenizer_small() -> TokenizerTrainConfig:
+    # One machine (CPU or one GPU): 8 clips x 2 frames = 16 frames per step at 64x64.
+    trainer = TrainerConfig(max_steps=20_000, val_check_interval=250, log_every_n_steps=50,
+                            checkpoint_every_n_steps=500, run_dir="runs/tokenizer_small")
+    loader = LoaderConfig(batch_size=8, num_workers=1, shuffle_buffer=512, resampled=True, epoch_length=100_000)
+    return TokenizerTrainConfig(model=_tokenizer_small(), trainer=trainer, loader=loader,
+                                optim=OptimConfig(lr=1e-3, warmup_steps=100), frames_per_clip=2, val_batches=4)
+
+
+@register_preset("train_tokenizer", "base")
+def _train_tokenizer_base() -> TokenizerTrainConfig:
+    trainer = dataclasses.replace(_trainer_base(), val_check_interval=1000, run_dir="runs/tokenizer_base")
+    return TokenizerTrainConfig(model=_tokenizer_base(), trainer=trainer, loader=_loader_base(),
+                                optim=OptimConfig(lr=4e-4, warmup_steps=2000), frames_per_clip=4)
+
+
+@register_preset("train_tokenizer", "large")
+def _train_tokenizer_large() -> TokenizerTrainConfig:
+    trainer = dataclasses.replace(_trainer_large(), val_check_interval=2000, run_dir="runs/tokenizer_large")
+    return TokenizerTrainConfig(model=_tokenizer_large(), trainer=trainer, loader=_loader_large(),
+                                optim=OptimConfig(lr=3e-4, warmup_steps=5000), frames_per_clip=2)

@@ -14,6 +14,7 @@ Batches: ``frames`` uint8 ``(b, t, 3, h, w)`` (a channels-last view: ``.contiguo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -202,15 +203,18 @@ class ClipLoader:
         root: dataset folder holding ``dataset.json`` and its shards.
         cfg: streaming options.
         rank, world: this process's place among data-parallel ranks (default: from the environment).
+        shards: indices into ``dataset.json``'s shard list to read (default: all).
     """
 
     def __init__(self, root: str | os.PathLike, cfg: LoaderConfig | None = None, rank: int | None = None,
-                 world: int | None = None) -> None:
+                 world: int | None = None, shards: list[int] | None = None) -> None:
         self.cfg = cfg or LoaderConfig()
         env_rank, env_world = rank_and_world()
         self.rank = env_rank if rank is None else rank
         self.world = env_world if world is None else world
         self.info = load_dataset_info(root)
+        if shards is not None:  # a subset, e.g. the held-out shards of a train/validation split
+            self.info = dataclasses.replace(self.info, shards=[self.info.shards[i] for i in shards])
         self.stream = ClipStream(str(root), self.info, self.cfg, self.rank, self.world)
         self.lookahead = 0  # batches handed out that the consumer has not used yet
         self.bad_samples: dict[int, int] = {}  # worker -> unreadable samples skipped this epoch

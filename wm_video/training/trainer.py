@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ class TrainerConfig:
         strategy: ``auto``, ``ddp`` (the scale-out work adds DeepSpeed variants).
         precision: ``auto`` (bf16-mixed on GPU, 32-true on CPU), or any Lightning precision string.
         max_steps: optimizer steps to train for.
+        max_minutes: also stop after this much wall-clock training time (None: no limit).
         val_check_interval: run validation every this many training batches (None: once per epoch).
         limit_val_batches: validation batches per validation run.
         log_every_n_steps: logging interval in steps.
@@ -52,6 +54,7 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "auto"
     max_steps: int = 10_000
+    max_minutes: float | None = None
     val_check_interval: int | None = None
     limit_val_batches: int = 16
     log_every_n_steps: int = 50
@@ -159,6 +162,7 @@ def build_trainer(cfg: TrainerConfig, callbacks: list[Any] | None = None, **over
     kwargs: dict[str, Any] = dict(
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
         precision=resolve_precision(cfg), max_steps=cfg.max_steps, val_check_interval=cfg.val_check_interval,
+        max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None, check_val_every_n_epoch=None,
         limit_val_batches=cfg.limit_val_batches, log_every_n_steps=cfg.log_every_n_steps, logger=logger,
         callbacks=cbs, gradient_clip_val=cfg.grad_clip, accumulate_grad_batches=cfg.accumulate_grad_batches,
         enable_progress_bar=show_bar, default_root_dir=cfg.run_dir, enable_model_summary=show_bar,

@@ -1,0 +1,89 @@
+"""Held-out reconstruction quality of a tokenizer export: PSNR, SSIM, codebook usage, perplexity, bits per frame.
+
+    python eval/tokenizer/eval_tokenizer.py --tokenizer runs/tok_breakout/export --data data/breakout \
+        --out runs/tok_breakout/eval.json
+
+Protocol (recorded in the output): the held-out shards are the same last-shards split training used
+(``--val-fraction``, default 0.1); every frame of every held-out clip is tokenized and decoded with the VQ
+decoder; PSNR and SSIM (torchmetrics, Gaussian window 11, data range 2 in [-1, 1]) are averaged over frames;
+codebook usage is the share of the vocabulary used at least once over all held-out frames; perplexity is
+exp(entropy) of that code histogram; bits per frame = tokens per frame * log2(vocabulary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+from wm_video.data.loader import ClipLoader, LoaderConfig
+from wm_video.data.reader import load_dataset_info
+from wm_video.models.tokenizer import VQTokenizer
+from wm_video.training.tokenizer_module import split_shards
+
+
+@torch.no_grad()
+def evaluate(tokenizer: str, data: str, val_fraction: float = 0.1, batch_size: int = 8,
+             max_clips: int | None = None) -> dict:
+    model = VQTokenizer.from_pretrained(tokenizer).eval()
+    info = load_dataset_info(data)
+    _, val_idx = split_shards(len(info.shards), val_fraction)
+    if not val_idx:
+        raise ValueError(f"{data}: needs at least 2 shards to hold some out")
+    loader = ClipLoader(data, LoaderConfig(batch_size=batch_size, num_workers=1, shuffle_buffer=0, drop_last=False),
+                        shards=val_idx)
+    counts = torch.zeros(model.vocab_size)
+    psnrs, ssims, frames, clips, t0 = [], [], 0, 0, time.perf_counter()
+    for batch in loader:
+        x = batch["frames"].float() / 127.5 - 1  # (b, t, c, h, w)
+        tokens = model.tokenize(x)
+        recon = model.detokenize(tokens).clamp(-1, 1)
+        counts += torch.bincount(tokens.flatten(), minlength=model.vocab_size).float()
+        xf, rf = x.flatten(0, 1), recon.flatten(0, 1)
+        mse = ((xf - rf) ** 2).flatten(1).mean(1)
+        psnrs.append(10 * torch.log10(4.0 / mse.clamp(min=1e-10)))
+        ssims.append(ssim(rf, xf, data_range=2.0, reduction="none"))
+        frames += len(xf)
+        clips += len(x)
+        if max_clips and clips >= max_clips:
+            break
+    p = counts / counts.sum()
+    grid = tokens.shape[-2] * tokens.shape[-1]
+    return {
+        "tokenizer": str(tokenizer), "data": str(data), "heldout_shards": len(val_idx), "frames": frames,
+        "psnr_db": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
+        "codebook_usage": float((counts > 0).float().mean()),
+        "perplexity": float(torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())),
+        "tokens_per_frame": grid, "vocab_size": model.vocab_size,
+        "bits_per_frame": grid * math.log2(model.vocab_size),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "protocol": {"script": "eval/tokenizer/eval_tokenizer.py", "val_fraction": val_fraction,
+                     "ssim": "torchmetrics gaussian 11x11, data_range 2", "psnr": "per frame, peak-to-peak 2",
+                     "machine": platform.machine(), "date": datetime.date.today().isoformat()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", required=True, help="export folder (config.json + model.safetensors)")
+    parser.add_argument("--data", required=True, help="dataset folder")
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--max-clips", type=int, default=None)
+    parser.add_argument("--out", default=None, help="write the JSON result here")
+    args = parser.parse_args()
+    result = evaluate(args.tokenizer, args.data, args.val_fraction, max_clips=args.max_clips)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

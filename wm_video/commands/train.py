@@ -1,0 +1,37 @@
+"""``wm-video train ...``: train each part of the world model from shards."""
+
+from __future__ import annotations
+
+
+def tokenizer(*overrides: str, data: str | None = None, out: str | None = None, config: str | None = None,
+              preset: str = "small", max_steps: int | None = None, max_minutes: float | None = None) -> None:
+    """Train the VQ tokenizer on episode-clip shards; ends with an export in OUT/export.
+
+    Rerunning the same command with the same --out resumes from OUT/checkpoints/last.ckpt. Logs (TensorBoard,
+    with reconstruction grids) go to OUT/tb.
+
+    Example:
+        wm-video train tokenizer --config configs/tokenizer/atari_small.yaml --data data/pong --out runs/tok_pong
+
+    Args:
+        overrides: dotted overrides, e.g. ``model.quantizer=fsq`` or ``loader.batch_size=8``.
+        data: dataset folder (episode-clip shards + dataset.json); the last shards are held out.
+        out: run folder (default: trainer.run_dir of the config).
+        config: YAML with ``kind: train_tokenizer`` (see configs/tokenizer/).
+        preset: starting preset when the YAML names none: debug, small, base, large.
+        max_steps: optimizer steps (overrides trainer.max_steps).
+        max_minutes: wall-clock limit in minutes (overrides trainer.max_minutes).
+    """
+    import dataclasses
+
+    from wm_video.config import load_config
+    from wm_video.training.tokenizer_module import train_tokenizer
+
+    if not data:
+        raise ValueError("--data is required: a dataset folder made by 'wm-video data ...'")
+    cfg = load_config("train_tokenizer", preset_name=preset, yaml_path=config, overrides=overrides)
+    flags = {k: v for k, v in (("max_steps", max_steps), ("max_minutes", max_minutes)) if v is not None}
+    if flags:
+        cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, **flags))
+    export = train_tokenizer(cfg, data, out or cfg.trainer.run_dir)
+    print(f"tokenizer exported to {export}")

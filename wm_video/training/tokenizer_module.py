@@ -1,0 +1,147 @@
+"""Training the VQ tokenizer: the config of a run, the LightningModule around ``compute_loss``, and the run itself.
+
+    wm-video train tokenizer --config configs/tokenizer/atari_small.yaml --data data/pong --out runs/tok_pong
+
+Held-out validation uses the last shards of the dataset (``val_fraction``); reconstruction grids go to
+TensorBoard; the run ends with an export (``OUT/export``: config.json + model.safetensors). Rerunning the
+command in the same ``--out`` resumes from ``checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from wm_video.data.loader import ClipLoader, LoaderConfig
+from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
+from wm_video.training.optim import OptimConfig, build_optimizer
+from wm_video.training.trainer import TrainerConfig, build_trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizerTrainConfig:
+    """A tokenizer training run.
+
+    Args:
+        model: the tokenizer.
+        trainer: Trainer settings (devices, precision, steps, logging, checkpoints).
+        loader: streaming settings for the training shards.
+        optim: optimizer and schedule.
+        frames_per_clip: frames sampled from each clip per step (frames are tokenized one by one, so a few
+            frames of many clips beat many frames of few clips).
+        val_fraction: fraction of shards held out for validation (at least one when there are two or more).
+        val_batches: validation batches per validation run.
+        image_every_n_val: log a reconstruction grid every this many validation runs.
+    """
+
+    model: TokenizerConfig = field(default_factory=TokenizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    frames_per_clip: int = 4
+    val_fraction: float = 0.1
+    val_batches: int = 8
+    image_every_n_val: int = 1
+
+
+def sample_frames(frames: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``k`` random frames of each clip: ``(b, t, c, h, w)`` -> ``(b, k, c, h, w)``."""
+    b, t = frames.shape[:2]
+    if k >= t:
+        return frames
+    idx = torch.stack([torch.randperm(t, generator=generator)[:k] for _ in range(b)])  # (b, k)
+    return frames[torch.arange(b)[:, None], idx]
+
+
+def recon_grid(frames: torch.Tensor, recon: torch.Tensor, n: int = 8) -> torch.Tensor:
+    """Originals above reconstructions, ``n`` frames wide: ``(3, 2h, n*w)`` in [0, 1] for TensorBoard."""
+    x = frames.flatten(0, 1)[:n].float()  # (n, c, h, w), [-1, 1]
+    y = recon.flatten(0, 1)[:n].float().clamp(-1, 1)
+    rows = [torch.cat(list(v), dim=-1) for v in (x, y)]  # (c, h, n*w) each
+    return (torch.cat(rows, dim=-2) + 1) / 2
+
+
+class TokenizerModule(L.LightningModule):
+    """Thin Lightning wrapper: the loss is the model's ``compute_loss``."""
+
+    def __init__(self, cfg: TokenizerTrainConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = VQTokenizer(cfg.model)
+        self.save_hyperparameters({"config": dataclasses.asdict(cfg)})  # plain values: weights_only-safe
+        self._val_runs = 0
+
+    def training_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
+        batch = {**batch, "frames": sample_frames(batch["frames"], self.cfg.frames_per_clip)}
+        loss, logs = self.model.compute_loss(batch)
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)
+        self.log("train/frames", float(batch["frames"].shape[0] * batch["frames"].shape[1]), reduce_fx="sum")
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, logs = self.model.compute_loss(batch)
+        self.log_dict({f"val/{k}": v for k, v in logs.items()})
+        if batch_idx == 0 and self._val_runs % self.cfg.image_every_n_val == 0:
+            self._log_grid(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._val_runs += 1
+
+    def _log_grid(self, batch: dict[str, Any]) -> None:
+        logger = self.logger
+        if logger is None or not hasattr(getattr(logger, "experiment", None), "add_image"):
+            return
+        frames = batch["frames"].float() / 127.5 - 1
+        with torch.no_grad():
+            recon = self.model(frames).recon
+        logger.experiment.add_image("val/reconstruction", recon_grid(frames, recon), self.global_step)
+
+    def configure_optimizers(self) -> Any:
+        opt, sched = build_optimizer(self.model, self.cfg.optim, self.cfg.trainer.max_steps)
+        return {"optimizer": opt, "lr_scheduler": sched}
+
+
+def split_shards(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
+    """Train and held-out shard indices: the last ``ceil(n * val_fraction)`` shards (>= 1 when n >= 2)."""
+    if n < 2 or val_fraction <= 0:
+        return list(range(n)), []
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    return list(range(n - n_val)), list(range(n - n_val, n))
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path, out: str | Path) -> Path:
+    """Train on the shards in ``data`` into run folder ``out``; resumes from ``out/checkpoints/last.ckpt``;
+    returns the export folder."""
+    from wm_video.data.reader import load_dataset_info
+
+    info = load_dataset_info(data)
+    res = cfg.model.resolution
+    if info.resolution != [res, res]:
+        raise ValueError(f"{data}: frames are {info.resolution[0]}x{info.resolution[1]} but the tokenizer is built "
+                         f"for {res}x{res} (set model.resolution)")
+    train_idx, val_idx = split_shards(len(info.shards), cfg.val_fraction)
+    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, run_dir=str(out)))
+    train = ClipLoader(data, cfg.loader, shards=train_idx)
+    val = None
+    if val_idx:
+        val_cfg = dataclasses.replace(cfg.loader, resampled=False, shuffle_buffer=0, drop_last=False,
+                                      num_workers=min(cfg.loader.num_workers, len(val_idx)))
+        val = ClipLoader(data, val_cfg, shards=val_idx)
+    module = TokenizerModule(cfg)
+    trainer = build_trainer(cfg.trainer, limit_val_batches=cfg.val_batches if val else 0)
+    last = Path(out) / "checkpoints" / "last.ckpt"
+    log.info("training tokenizer: %d train shards, %d held-out; %s", len(train_idx), len(val_idx),
+             f"resuming from {last}" if last.exists() else "from scratch")
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(last) if last.exists() else None)
+    export = Path(out) / "export"
+    if trainer.is_global_zero:
+        module.model.save_pretrained(export)
+    return export
