@@ -15,7 +15,8 @@ class TokenizerConfig:
         resolution: frame height and width in pixels the model is built for.
         downsample: spatial downsampling factor ``f`` (4, 8 or 16): 64x64 frames give 16x16, 8x8 or 4x4 tokens.
         base_channels: width of the first encoder stage.
-        channel_mult: width multiplier per stage (``log2(f) + 1`` stages; empty: 1, 2, 2, 4, 4 cut to length).
+        channel_mult: width multiplier per stage; the first ``log2(f) + 1`` are used (empty: 1, 2, 2, 4, 4), so
+            a list of 5 serves every downsampling factor.
         layers_per_block: residual blocks per stage.
         norm_groups: GroupNorm groups (must divide every stage's width).
         mid_attention: self-attention in the bottleneck (costly on CPU; helps at 256x256).
@@ -27,8 +28,8 @@ class TokenizerConfig:
             cosine lookup keeps codes in use, as in ViT-VQGAN).
         fsq_levels: FSQ levels per dimension; the codebook size is their product (8*5*5*5 = 1000).
         ema_decay: VQ codebook EMA decay.
-        dead_code_threshold: a VQ code whose EMA assignment count falls below this is restarted from a
-            random encoder output of the current batch.
+        dead_code_threshold: a VQ code whose EMA assignment count falls below this fraction of the mean code's
+            count is restarted from a random encoder output of the current batch.
         commitment_weight: weight of the commitment loss (encoder pulled towards its code).
         recon_loss: ``l1``, ``l2`` or ``l1+l2`` reconstruction loss.
     """
@@ -46,14 +47,14 @@ class TokenizerConfig:
     codebook_dim: int = 32
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
     ema_decay: float = 0.99
-    dead_code_threshold: float = 1.0
+    dead_code_threshold: float = 0.03
     commitment_weight: float = 0.25
     recon_loss: Literal["l1", "l2", "l1+l2"] = "l1+l2"
 
     def __post_init__(self) -> None:
         if self.downsample not in (4, 8, 16):
             raise ValueError(f"tokenizer: field 'downsample' must be 4, 8 or 16, got {self.downsample}")
-        if self.channel_mult and len(self.channel_mult) != self.num_stages:
+        if self.channel_mult and len(self.channel_mult) < self.num_stages:
             raise ValueError(f"tokenizer: field 'channel_mult' needs {self.num_stages} entries for downsample "
                              f"{self.downsample}, got {self.channel_mult}")
         for width in self.block_channels:
@@ -70,7 +71,7 @@ class TokenizerConfig:
     @property
     def block_channels(self) -> list[int]:
         # Empty channel_mult derives from downsample, so overriding downsample alone stays valid.
-        mult = self.channel_mult or [1, 2, 2, 4, 4][: self.num_stages]
+        mult = (self.channel_mult or [1, 2, 2, 4, 4])[: self.num_stages]
         return [self.base_channels * m for m in mult]
 
     @property

@@ -56,12 +56,13 @@ class VectorQuantizerEMA(nn.Module):
         codebook_size: number of codes ``k``.
         codebook_dim: lookup dimension (the latent is projected to it and normalised).
         decay: EMA decay of the assignment counts and code sums.
-        dead_code_threshold: codes whose EMA count falls below this are restarted from batch vectors.
+        dead_code_threshold: codes whose EMA count falls below this fraction of the mean code's count are
+            restarted from batch vectors (relative, so it means the same at any batch size).
         commitment_weight: weight of ``||x - sg(code)||^2``.
     """
 
     def __init__(self, dim: int, codebook_size: int, codebook_dim: int, decay: float = 0.99,
-                 dead_code_threshold: float = 1.0, commitment_weight: float = 0.25) -> None:
+                 dead_code_threshold: float = 0.03, commitment_weight: float = 0.25) -> None:
         super().__init__()
         self.codebook_size, self.decay = codebook_size, decay
         self.dead_code_threshold, self.commitment_weight = dead_code_threshold, commitment_weight
@@ -118,13 +119,15 @@ class VectorQuantizerEMA(nn.Module):
 
     @torch.no_grad()
     def restart_dead_codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Replace codes with EMA count below the threshold by random vectors of ``x``; returns their mask."""
-        dead = self.cluster_size < self.dead_code_threshold
+        """Replace codes whose EMA count is below ``dead_code_threshold`` times the mean count by random vectors
+        of ``x``; returns their mask."""
+        floor = self.dead_code_threshold * self.cluster_size.mean()
+        dead = self.cluster_size < floor
         n = int(dead.sum())
         if n:
             pick = torch.randint(len(x), (n,), device=x.device)
             self.embed[dead] = x[pick]
-            self.cluster_size[dead] = 2 * self.dead_code_threshold  # a grace period before it can die again
+            self.cluster_size[dead] = 2 * floor  # a grace period before it can be declared dead again
             self.embed_sum[dead] = x[pick] * self.cluster_size[dead, None]
         return dead
 
