@@ -6,7 +6,7 @@ import torch
 from conftest import write_dataset
 
 from wm_video.cli import main
-from wm_video.models.tokenizer import VQTokenizer
+from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
 from wm_video.training.tokenizer_module import recon_grid, sample_frames, split_shards
 
 
@@ -51,3 +51,39 @@ def test_wrong_resolution_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "tokenizer", "--preset", "debug", "--data", str(tmp_path / "ds"),
                  "--out", str(tmp_path / "run")]) == 2
     assert "frames are 16x16 but the tokenizer is built for 32x32" in capsys.readouterr().err
+
+
+def test_tokenize_writes_resumable_token_shards(tmp_path, capsys):
+    import numpy as np
+
+    from wm_video.data.loader import ClipLoader, LoaderConfig
+    from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
+    from wm_video.data.tokenize import token_dtype
+
+    clips = write_dataset(tmp_path / "ds", shards=2, clips_per_shard=3, t=4, size=32)
+    model = VQTokenizer(TokenizerConfig(
+        resolution=32, downsample=4, base_channels=8, norm_groups=4, latent_channels=8, codebook_size=32,
+        codebook_dim=4)).eval()
+    model.save_pretrained(tmp_path / "tok")
+    args = ["data", "tokenize", "--tokenizer", str(tmp_path / "tok"), "--src", str(tmp_path / "ds"),
+            "--out", str(tmp_path / "tokens"), "--batch-frames", "8", "--no-progress"]
+    assert main(args) == 0
+    info = load_dataset_info(tmp_path / "tokens")
+    assert info.frame_storage == "tokens" and info.resolution == [8, 8]
+    assert info.tokens["vocab_size"] == 32 and info.tokens["dtype"] == "uint8" and info.num_samples == 6
+    got = [c for url in shard_paths(tmp_path / "tokens", info) for c in iter_clips(url, info.action_space)]
+    assert [c.key for c in got] == [c.key for c in clips]  # same clips, same order
+    for src, tok in zip(clips, got, strict=True):
+        assert tok.frames.dtype == np.uint8 and tok.frames.shape == (4, 8, 8)
+        np.testing.assert_array_equal(tok.actions, src.actions)
+        np.testing.assert_array_equal(tok.rewards, src.rewards)
+        expected = model.tokenize(torch.from_numpy(src.frames).permute(0, 3, 1, 2)[None].float() / 127.5 - 1)
+        np.testing.assert_array_equal(tok.frames, expected[0].numpy())
+    batch = next(iter(ClipLoader(tmp_path / "tokens", LoaderConfig(batch_size=2, num_workers=0))))
+    assert batch["tokens"].shape == (2, 4, 8, 8) and batch["tokens"].dtype == torch.int64 and "frames" not in batch
+    # a rerun skips finished shards
+    first = (tmp_path / "tokens" / "shard-000000.tar").stat().st_mtime_ns
+    (tmp_path / "tokens" / "shard-000001.tar.json").unlink()
+    assert main(args) == 0
+    assert (tmp_path / "tokens" / "shard-000000.tar").stat().st_mtime_ns == first
+    assert token_dtype(256) == np.uint8 and token_dtype(257) == np.uint16 and token_dtype(70_000) == np.uint32

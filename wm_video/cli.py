@@ -25,6 +25,7 @@ VERBS: dict[str, Any] = {
         "collect": "wm_video.commands.data:collect",
         "inspect": "wm_video.commands.data:inspect",
         "envs": "wm_video.commands.data:envs",
+        "tokenize": "wm_video.commands.data:tokenize",
     },
     "config": {
         "show": "wm_video.commands.config:show",

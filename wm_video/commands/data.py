@@ -107,3 +107,31 @@ def envs(family: Literal["atari", "gymnasium", "metaworld"] | None = None) -> No
 
     for env_id in list_env_ids(family):
         print(env_id)
+
+
+def tokenize(tokenizer: str | None = None, src: str | None = None, out: str | None = None, batch_frames: int = 256,
+             device: str = "auto", progress: bool | None = None) -> None:
+    """Tokenize an episode-clip dataset with a trained tokenizer into token shards (resumable).
+
+    Clips keep their order, actions, rewards, terminations and metadata; frames become tokens (t, h', w') in the
+    smallest unsigned type that holds the vocabulary. Rerunning skips finished shards.
+
+    Example:
+        wm-video data tokenize --tokenizer runs/tok_pong/export --src data/pong --out data/pong_tokens
+
+    Args:
+        tokenizer: tokenizer export folder (config.json + model.safetensors).
+        src: episode-clip dataset folder.
+        out: output folder for the token shards and their dataset.json.
+        batch_frames: frames tokenized per forward pass.
+        device: auto (GPU when there is one), cpu or cuda.
+        progress: show a progress bar (default: on terminals).
+    """
+    from wm_video.data.inspect import format_summary, summarize
+    from wm_video.data.tokenize import tokenize_dataset
+
+    if not (tokenizer and src and out):
+        raise ValueError("--tokenizer, --src and --out are all required")
+    info = tokenize_dataset(tokenizer, src, out, batch_frames, device, progress)
+    print(format_summary(summarize(info)))
+    print(f"token shards: {out} (vocabulary {info.tokens['vocab_size']}, {info.tokens['dtype']})")

@@ -13,17 +13,17 @@ import numpy as np
 
 from wm_video.data.schema import FRAME_STORAGES, SchemaError
 
-EXTENSIONS = {"raw": "frames.npy", "png": "frames.png", "mp4": "frames.mp4"}
+EXTENSIONS = {"raw": "frames.npy", "png": "frames.png", "mp4": "frames.mp4", "tokens": "tokens.npy"}
 
 
 def encode_frames(frames: np.ndarray, storage: str, fps: float = 15.0, crf: int = 10) -> tuple[str, bytes]:
     """Encode uint8 ``(t, h, w, 3)`` frames; returns ``(sample field name, bytes)``."""
     if storage not in FRAME_STORAGES:
         raise SchemaError(f"frame storage must be one of {FRAME_STORAGES}, got {storage!r}")
-    if storage == "raw":
+    if storage in ("raw", "tokens"):
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(frames), allow_pickle=False)
-        return EXTENSIONS["raw"], buf.getvalue()
+        return EXTENSIONS[storage], buf.getvalue()
     if storage == "png":
         return EXTENSIONS["png"], _encode_png_strip(frames)
     return EXTENSIONS["mp4"], _encode_mp4(frames, fps, crf)
@@ -34,6 +34,11 @@ def decode_frames(name: str, data: bytes, num_frames: int | None = None) -> np.n
 
     ``num_frames`` is needed for ``png`` strips (the strip stacks frames along the height).
     """
+    if name == EXTENSIONS["tokens"]:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+        if arr.ndim != 3 or arr.dtype.kind != "u":
+            raise SchemaError(f"field '{name}' decoded to {arr.dtype} {arr.shape}, expected unsigned (t, h, w)")
+        return arr
     if name == EXTENSIONS["raw"]:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     elif name == EXTENSIONS["png"]:

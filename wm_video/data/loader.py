@@ -7,7 +7,7 @@ and carries on with exactly the samples the interrupted run would have produced.
 round-robin over workers; on restore the workers' roles are rotated so the first batch comes from the worker
 whose turn it was.
 
-Batches: ``frames`` uint8 ``(b, t, 3, h, w)`` (a channels-last view: ``.contiguous()`` where a kernel needs it);
+Batches (token shards give ``tokens`` int64 ``(b, t, h, w)`` in place of ``frames``): ``frames`` uint8 ``(b, t, 3, h, w)`` (a channels-last view: ``.contiguous()`` where a kernel needs it);
 ``actions`` int64 ``(b, t)`` or float32 ``(b, t, a)``; ``rewards`` float32 ``(b, t)``; ``terminations`` bool
 ``(b, t)`` (fields absent in the dataset are absent); ``key`` list of sample keys.
 """
@@ -177,10 +177,15 @@ class ClipStream(IterableDataset):
 
 
 def collate(clips: list[Clip], worker: int, pos: int, bad: int) -> dict[str, Any]:
-    out: dict[str, Any] = {
+    stacked = np.stack([c.frames for c in clips])
+    if stacked.ndim == 4:  # token shards: (b, t, h, w) token ids as int64, the embedding lookup's index type
+        visual = {"tokens": torch.from_numpy(stacked.astype(np.int64))}
+    else:
         # (b, t, h, w, c) storage viewed as (b, t, c, h, w): a transposing copy here would cost 2-3x the
         # loader's throughput at 256x256; the device-side float conversion takes any strides.
-        "frames": torch.from_numpy(np.stack([c.frames for c in clips])).permute(0, 1, 4, 2, 3),
+        visual = {"frames": torch.from_numpy(stacked).permute(0, 1, 4, 2, 3)}
+    out: dict[str, Any] = {
+        **visual,
         "key": [c.key for c in clips],
         "_worker": worker,
         "_pos": pos,

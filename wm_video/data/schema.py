@@ -14,8 +14,9 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "wm-video/episode-clips"
-FrameStorage = Literal["raw", "png", "mp4"]
-FRAME_STORAGES: tuple[str, ...] = ("raw", "png", "mp4")
+FrameStorage = Literal["raw", "png", "mp4", "tokens"]
+FRAME_STORAGES: tuple[str, ...] = ("raw", "png", "mp4", "tokens")  # "tokens": a token-shard dataset
+TOKEN_DTYPES = (np.uint8, np.uint16, np.uint32)
 ARRAY_FIELDS: tuple[str, ...] = ("actions", "rewards", "terminations")  # optional per-clip arrays, in order
 
 
@@ -123,6 +124,7 @@ class DatasetInfo:
     shards: list[ShardRecord] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)  # {"actions": {...}, "rewards": {...}, "terminations": {...}}
     source: dict[str, Any] = field(default_factory=dict)  # how the data was made (env id, policy, ...)
+    tokens: dict[str, Any] | None = None  # token shards: vocab_size, dtype, tokenizer, frame resolution
     schema_version: int = SCHEMA_VERSION
     format: str = FORMAT_NAME
 
@@ -163,6 +165,7 @@ class DatasetInfo:
                 shards=[ShardRecord(**s) for s in d.get("shards", [])],
                 stats=d.get("stats", {}),
                 source=d.get("source", {}),
+                tokens=d.get("tokens"),
                 schema_version=int(d["schema_version"]),
             )
         except (KeyError, TypeError) as e:
@@ -171,7 +174,8 @@ class DatasetInfo:
 
 @dataclass
 class Clip:
-    """One sample: ``frames`` uint8 ``(t, h, w, 3)``; ``actions`` int64 ``(t,)`` or float32 ``(t, a)``, or None
+    """One sample: ``frames`` uint8 ``(t, h, w, 3)`` (or, in token shards, tokens ``(t, h, w)`` of an unsigned
+    integer type); ``actions`` int64 ``(t,)`` or float32 ``(t, a)``, or None
     for action-free video; ``rewards`` float32 ``(t,)`` and ``terminations`` bool ``(t,)`` or None.
 
     Convention: ``actions[i]`` is taken after observing ``frames[i]``; ``rewards[i]`` and ``terminations[i]``
@@ -191,8 +195,10 @@ class Clip:
     def validate(self, action_space: ActionSpace | None = None, where: str | None = None) -> None:
         where = where or f"clip {self.key}"
         f = self.frames
-        if f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3:
-            raise SchemaError(f"{where}: field 'frames' must be uint8 (t, h, w, 3), got {f.dtype} {f.shape}")
+        is_tokens = f.ndim == 3 and f.dtype in TOKEN_DTYPES
+        if not is_tokens and (f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3):
+            raise SchemaError(f"{where}: field 'frames' must be uint8 (t, h, w, 3) or tokens (t, h, w), "
+                              f"got {f.dtype} {f.shape}")
         t = f.shape[0]
         if self.meta.num_frames != t:
             raise SchemaError(f"{where}: meta.num_frames={self.meta.num_frames} but 'frames' has {t}")

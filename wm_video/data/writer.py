@@ -178,7 +178,8 @@ def read_sidecar(shard: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def finalize_dataset(out_dir: str | os.PathLike, shard_paths: list[Path], *, resolution: list[int], fps: float,
-                     clip_len: int, storage: str, action_space: ActionSpace, source: dict[str, Any]) -> DatasetInfo:
+                     clip_len: int, storage: str, action_space: ActionSpace, source: dict[str, Any],
+                     tokens: dict[str, Any] | None = None) -> DatasetInfo:
     """Merge the sidecars of complete shards into ``dataset.json`` (written atomically) and return it."""
     stats, records, returns, lengths, successes = ClipStats(), [], [], [], []
     for shard in shard_paths:
@@ -197,6 +198,6 @@ def finalize_dataset(out_dir: str | os.PathLike, shard_paths: list[Path], *, res
                                "return_std": float(np.std(returns)), "length_mean": float(np.mean(lengths)),
                                "success_rate": float(np.mean(successes)) if successes else None}
     info = DatasetInfo(resolution=resolution, fps=fps, clip_len=clip_len, frame_storage=storage,  # type: ignore[arg-type]
-                       action_space=action_space, shards=records, stats=summary, source=source)
+                       action_space=action_space, shards=records, stats=summary, source=source, tokens=tokens)
     atomic_write_json(Path(out_dir) / DATASET_FILE, info.to_dict())
     return info
