@@ -76,12 +76,17 @@ class TokenizerModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.model = VQTokenizer(cfg.model)
+        self.perceptual = None
+        if cfg.model.perceptual_weight > 0:
+            from wm_video.models.tokenizer.losses import PerceptualLoss
+
+            self.perceptual = PerceptualLoss(cfg.model.perceptual_weights)
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})  # plain values: weights_only-safe
         self._val_runs = 0
 
     def training_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
         batch = {**batch, "frames": sample_frames(batch["frames"], self.cfg.frames_per_clip)}
-        loss, logs = self.model.compute_loss(batch)
+        loss, logs = self.model.compute_loss(batch, self.perceptual)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)
         self.log("train/frames", float(batch["frames"].shape[0] * batch["frames"].shape[1]), reduce_fx="sum")
         return loss

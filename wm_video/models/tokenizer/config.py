@@ -32,6 +32,9 @@ class TokenizerConfig:
             count is restarted from a random encoder output of the current batch.
         commitment_weight: weight of the commitment loss (encoder pulled towards its code).
         recon_loss: ``l1``, ``l2`` or ``l1+l2`` reconstruction loss.
+        perceptual_weight: weight of the VGG16 feature distance (0: off).
+        perceptual_weights: local VGG16 ``features`` weights file, required when ``perceptual_weight > 0``
+            (nothing can be downloaded); the network is used in training only and is not part of the export.
     """
 
     resolution: int = 64
@@ -50,6 +53,8 @@ class TokenizerConfig:
     dead_code_threshold: float = 0.03
     commitment_weight: float = 0.25
     recon_loss: Literal["l1", "l2", "l1+l2"] = "l1+l2"
+    perceptual_weight: float = 0.0
+    perceptual_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.downsample not in (4, 8, 16):

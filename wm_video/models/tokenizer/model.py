@@ -105,16 +105,25 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
         recon = rearrange(self.decoder(quant.codes), "(b t) c h w -> b t c h w", b=b)
         return TokenizerOutput(recon, rearrange(quant.indices, "(b t) h w -> b t h w", b=b), quant)
 
-    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Reconstruction (L1/L2) plus commitment loss on ``batch["frames"]`` uint8 ``(b, t, 3, h, w)``."""
+    def compute_loss(self, batch: dict[str, Any], perceptual: nn.Module | None = None
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Reconstruction (L1/L2) plus commitment loss on ``batch["frames"]`` uint8 ``(b, t, 3, h, w)``, plus
+        ``perceptual_weight`` times ``perceptual(recon, frames)`` when a perceptual network is given (training
+        holds it, so its weights never enter the export)."""
         frames = to_model_frames(batch["frames"], batch.get("key"))
         out = self(frames)
         l1, mse = F.l1_loss(out.recon, frames), F.mse_loss(out.recon, frames)
         rec = {"l1": l1, "l2": mse, "l1+l2": l1 + mse}[self.config.recon_loss]
         loss = rec + out.quant.loss
+        extra = {}
+        if perceptual is not None and self.config.perceptual_weight > 0:
+            p = perceptual(out.recon.flatten(0, 1), frames.flatten(0, 1))
+            loss = loss + self.config.perceptual_weight * p
+            extra["perceptual"] = p.detach()
         psnr = 10 * torch.log10(4.0 / mse.detach().clamp(min=1e-10))  # peak-to-peak 2 in [-1, 1]
         logs = {"loss": loss.detach(), "rec_l1": l1.detach(), "rec_mse": mse.detach(), "psnr": psnr,
-                "commit": out.quant.loss.detach(), "perplexity": out.quant.perplexity, "usage": out.quant.usage}
+                "commit": out.quant.loss.detach(), "perplexity": out.quant.perplexity, "usage": out.quant.usage,
+                **extra}
         return loss, logs
 
     @classmethod

@@ -1,0 +1,76 @@
+"""Perceptual and adversarial tokenizer losses: local weights only, hinge signs, the adaptive weight formula."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from wm_video.models.tokenizer.losses import (
+    PatchDiscriminator,
+    PerceptualLoss,
+    adaptive_weight,
+    generator_loss,
+    hinge_d_loss,
+    vgg16_features,
+)
+
+
+def test_perceptual_loss_needs_a_local_weights_file(tmp_path):
+    with pytest.raises(ValueError, match="local VGG16 weights file"):
+        PerceptualLoss(None)
+    with pytest.raises(FileNotFoundError, match=r"nope.safetensors not found"):
+        PerceptualLoss(tmp_path / "nope.safetensors")
+    save_file({"something.weight": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="not a VGG16 features state dict"):
+        PerceptualLoss(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+def test_perceptual_loss_plumbing_with_random_weights(tmp_path, fmt):
+    torch.manual_seed(0)
+    state = {f"features.{k}": v for k, v in vgg16_features().state_dict().items()}  # torchvision's key names
+    path = tmp_path / f"vgg.{fmt}"
+    save_file(state, str(path)) if fmt == "safetensors" else torch.save(state, path)
+    loss = PerceptualLoss(path)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert float(loss(x, x)) == pytest.approx(0.0, abs=1e-6)
+    y = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1).requires_grad_(True)
+    d = loss(x, y)
+    d.backward()
+    assert float(d) > 0 and y.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in loss.net.parameters())
+
+
+def test_patch_discriminator_and_hinge_losses():
+    disc = PatchDiscriminator(channels=8, layers=3)
+    assert disc(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 8, 8)
+    assert float(hinge_d_loss(torch.full((4,), 2.0), torch.full((4,), -2.0))) == 0.0  # confident and right
+    assert float(hinge_d_loss(torch.full((4,), -1.0), torch.full((4,), 1.0))) == 2.0
+    assert float(generator_loss(torch.full((4,), 3.0))) == -3.0
+
+
+def test_adaptive_weight_is_the_gradient_norm_ratio():
+    w = torch.randn(4, 4, requires_grad=True)
+    rec = (w * 3).pow(2).sum()
+    g = (w * 0.5).sum()
+    expected = (2 * 9 * w).norm() / (torch.full_like(w, 0.5).norm() + 1e-4)
+    torch.testing.assert_close(adaptive_weight(rec, g, w), expected.detach())
+
+
+def test_training_with_a_perceptual_loss_from_a_local_file(tmp_path):
+    from wm_video.config import load_config
+    from wm_video.training.tokenizer_module import TokenizerModule
+
+    save_file(vgg16_features().state_dict(), str(tmp_path / "vgg.safetensors"))
+    weights = tmp_path / "vgg.safetensors"
+    cfg = load_config("train_tokenizer", preset_name="debug",
+                      overrides=["model.perceptual_weight=0.1", f"model.perceptual_weights={weights}"])
+    module = TokenizerModule(cfg)
+    batch = {"frames": torch.randint(0, 256, (2, 2, 3, 32, 32), dtype=torch.uint8)}
+    loss, logs = module.model.compute_loss(batch, module.perceptual)
+    loss.backward()
+    assert "perceptual" in logs and float(logs["perceptual"]) > 0
+    assert not any(k.startswith("perceptual") for k in module.model.state_dict())  # never in the export
+    with pytest.raises(ValueError, match="local VGG16 weights file"):
+        TokenizerModule(load_config("train_tokenizer", preset_name="debug", overrides=["model.perceptual_weight=0.1"]))
