@@ -161,3 +161,13 @@ def test_presets_build():
     for name in ("debug", "small"):
         model = VQTokenizer(preset("tokenizer", name))
         assert model.vocab_size == model.config.codebook_size
+
+
+def test_an_export_from_before_a_new_config_field_still_loads(tmp_path):
+    model = VQTokenizer(tiny()).eval()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["perceptual_weight"]  # as written by a version that did not have the field
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = VQTokenizer.from_pretrained(tmp_path)
+    assert loaded.config.perceptual_weight == 0.0
