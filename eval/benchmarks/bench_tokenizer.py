@@ -6,8 +6,9 @@
 Throughput: frames/s at 64x64 and 256x256 (the same architecture, built for each resolution), batch 1 and 64,
 after 2 warm-up calls, median of ``--repeats`` timed calls, ``torch.no_grad``. Memory: peak resident memory
 of a separate process that runs ``--train-batch`` clips x 1 frame (default 32) through one training step of
-the preset at 64x64 (``compute_loss`` + backward + AdamW step), minus that process's resident memory before
-the step; on CUDA, ``torch.cuda.max_memory_allocated``.
+the preset at 64x64 (``compute_loss`` + backward + AdamW step): the peak-RSS mark (VmHWM) is reset just before
+the step, and the result is that peak minus the resident memory before it (model, optimizer state excluded
+until created by the step). On CUDA, ``torch.cuda.max_memory_allocated``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -62,7 +62,9 @@ def peak_memory_child(preset: str, batch: int, device: str) -> None:
     model = build(preset, 64, device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     frames = torch.randint(0, 256, (batch, 1, 3, 64, 64), dtype=torch.uint8, device=device)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _status_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # Linux: reset the peak-RSS mark (VmHWM) to the current RSS
+        f.write("5")
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     loss, _ = model.compute_loss({"frames": frames})
@@ -71,9 +73,16 @@ def peak_memory_child(preset: str, batch: int, device: str) -> None:
     if device.startswith("cuda"):
         print(json.dumps({"peak_mb": torch.cuda.max_memory_allocated() / 2**20, "kind": "cuda allocated"}))
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = _status_mb("VmHWM")
         print(json.dumps({"peak_mb": peak - before, "kind": "CPU resident, above the pre-step level",
                           "process_peak_mb": peak}))
+
+
+def _status_mb(field: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def main() -> None:
