@@ -1,0 +1,93 @@
+"""Turn an episode-clip dataset into token shards with a trained tokenizer: same clips, same order, same
+actions, rewards, terminations and metadata, frames replaced by tokens ``(t, h', w')`` stored in the smallest
+unsigned type that holds the vocabulary. Each source shard becomes one token shard of the same name, written
+atomically, so a rerun skips finished shards and an interrupted run loses at most the shard in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
+from wm_video.data.schema import Clip, DatasetInfo
+from wm_video.data.writer import ShardWriter, ensure_writable_dir, finalize_dataset, read_sidecar
+from wm_video.utils import progress
+
+log = logging.getLogger(__name__)
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds ids ``0 .. vocab_size - 1``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    raise ValueError(f"vocabulary of {vocab_size} does not fit in uint32")
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _flush(model: Any, pending: list[Clip], writer: ShardWriter, dtype: np.dtype, device: torch.device) -> None:
+    frames = torch.from_numpy(np.stack([c.frames for c in pending])).to(device)  # (b, t, h, w, 3) uint8
+    x = frames.permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        tokens = model.tokenize(x).cpu().numpy().astype(dtype)  # (b, t, h', w')
+    for clip, tok in zip(pending, tokens, strict=True):
+        writer.write(Clip(tok, clip.meta, clip.actions, clip.rewards, clip.terminations))
+    pending.clear()
+
+
+@torch.no_grad()
+def tokenize_dataset(tokenizer: str | Path, src: str | Path, out: str | Path, batch_frames: int = 256,
+                     device: str = "auto", show_progress: bool | None = None) -> DatasetInfo:
+    """Tokenize every clip of the dataset at ``src`` into token shards in ``out``; returns the new info."""
+    from wm_video.models.tokenizer import VQTokenizer
+
+    info = load_dataset_info(src)
+    model = VQTokenizer.from_pretrained(tokenizer).eval()
+    res = model.config.resolution
+    if info.frame_storage == "tokens":
+        raise ValueError(f"{src} already holds tokens")
+    if info.resolution != [res, res]:
+        raise ValueError(f"{src}: frames are {info.resolution[0]}x{info.resolution[1]}, the tokenizer at "
+                         f"{tokenizer} takes {res}x{res}")
+    dev = _resolve_device(device)
+    model.to(dev)
+    dtype = token_dtype(model.vocab_size)
+    out = ensure_writable_dir(out)
+    srcs = shard_paths(src, info)
+    todo = [u for u in srcs if read_sidecar(out / Path(u).name) is None]
+    for u in todo:  # leftovers of a killed run for shards we are about to make
+        for stale in out.glob(f".{Path(u).name}.tmp-*"):
+            stale.unlink(missing_ok=True)
+    clips_per_batch = max(1, batch_frames // info.clip_len)
+    done = sum(s.samples for s in info.shards) - sum(s.samples for s in info.shards
+                                                      if str(Path(src) / s.path) in todo)
+    bar = progress(total=info.num_samples, initial=done, desc="tokenize", unit="clip", enable=show_progress)
+    for url in todo:
+        with ShardWriter(out / Path(url).name, info.action_space, "tokens", info.fps) as writer:
+            pending: list[Clip] = []
+            for clip in iter_clips(url, info.action_space):
+                pending.append(clip)
+                if len(pending) == clips_per_batch:
+                    bar.update(len(pending))
+                    _flush(model, pending, writer, dtype, dev)
+            if pending:
+                bar.update(len(pending))
+                _flush(model, pending, writer, dtype, dev)
+            writer.close()
+    bar.close()
+    grid = res // model.config.downsample
+    tokens = {"vocab_size": model.vocab_size, "dtype": dtype.name, "tokenizer": str(tokenizer),
+              "frame_resolution": info.resolution, "tokens_per_frame": grid * grid}
+    return finalize_dataset(out, [out / Path(u).name for u in srcs], resolution=[grid, grid], fps=info.fps,
+                            clip_len=info.clip_len, storage="tokens", action_space=info.action_space,
+                            source={**info.source, "tokenized_from": str(src)}, tokens=tokens)
