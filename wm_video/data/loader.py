@@ -7,7 +7,8 @@ and carries on with exactly the samples the interrupted run would have produced.
 round-robin over workers; on restore the workers' roles are rotated so the first batch comes from the worker
 whose turn it was.
 
-Batches (token shards give ``tokens`` int64 ``(b, t, h, w)`` in place of ``frames``): ``frames`` uint8 ``(b, t, 3, h, w)`` (a channels-last view: ``.contiguous()`` where a kernel needs it);
+Batches (token shards give ``tokens`` int64 ``(b, t, h, w)`` in place of ``frames``):
+``frames`` uint8 ``(b, t, 3, h, w)`` (a channels-last view: ``.contiguous()`` where a kernel needs it);
 ``actions`` int64 ``(b, t)`` or float32 ``(b, t, a)``; ``rewards`` float32 ``(b, t)``; ``terminations`` bool
 ``(b, t)`` (fields absent in the dataset are absent); ``key`` list of sample keys.
 """
