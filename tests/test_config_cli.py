@@ -24,12 +24,19 @@ def test_every_yaml_in_configs_builds(path):
 
     cfg = load_config(yaml_path=path)
     raw = yaml.safe_load(path.read_text())
-    for key, value in raw.items():
-        if key not in ("kind", "preset"):
-            assert getattr(cfg, key) == value or getattr(cfg, key) == float(value), key
+
+    def check(obj, values: dict, prefix: str = "") -> None:  # every value in the file reached the config
+        for key, value in values.items():
+            got = getattr(obj, key)
+            if isinstance(value, dict):
+                check(got, value, f"{prefix}{key}.")
+            else:
+                assert got == value, f"{prefix}{key}"
+
+    check(cfg, {k: v for k, v in raw.items() if k not in ("kind", "preset")})
 
 
-@pytest.mark.parametrize("kind", ["collect", "loader", "trainer", "tokenizer"])
+@pytest.mark.parametrize("kind", ["collect", "loader", "trainer", "tokenizer", "train_tokenizer"])
 def test_every_kind_has_the_standard_presets(kind):
     assert {"debug", "small", "base", "large"} <= set(presets(kind))
     assert kind in kinds()
