@@ -26,6 +26,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from wm_video.data.loader import ClipLoader, LoaderConfig
 from wm_video.data.reader import load_dataset_info
 from wm_video.models.tokenizer import VQTokenizer
+from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.training.tokenizer_module import split_shards
 
 
@@ -42,7 +43,7 @@ def evaluate(tokenizer: str, data: str, val_fraction: float = 0.1, batch_size: i
     counts = torch.zeros(model.vocab_size)
     psnrs, ssims, frames, clips, t0 = [], [], 0, 0, time.perf_counter()
     for batch in loader:
-        x = batch["frames"].float() / 127.5 - 1  # (b, t, c, h, w)
+        x = to_model_frames(batch["frames"])  # (b, t, c, h, w) in [-1, 1]
         tokens = model.tokenize(x)
         recon = model.detokenize(tokens).clamp(-1, 1)
         counts += torch.bincount(tokens.flatten(), minlength=model.vocab_size).float()

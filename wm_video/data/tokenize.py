@@ -16,6 +16,7 @@ import torch
 from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
 from wm_video.data.schema import Clip, DatasetInfo
 from wm_video.data.writer import ShardWriter, ensure_writable_dir, finalize_dataset, read_sidecar
+from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.utils import progress
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def _resolve_device(device: str) -> torch.device:
 
 def _flush(model: Any, pending: list[Clip], writer: ShardWriter, dtype: np.dtype, device: torch.device) -> None:
     frames = torch.from_numpy(np.stack([c.frames for c in pending])).to(device)  # (b, t, h, w, 3) uint8
-    x = frames.permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+    x = to_model_frames(frames.permute(0, 1, 4, 2, 3))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         tokens = model.tokenize(x).cpu().numpy().astype(dtype)  # (b, t, h', w')
     for clip, tok in zip(pending, tokens, strict=True):
@@ -69,8 +70,7 @@ def tokenize_dataset(tokenizer: str | Path, src: str | Path, out: str | Path, ba
         for stale in out.glob(f".{Path(u).name}.tmp-*"):
             stale.unlink(missing_ok=True)
     clips_per_batch = max(1, batch_frames // info.clip_len)
-    done = sum(s.samples for s in info.shards) - sum(s.samples for s in info.shards
-                                                      if str(Path(src) / s.path) in todo)
+    done = sum(s.samples for s, u in zip(info.shards, srcs, strict=True) if u not in todo)
     bar = progress(total=info.num_samples, initial=done, desc="tokenize", unit="clip", enable=show_progress)
     for url in todo:
         with ShardWriter(out / Path(url).name, info.action_space, "tokens", info.fps) as writer:

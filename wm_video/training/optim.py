@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,14 +21,10 @@ class OptimConfig:
     """
 
     lr: float = 3e-4
-    betas: list[float] = None  # type: ignore[assignment]
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     weight_decay: float = 0.01
     warmup_steps: int = 200
     min_lr_ratio: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.betas is None:
-            self.betas = [0.9, 0.95]
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, max_steps: int) -> tuple[torch.optim.Optimizer, dict]:

@@ -20,6 +20,7 @@ import torch
 
 from wm_video.data.loader import ClipLoader, LoaderConfig
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
+from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.training.optim import OptimConfig, build_optimizer
 from wm_video.training.trainer import TrainerConfig, build_trainer
 
@@ -104,7 +105,7 @@ class TokenizerModule(L.LightningModule):
         logger = self.logger
         if logger is None or not hasattr(getattr(logger, "experiment", None), "add_image"):
             return
-        frames = batch["frames"].float() / 127.5 - 1
+        frames = to_model_frames(batch["frames"])
         with torch.no_grad():
             recon = self.model(frames).recon
         logger.experiment.add_image("val/reconstruction", recon_grid(frames, recon), self.global_step)
