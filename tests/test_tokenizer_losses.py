@@ -74,3 +74,32 @@ def test_training_with_a_perceptual_loss_from_a_local_file(tmp_path):
     assert not any(k.startswith("perceptual") for k in module.model.state_dict())  # never in the export
     with pytest.raises(ValueError, match="local VGG16 weights file"):
         TokenizerModule(load_config("train_tokenizer", preset_name="debug", overrides=["model.perceptual_weight=0.1"]))
+
+
+def test_adversarial_terms_give_each_side_only_its_own_gradients():
+    from wm_video.config import load_config
+    from wm_video.models.tokenizer import VQTokenizer
+
+    torch.manual_seed(0)
+    # eval mode: no EMA codebook updates or restarts, so repeated passes see the same codes
+    model = VQTokenizer(load_config("tokenizer", preset_name="debug", overrides=["disc_weight=0.5"])).eval()
+    disc = PatchDiscriminator(channels=8, layers=2)
+    batch = {"frames": torch.randint(0, 256, (2, 2, 3, 32, 32), dtype=torch.uint8)}
+    loss, logs = model.compute_loss(batch, disc=disc)
+    loss.backward()
+    assert {"gan_g", "gan_d", "gan_weight"} <= set(logs) and float(logs["gan_weight"]) > 0
+    combined = {n: p.grad.clone() for n, p in disc.named_parameters()}
+    enc_grad = model.encoder.conv_in.weight.grad.clone()
+
+    # The discriminator's gradients are those of its hinge loss alone (on the same reconstructions) ...
+    disc.zero_grad()
+    model.zero_grad()
+    frames = batch["frames"].float() / 127.5 - 1
+    recon = model(frames).recon.flatten(0, 1)
+    hinge_d_loss(disc(frames.flatten(0, 1)), disc(recon.detach())).backward()
+    for n, p in disc.named_parameters():
+        torch.testing.assert_close(p.grad, combined[n], msg=n)
+    # ... and the tokenizer's gradients differ from the reconstruction-only ones: the generator term reaches it.
+    model.zero_grad()
+    model.compute_loss(batch)[0].backward()
+    assert not torch.allclose(model.encoder.conv_in.weight.grad, enc_grad)

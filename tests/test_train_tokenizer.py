@@ -87,3 +87,24 @@ def test_tokenize_writes_resumable_token_shards(tmp_path, capsys):
     assert main(args) == 0
     assert (tmp_path / "tokens" / "shard-000000.tar").stat().st_mtime_ns == first
     assert token_dtype(256) == np.uint8 and token_dtype(257) == np.uint16 and token_dtype(70_000) == np.uint32
+
+
+def test_adversarial_training_starts_late_and_stays_out_of_the_export(tmp_path):
+    write_dataset(tmp_path / "ds", shards=2, clips_per_shard=4, t=4, size=32)
+    out = tmp_path / "run"
+    # 5 steps with checkpoints every 2: last.ckpt must still hold step 5 when training ends
+    assert main(["train", "tokenizer", "--preset", "debug", "--data", str(tmp_path / "ds"), "--out", str(out),
+                 "--max-steps", "5", "model.disc_weight=0.5", "model.disc_start=3", "model.disc_channels=8",
+                 "model.disc_layers=2", "trainer.val_check_interval=5"]) == 0
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 5
+    assert any(k.startswith("disc.") for k in state["state_dict"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tb")).Reload()
+    gan_steps = [e.step for e in events.Scalars("train/gan_d")]
+    assert gan_steps and min(gan_steps) >= 3  # delayed start
+    from safetensors.torch import load_file
+
+    assert not any("disc" in k for k in load_file(str(out / "export" / "model.safetensors")))
+    assert VQTokenizer.from_pretrained(out / "export").config.disc_weight == 0.5

@@ -71,7 +71,8 @@ def recon_grid(frames: torch.Tensor, recon: torch.Tensor, n: int = 8) -> torch.T
 
 
 class TokenizerModule(L.LightningModule):
-    """Thin Lightning wrapper: the loss is the model's ``compute_loss``."""
+    """Thin Lightning wrapper: the loss is the model's ``compute_loss``; it holds the training-only networks
+    (perceptual features, patch discriminator), which the export leaves out."""
 
     def __init__(self, cfg: TokenizerTrainConfig) -> None:
         super().__init__()
@@ -82,12 +83,18 @@ class TokenizerModule(L.LightningModule):
             from wm_video.models.tokenizer.losses import PerceptualLoss
 
             self.perceptual = PerceptualLoss(cfg.model.perceptual_weights)
+        self.disc = None
+        if cfg.model.disc_weight > 0:
+            from wm_video.models.tokenizer.losses import PatchDiscriminator
+
+            self.disc = PatchDiscriminator(cfg.model.disc_channels, cfg.model.disc_layers)
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})  # plain values: weights_only-safe
         self._val_runs = 0
 
     def training_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
         batch = {**batch, "frames": sample_frames(batch["frames"], self.cfg.frames_per_clip)}
-        loss, logs = self.model.compute_loss(batch, self.perceptual)
+        disc = self.disc if self.disc is not None and self.global_step >= self.cfg.model.disc_start else None
+        loss, logs = self.model.compute_loss(batch, self.perceptual, disc)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)
         self.log("train/frames", float(batch["frames"].shape[0] * batch["frames"].shape[1]), reduce_fx="sum")
         return loss
@@ -111,7 +118,9 @@ class TokenizerModule(L.LightningModule):
         logger.experiment.add_image("val/reconstruction", recon_grid(frames, recon), self.global_step)
 
     def configure_optimizers(self) -> Any:
-        opt, sched = build_optimizer(self.model, self.cfg.optim, self.cfg.trainer.max_steps)
+        # One optimizer over tokenizer and discriminator: compute_loss gives each side only its own gradients,
+        # and the discriminator's parameters get none (so AdamW leaves them be) before disc_start.
+        opt, sched = build_optimizer(self, self.cfg.optim, self.cfg.trainer.max_steps)
         return {"optimizer": opt, "lr_scheduler": sched}
 
 

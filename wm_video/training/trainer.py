@@ -9,6 +9,7 @@ a redrawn bar turns into noise in a log file.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -138,6 +139,25 @@ def _stream_lookahead_callback() -> Any:
     return StreamLookahead()
 
 
+def _save_last_on_end_callback(run_dir: str) -> Any:
+    from lightning.pytorch.callbacks import Callback
+
+    class SaveLastOnEnd(Callback):
+        """Refresh ``checkpoints/last.ckpt`` when training ends for any reason (``max_steps`` between two
+        checkpoint steps, ``max_minutes``, a stop signal), so rerunning the command resumes from the last
+        trained step. Written to a temporary name first, then renamed: a crash mid-write leaves the old one."""
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            last = Path(run_dir) / "checkpoints" / "last.ckpt"
+            tmp = last.with_name("last.ckpt.tmp")
+            trainer.save_checkpoint(str(tmp))
+            if trainer.is_global_zero:
+                os.replace(tmp, last)
+            trainer.strategy.barrier("save_last_on_end")
+
+    return SaveLastOnEnd()
+
+
 def build_trainer(cfg: TrainerConfig, callbacks: list[Any] | None = None, **overrides: Any) -> Any:
     """A ``lightning.Trainer`` for ``cfg``; ``callbacks`` are added to the standard ones (checkpointing,
     learning-rate monitor, progress display); ``overrides`` go to the Trainer as they are."""
@@ -158,6 +178,7 @@ def build_trainer(cfg: TrainerConfig, callbacks: list[Any] | None = None, **over
         cbs.append(LearningRateMonitor(logging_interval="step"))
     cbs.append(TQDMProgressBar() if show_bar else _log_lines_callback())
     cbs.append(_stream_lookahead_callback())
+    cbs.append(_save_last_on_end_callback(cfg.run_dir))
     cbs += callbacks or []
     kwargs: dict[str, Any] = dict(
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,

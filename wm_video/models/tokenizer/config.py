@@ -35,6 +35,12 @@ class TokenizerConfig:
         perceptual_weight: weight of the VGG16 feature distance (0: off).
         perceptual_weights: local VGG16 ``features`` weights file, required when ``perceptual_weight > 0``
             (nothing can be downloaded); the network is used in training only and is not part of the export.
+        disc_weight: weight of the patch adversarial loss (0: off); the generator term is scaled by the adaptive
+            weight (VQGAN) on top of this. Training-only, like the perceptual network.
+        disc_start: training step from which the adversarial loss (generator and discriminator) is on; before it
+            the discriminator gets no gradients and the tokenizer trains on reconstruction alone.
+        disc_channels: width of the discriminator's first layer.
+        disc_layers: strided layers of the discriminator (3: one logit per 8x8-pixel-strided patch).
     """
 
     resolution: int = 64
@@ -55,6 +61,10 @@ class TokenizerConfig:
     recon_loss: Literal["l1", "l2", "l1+l2"] = "l1+l2"
     perceptual_weight: float = 0.0
     perceptual_weights: str | None = None
+    disc_weight: float = 0.0
+    disc_start: int = 2000
+    disc_channels: int = 64
+    disc_layers: int = 3
 
     def __post_init__(self) -> None:
         if self.downsample not in (4, 8, 16):

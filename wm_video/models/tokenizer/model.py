@@ -105,26 +105,54 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
         recon = rearrange(self.decoder(quant.codes), "(b t) c h w -> b t c h w", b=b)
         return TokenizerOutput(recon, rearrange(quant.indices, "(b t) h w -> b t h w", b=b), quant)
 
-    def compute_loss(self, batch: dict[str, Any], perceptual: nn.Module | None = None
+    def compute_loss(self, batch: dict[str, Any], perceptual: nn.Module | None = None, disc: nn.Module | None = None
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Reconstruction (L1/L2) plus commitment loss on ``batch["frames"]`` uint8 ``(b, t, 3, h, w)``, plus
-        ``perceptual_weight`` times ``perceptual(recon, frames)`` when a perceptual network is given (training
-        holds it, so its weights never enter the export)."""
+        """Reconstruction (L1/L2) plus commitment loss on ``batch["frames"]`` uint8 ``(b, t, 3, h, w)``; plus
+        ``perceptual_weight`` times ``perceptual(recon, frames)`` when a perceptual network is given; plus, when a
+        patch discriminator ``disc`` is given, the adversarial terms (training holds both networks, so their
+        weights never enter the export).
+
+        With ``disc``, the returned loss is the sum of the generator's loss and the discriminator's hinge loss, set
+        up so that one backward pass gives each side only its own gradients: the generator term reads the
+        discriminator with its parameters frozen, and the discriminator term sees detached reconstructions. So one
+        optimizer (and Lightning's automatic optimization, gradient clipping and exact resume) serves both."""
         frames = to_model_frames(batch["frames"], batch.get("key"))
         out = self(frames)
         l1, mse = F.l1_loss(out.recon, frames), F.mse_loss(out.recon, frames)
         rec = {"l1": l1, "l2": mse, "l1+l2": l1 + mse}[self.config.recon_loss]
-        loss = rec + out.quant.loss
         extra = {}
         if perceptual is not None and self.config.perceptual_weight > 0:
             p = perceptual(out.recon.flatten(0, 1), frames.flatten(0, 1))
-            loss = loss + self.config.perceptual_weight * p
+            rec = rec + self.config.perceptual_weight * p
             extra["perceptual"] = p.detach()
+        loss = rec + out.quant.loss
+        if disc is not None:
+            adv, adv_logs = self._adversarial(disc, rec, frames.flatten(0, 1), out.recon.flatten(0, 1))
+            loss = loss + adv
+            extra.update(adv_logs)
         psnr = 10 * torch.log10(4.0 / mse.detach().clamp(min=1e-10))  # peak-to-peak 2 in [-1, 1]
         logs = {"loss": loss.detach(), "rec_l1": l1.detach(), "rec_mse": mse.detach(), "psnr": psnr,
                 "commit": out.quant.loss.detach(), "perplexity": out.quant.perplexity, "usage": out.quant.usage,
                 **extra}
         return loss, logs
+
+    def _adversarial(self, disc: nn.Module, rec: torch.Tensor, real: torch.Tensor, fake: torch.Tensor
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Generator term (adaptively weighted against ``rec`` at the decoder's last layer) plus the
+        discriminator's hinge loss; see :meth:`compute_loss`."""
+        from wm_video.models.tokenizer.losses import adaptive_weight, generator_loss, hinge_d_loss
+
+        disc.requires_grad_(False)
+        try:
+            g = generator_loss(disc(fake))
+        finally:
+            disc.requires_grad_(True)
+        weight = self.config.disc_weight * adaptive_weight(rec, g, self.decoder.conv_out.weight)
+        logits_real, logits_fake = disc(real), disc(fake.detach())
+        d = hinge_d_loss(logits_real, logits_fake)
+        logs = {"gan_g": g.detach(), "gan_d": d.detach(), "gan_weight": weight,
+                "logits_real": logits_real.detach().mean(), "logits_fake": logits_fake.detach().mean()}
+        return weight * g + d, logs
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> VQTokenizer:
