@@ -7,7 +7,8 @@ from conftest import write_dataset
 
 from wm_video.cli import main
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
-from wm_video.training.tokenizer_module import recon_grid, sample_frames, split_shards
+from wm_video.training.run import split_shards
+from wm_video.training.tokenizer_module import recon_grid, sample_frames
 
 
 def test_split_holds_out_the_last_shards():

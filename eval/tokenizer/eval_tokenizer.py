@@ -27,7 +27,7 @@ from wm_video.data.loader import ClipLoader, LoaderConfig
 from wm_video.data.reader import load_dataset_info
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
-from wm_video.training.tokenizer_module import split_shards
+from wm_video.training.run import split_shards
 
 
 @torch.no_grad()

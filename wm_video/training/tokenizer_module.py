@@ -10,7 +10,6 @@ command in the same ``--out`` resumes from ``checkpoints/last.ckpt``.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,12 @@ from typing import Any
 import lightning as L
 import torch
 
-from wm_video.data.loader import ClipLoader, LoaderConfig
+from wm_video.data.loader import LoaderConfig
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.training.optim import OptimConfig, build_optimizer
-from wm_video.training.trainer import TrainerConfig, build_trainer
-
-log = logging.getLogger(__name__)
+from wm_video.training.run import fit_and_export
+from wm_video.training.trainer import TrainerConfig
 
 
 @dataclass
@@ -124,14 +122,6 @@ class TokenizerModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": sched}
 
 
-def split_shards(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
-    """Train and held-out shard indices: the last ``ceil(n * val_fraction)`` shards (>= 1 when n >= 2)."""
-    if n < 2 or val_fraction <= 0:
-        return list(range(n)), []
-    n_val = min(n - 1, max(1, round(n * val_fraction)))
-    return list(range(n - n_val)), list(range(n - n_val, n))
-
-
 def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path, out: str | Path) -> Path:
     """Train on the shards in ``data`` into run folder ``out``; resumes from ``out/checkpoints/last.ckpt``;
     returns the export folder."""
@@ -142,21 +132,5 @@ def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path, out: str | Path
     if info.resolution != [res, res]:
         raise ValueError(f"{data}: frames are {info.resolution[0]}x{info.resolution[1]} but the tokenizer is built "
                          f"for {res}x{res} (set model.resolution)")
-    train_idx, val_idx = split_shards(len(info.shards), cfg.val_fraction)
-    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, run_dir=str(out)))
-    train = ClipLoader(data, cfg.loader, shards=train_idx)
-    val = None
-    if val_idx:
-        val_cfg = dataclasses.replace(cfg.loader, resampled=False, shuffle_buffer=0, drop_last=False,
-                                      num_workers=min(cfg.loader.num_workers, len(val_idx)))
-        val = ClipLoader(data, val_cfg, shards=val_idx)
-    module = TokenizerModule(cfg)
-    trainer = build_trainer(cfg.trainer, limit_val_batches=cfg.val_batches if val else 0)
-    last = Path(out) / "checkpoints" / "last.ckpt"
-    log.info("training tokenizer: %d train shards, %d held-out; %s", len(train_idx), len(val_idx),
-             f"resuming from {last}" if last.exists() else "from scratch")
-    trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(last) if last.exists() else None)
-    export = Path(out) / "export"
-    if trainer.is_global_zero:
-        module.model.save_pretrained(export)
-    return export
+    return fit_and_export(TokenizerModule(cfg), cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction,
+                          cfg.val_batches, out, "tokenizer")
