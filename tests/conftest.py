@@ -58,6 +58,44 @@ def write_dataset(root: Path, shards: int = 4, clips_per_shard: int = 6, storage
     return clips
 
 
+def write_token_dataset(root: Path, shards: int = 3, clips_per_shard: int = 8, t: int = 6, grid: int = 4,
+                        vocab: int = 16, seed: int = 0) -> None:
+    """Token shards with action-driven dynamics: one object token walks the grid by its discrete action (0 stay,
+    1 right, 2 down, 3 left, 4 up, 5 stay), on a background of token 0; stepping into a wall gives reward 1, and
+    clips of odd episodes end with a termination."""
+    from wm_video.data.schema import Clip, ClipMeta
+    from wm_video.data.writer import ShardWriter, finalize_dataset
+
+    moves = [(0, 0), (0, 1), (1, 0), (0, -1), (-1, 0), (0, 0)]
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for s in range(shards):
+        path = root / f"shard-{s:06d}.tar"
+        with ShardWriter(path, action_space("discrete"), "tokens") as w:
+            for i in range(clips_per_shard):
+                frames = np.zeros((t, grid, grid), dtype=np.uint8)
+                actions = rng.integers(0, 6, size=t).astype(np.int64)
+                rewards, terms = np.zeros(t, np.float32), np.zeros(t, bool)
+                y, x, obj = *rng.integers(0, grid, size=2), int(rng.integers(1, vocab))
+                for k in range(t):
+                    frames[k, y, x] = obj
+                    dy, dx = moves[actions[k]]
+                    ny, nx = min(max(y + dy, 0), grid - 1), min(max(x + dx, 0), grid - 1)
+                    rewards[k] = float((ny, nx) == (y, x) and (dy, dx) != (0, 0))
+                    y, x = ny, nx
+                terms[-1] = i % 2 == 1
+                meta = ClipMeta(episode_id=f"ep{s:03d}{i:03d}", clip_start=0, num_frames=t, fps=15.0, source="test",
+                                fields=[])
+                w.write(Clip(frames, meta, actions, rewards, terms))
+            w.close()
+        paths.append(path)
+    tokens = {"vocab_size": vocab, "dtype": "uint8", "tokenizer": "synthetic", "frame_resolution": [grid * 8] * 2,
+              "tokens_per_frame": grid * grid}
+    finalize_dataset(root, paths, resolution=[grid, grid], fps=15.0, clip_len=t, storage="tokens",
+                     action_space=action_space("discrete"), source={"kind": "test"}, tokens=tokens)
+
+
 @pytest.fixture
 def dataset(tmp_path):
     root = tmp_path / "ds"

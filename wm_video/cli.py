@@ -33,6 +33,7 @@ VERBS: dict[str, Any] = {
     },
     "train": {
         "tokenizer": "wm_video.commands.train:tokenizer",
+        "dynamics": "wm_video.commands.train:dynamics",
     },
     "demo": "wm_video.commands.demo:demo",
 }

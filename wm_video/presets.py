@@ -138,3 +138,75 @@ def _train_tokenizer_large() -> TokenizerTrainConfig:
     trainer = dataclasses.replace(_trainer_large(), val_check_interval=2000, run_dir="runs/tokenizer_large")
     return TokenizerTrainConfig(model=_tokenizer_large(), trainer=trainer, loader=_loader_large(),
                                 optim=OptimConfig(lr=3e-4, warmup_steps=5000), frames_per_clip=2)
+
+
+# ---- dynamics ----------------------------------------------------------------------------------------------------
+# Imported here rather than at the top so this section stays one appended block.
+from wm_video.models.dynamics.config import DynamicsConfig  # noqa: E402
+
+register_kind("dynamics", DynamicsConfig)
+
+
+@register_preset("dynamics", "debug")
+def _dynamics_debug() -> DynamicsConfig:
+    return DynamicsConfig(vocab_size=32, token_h=4, token_w=4, context_frames=4, width=32, depth=2, heads=2,
+                          cond_dim=16, num_actions=6, reward_bins=17)
+
+
+@register_preset("dynamics", "small")
+def _dynamics_small() -> DynamicsConfig:
+    # 64x64 frames through the small tokenizer: 8x8 tokens from 512 codes; about 23M parameters.
+    return DynamicsConfig(vocab_size=512, token_h=8, token_w=8, context_frames=16, width=384, depth=8, heads=6,
+                          cond_dim=128)
+
+
+@register_preset("dynamics", "base")
+def _dynamics_base() -> DynamicsConfig:
+    # 128x128 frames through the base tokenizer: 16x16 tokens from 8192 codes; about 0.33B parameters.
+    return DynamicsConfig(vocab_size=8192, token_h=16, token_w=16, context_frames=16, width=1024, depth=16,
+                          heads=16, cond_dim=256, spatial_pos="rope")
+
+
+@register_preset("dynamics", "large")
+def _dynamics_large() -> DynamicsConfig:
+    # About 1.2B parameters; 16x16 tokens (256x256 frames through the large tokenizer) from 16384 codes.
+    return DynamicsConfig(vocab_size=16384, token_h=16, token_w=16, context_frames=16, width=2048, depth=16,
+                          heads=16, cond_dim=256, spatial_pos="rope")
+
+
+# ---- dynamics training -------------------------------------------------------------------------------------------
+from wm_video.training.dynamics_module import DynamicsTrainConfig  # noqa: E402
+
+register_kind("train_dynamics", DynamicsTrainConfig)
+
+
+@register_preset("train_dynamics", "debug")
+def _train_dynamics_debug() -> DynamicsTrainConfig:
+    return DynamicsTrainConfig(model=_dynamics_debug(), trainer=_trainer_debug(), loader=_loader_debug(),
+                               optim=OptimConfig(lr=1e-3, warmup_steps=2), val_batches=2)
+
+
+@register_preset("train_dynamics", "small")
+def _train_dynamics_small() -> DynamicsTrainConfig:
+    # One machine (CPU or one GPU): 8 clips of the 16-frame window per step.
+    trainer = TrainerConfig(max_steps=50_000, val_check_interval=500, log_every_n_steps=25,
+                            checkpoint_every_n_steps=500, run_dir="runs/dynamics_small")
+    loader = LoaderConfig(batch_size=8, num_workers=1, shuffle_buffer=512, resampled=True, epoch_length=100_000)
+    return DynamicsTrainConfig(model=_dynamics_small(), trainer=trainer, loader=loader,
+                               optim=OptimConfig(lr=6e-4, warmup_steps=200), val_batches=4)
+
+
+@register_preset("train_dynamics", "base")
+def _train_dynamics_base() -> DynamicsTrainConfig:
+    trainer = dataclasses.replace(_trainer_base(), precision="bf16-mixed", val_check_interval=2000,
+                                  run_dir="runs/dynamics_base")
+    return DynamicsTrainConfig(model=_dynamics_base(), trainer=trainer, loader=_loader_base(),
+                               optim=OptimConfig(lr=3e-4, warmup_steps=2000))
+
+
+@register_preset("train_dynamics", "large")
+def _train_dynamics_large() -> DynamicsTrainConfig:
+    trainer = dataclasses.replace(_trainer_large(), precision="bf16-mixed", val_check_interval=2000,
+                                  run_dir="runs/dynamics_large")
+    return DynamicsTrainConfig(model=_dynamics_large(), trainer=trainer, loader=_loader_large(),
+                               optim=OptimConfig(lr=2e-4, warmup_steps=5000))

@@ -22,16 +22,50 @@ def tokenizer(*overrides: str, data: str | None = None, out: str | None = None, 
         max_steps: optimizer steps (overrides trainer.max_steps).
         max_minutes: wall-clock limit in minutes (overrides trainer.max_minutes).
     """
+    from wm_video.training.tokenizer_module import train_tokenizer
+
+    cfg = _run_config("train_tokenizer", data, config, preset, overrides, max_steps, max_minutes)
+    export = train_tokenizer(cfg, data, out or cfg.trainer.run_dir)
+    print(f"tokenizer exported to {export}")
+
+
+def dynamics(*overrides: str, data: str | None = None, out: str | None = None, config: str | None = None,
+             preset: str = "small", max_steps: int | None = None, max_minutes: float | None = None) -> None:
+    """Train the action-conditioned dynamics transformer on token shards; ends with an export in OUT/export.
+
+    The model's vocabulary, token grid and action space come from the shards' dataset.json. Rerunning the same
+    command with the same --out resumes from OUT/checkpoints/last.ckpt. Logs (TensorBoard: token cross-entropy
+    and accuracy, reward and termination losses, tokens/s, MFU) go to OUT/tb.
+
+    Example:
+        wm-video train dynamics --config configs/dynamics/atari_small.yaml --data data/pong_tokens --out runs/dyn
+
+    Args:
+        overrides: dotted overrides, e.g. ``model.depth=4`` or ``loader.batch_size=8``.
+        data: token-shard folder made by 'wm-video data tokenize'; the last shards are held out.
+        out: run folder (default: trainer.run_dir of the config).
+        config: YAML with ``kind: train_dynamics`` (see configs/dynamics/).
+        preset: starting preset when the YAML names none: debug, small, base, large.
+        max_steps: optimizer steps (overrides trainer.max_steps).
+        max_minutes: wall-clock limit in minutes (overrides trainer.max_minutes).
+    """
+    from wm_video.training.dynamics_module import train_dynamics
+
+    cfg = _run_config("train_dynamics", data, config, preset, overrides, max_steps, max_minutes)
+    export = train_dynamics(cfg, data, out or cfg.trainer.run_dir)
+    print(f"dynamics model exported to {export}")
+
+
+def _run_config(kind: str, data: str | None, config: str | None, preset: str, overrides: tuple[str, ...],
+                max_steps: int | None, max_minutes: float | None) -> object:
     import dataclasses
 
     from wm_video.config import load_config
-    from wm_video.training.tokenizer_module import train_tokenizer
 
     if not data:
         raise ValueError("--data is required: a dataset folder made by 'wm-video data ...'")
-    cfg = load_config("train_tokenizer", preset_name=preset, yaml_path=config, overrides=overrides)
+    cfg = load_config(kind, preset_name=preset, yaml_path=config, overrides=overrides)
     flags = {k: v for k, v in (("max_steps", max_steps), ("max_minutes", max_minutes)) if v is not None}
     if flags:
         cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, **flags))
-    export = train_tokenizer(cfg, data, out or cfg.trainer.run_dir)
-    print(f"tokenizer exported to {export}")
+    return cfg

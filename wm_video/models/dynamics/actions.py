@@ -1,0 +1,98 @@
+"""Actions -> per-frame conditioning vectors ``(..., c)``, with a learned null action.
+
+The null action stands for "no action known": frame 0 of a clip (nothing produced it), action-free video, and
+actions dropped in training (``null_action_prob``). A real action's vector is the null vector plus a learned
+offset that starts at zero (discrete: an embedding table; continuous: an MLP on the normalised action whose last
+layer is zero), so adding an action space to a model pretrained on video alone starts from exactly that model.
+
+Continuous actions are normalised inside the model with the dataset statistics stored in the config
+(``action_mean``, ``action_std``), so an export carries them and callers pass raw actions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from wm_video.models.dynamics.config import DynamicsConfig
+
+
+def _describe(x: torch.Tensor) -> str:
+    return f"{str(x.dtype).removeprefix('torch.')} {tuple(x.shape)}"
+
+
+class ActionEncoder(nn.Module):
+    """Args: config: the model's :class:`DynamicsConfig` (``action_type``, ``num_actions``, ``action_dim``,
+    ``action_mean``, ``action_std``, ``cond_dim``)."""
+
+    def __init__(self, config: DynamicsConfig) -> None:
+        super().__init__()
+        c = config
+        self.kind, self.num_actions, self.action_dim = c.action_type, c.num_actions, c.action_dim
+        # Unit scale (not 0.02): SiLU of it feeds every block's modulation, whose weights learn in proportion.
+        self.null = nn.Parameter(torch.randn(c.cond_dim))
+        self.embed = self.mlp = None
+        if c.action_type == "discrete":
+            self.embed = nn.Embedding(c.num_actions, c.cond_dim)
+        elif c.action_type == "continuous":
+            self.mlp = nn.Sequential(nn.Linear(c.action_dim, c.cond_dim), nn.SiLU(), nn.Linear(c.cond_dim, c.cond_dim))
+            mean = torch.tensor(c.action_mean or [0.0] * c.action_dim, dtype=torch.float32)
+            std = torch.tensor(c.action_std or [1.0] * c.action_dim, dtype=torch.float32)
+            # Not persistent: the config holds the statistics, so the weights file stays weights only.
+            self.register_buffer("mean", mean, persistent=False)
+            self.register_buffer("std", std, persistent=False)
+
+    def zero_init_(self) -> None:
+        """Real actions start equal to the null action. (Called after the model's generic init, which would
+        leave the MLP's first layer too small for unit-scale inputs of a few dimensions: it gets PyTorch's
+        fan-in init back.)"""
+        if self.embed is not None:
+            nn.init.zeros_(self.embed.weight)
+        if self.mlp is not None:
+            self.mlp[0].reset_parameters()
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+
+    def check(self, actions: torch.Tensor | None, lead: tuple[int, ...]) -> None:
+        """Clear errors for actions of the wrong type, shape or range; ``lead`` is the expected ``(b, t)`` or
+        ``(b,)``."""
+        if actions is None:
+            return
+        dims = "(b, t)" if len(lead) == 2 else "(b,)"
+        if self.kind == "none":
+            raise ValueError(f"actions: this model has action_type 'none' (video only), got actions "
+                             f"{_describe(actions)}; pass actions=None")
+        if self.kind == "discrete":
+            if actions.is_floating_point() or actions.is_complex() or actions.dtype == torch.bool \
+                    or tuple(actions.shape) != lead:
+                raise ValueError(f"actions: expected discrete action ids, int64 {dims} = {lead}, "
+                                 f"got {_describe(actions)}")
+            if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.num_actions):
+                raise ValueError(f"actions: discrete ids must be in [0, {self.num_actions}), got "
+                                 f"[{int(actions.min())}, {int(actions.max())}]")
+            return
+        expected = (*lead, self.action_dim)
+        a_dims = dims[:-1] + ", a)"
+        if not actions.is_floating_point() or tuple(actions.shape) != expected:
+            raise ValueError(f"actions: expected continuous actions, float {a_dims} = {expected}, "
+                             f"got {_describe(actions)}")
+        if not bool(torch.isfinite(actions).all()):
+            raise ValueError("actions: NaN or inf in continuous actions")
+
+    def forward(self, actions: torch.Tensor | None, lead: tuple[int, ...], drop_prob: float = 0.0) -> torch.Tensor:
+        """``actions`` ``lead`` int ids or ``(*lead, a)`` floats, or None (all null) -> ``(*lead, c)``.
+
+        ``drop_prob``: probability of replacing a whole clip's (first dimension's) actions with the null action.
+        """
+        null = self.null.expand(*lead, -1)
+        if actions is None:
+            return null
+        self.check(actions, lead)
+        if self.embed is not None:
+            emb = self.null + self.embed(actions)
+        else:
+            emb = self.null + self.mlp(((actions.float() - self.mean) / self.std).to(self.null.dtype))
+        if drop_prob > 0:
+            keep = torch.rand(lead[0], device=emb.device) >= drop_prob  # (b,)
+            emb = torch.where(keep.view(-1, *[1] * len(lead)), emb, null)
+        return emb

@@ -1,0 +1,193 @@
+"""The dynamics model's one typed config and its analytic training FLOPs; presets by name live in
+:mod:`wm_video.presets` (kind ``dynamics``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+
+@dataclass
+class DynamicsConfig:
+    """An action-conditioned spatiotemporal transformer over token frames ``(b, t, h, w)`` in ``[0, vocab_size)``.
+
+    Each block is spatial self-attention within a frame (bidirectional), temporal self-attention at each token
+    position across frames (causal) and an MLP, all pre-norm. Frame ``i`` is conditioned on the action that
+    produced it, ``a_{i-1}`` (frame 0, action-free video and dropped actions use a learned null action), by
+    adaptive layer-norm modulation (adaLN-Zero, DiT): every sub-layer's shift, scale and gate come from one
+    per-frame conditioning vector. Against a per-frame action token, this conditions every layer and every
+    token directly, adds no sequence length, and its zero initialisation leaves an action-free model unchanged
+    when action embeddings are added for fine-tuning.
+
+    Args:
+        vocab_size: token vocabulary ``k`` (the tokenizer's codebook size); id ``vocab_size`` is the [MASK] token.
+        token_h: token grid height (the tokenizer's ``resolution / downsample``).
+        token_w: token grid width.
+        context_frames: the temporal window ``W``: training clips are at most this long, and a rollout keeps the
+            last ``W - 1`` frames' keys and values (a sliding window beyond it).
+        width: model width ``d``.
+        depth: number of spatiotemporal blocks.
+        heads: attention heads (``width / heads`` must be even for RoPE, a multiple of 4 for 2-D RoPE).
+        mlp_ratio: MLP hidden width over ``width``.
+        dropout: dropout on the residual branches (0 for tests and large data).
+        spatial_pos: ``learned`` (row + column embeddings added to the tokens) or ``rope`` (2-D rotary
+            positions in spatial attention: half the head dims rotate with the row, half with the column).
+        rope_base: base of the rotary frequencies. Temporal positions are always 1-D RoPE: relative, so a
+            sliding window past ``context_frames`` needs no re-indexing of cached keys.
+        cond_dim: width of the per-frame conditioning vector (action embedding) feeding the adaLN modulation;
+            it carries a few bits per frame, so it can be much narrower than ``width`` (each block's modulation
+            has ``9 * cond_dim * width`` weights).
+        action_type: ``discrete`` (int ids), ``continuous`` (float vectors) or ``none`` (video only).
+        num_actions: discrete actions.
+        action_dim: continuous action dimensions ``a``.
+        action_mean: per-dimension mean of continuous actions (the dataset's ``stats.actions.mean``); actions are
+            normalised with it inside the model, so an export carries its statistics. Empty: 0.
+        action_std: per-dimension standard deviation, as above. Empty: 1.
+        null_action_prob: probability, per clip in training, of replacing all its actions with the null action,
+            so one model serves action-free generation (and pretraining on action-free video) as well as
+            action-conditioned prediction.
+        reward_bins: bins of the reward head. Rewards are classified into two-hot bins over ``symlog(r)``
+            (DreamerV3): reward scales differ by orders of magnitude across datasets and games, and a
+            cross-entropy over fixed symlog bins neither needs per-dataset scaling nor lets large rewards
+            dominate the gradient, as a regression loss would.
+        reward_range: ``[low, high]`` of the bins in symlog space (``[-20, 20]`` covers rewards up to ~5e8).
+        termination_pos_weight: weight of positive examples in the termination BCE (terminations are rare).
+        mask_schedule: fraction of a target frame's tokens masked in training, and the fraction still masked
+            after each MaskGIT sampling step: ``cosine`` (``cos(pi/2 * u)``, MaskGIT) or ``linear`` (``1 - u``).
+        token_loss_weight: weight of the masked-token cross-entropy.
+        reward_loss_weight: weight of the reward cross-entropy (applies when the batch has rewards).
+        termination_loss_weight: weight of the termination BCE (applies when the batch has terminations).
+        gradient_checkpointing: recompute each block's activations in the backward pass (saves memory, costs
+            one more forward); also :meth:`DynamicsModel.set_gradient_checkpointing`.
+    """
+
+    vocab_size: int = 1024
+    token_h: int = 8
+    token_w: int = 8
+    context_frames: int = 16
+    width: int = 512
+    depth: int = 8
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    spatial_pos: Literal["learned", "rope"] = "learned"
+    rope_base: float = 10_000.0
+    cond_dim: int = 256
+    action_type: Literal["discrete", "continuous", "none"] = "discrete"
+    num_actions: int = 18
+    action_dim: int = 0
+    action_mean: list[float] = field(default_factory=list)
+    action_std: list[float] = field(default_factory=list)
+    null_action_prob: float = 0.1
+    reward_bins: int = 255
+    reward_range: list[float] = field(default_factory=lambda: [-20.0, 20.0])
+    termination_pos_weight: float = 10.0
+    mask_schedule: Literal["cosine", "linear"] = "cosine"
+    token_loss_weight: float = 1.0
+    reward_loss_weight: float = 1.0
+    termination_loss_weight: float = 1.0
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"dynamics: field '{name}' {why}, got {getattr(self, name)!r}")
+
+        for name in ("vocab_size", "token_h", "token_w", "width", "depth", "heads", "cond_dim"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be >= 1")
+        if self.context_frames < 2:
+            raise bad("context_frames", "must be >= 2 (one context frame and one target)")
+        if self.width % self.heads:
+            raise ValueError(f"dynamics: field 'heads'={self.heads} does not divide width {self.width}")
+        head_dim = self.width // self.heads
+        if head_dim % (4 if self.spatial_pos == "rope" else 2):
+            raise ValueError(f"dynamics: head dim width/heads = {head_dim} must be a multiple of "
+                             f"{4 if self.spatial_pos == 'rope' else 2} for {self.spatial_pos!r} positions")
+        if not 0 <= self.dropout < 1:
+            raise bad("dropout", "must be in [0, 1)")
+        if not 0 <= self.null_action_prob <= 1:
+            raise bad("null_action_prob", "must be in [0, 1]")
+        if self.action_type == "discrete" and self.num_actions < 1:
+            raise bad("num_actions", "must be >= 1 for discrete actions")
+        if self.action_type == "continuous":
+            if self.action_dim < 1:
+                raise bad("action_dim", "must be >= 1 for continuous actions")
+            for name in ("action_mean", "action_std"):
+                if getattr(self, name) and len(getattr(self, name)) != self.action_dim:
+                    raise bad(name, f"needs action_dim={self.action_dim} entries (or none)")
+            if any(not s > 0 for s in self.action_std):
+                raise bad("action_std", "must be > 0 in every dimension")
+        if self.reward_bins < 2:
+            raise bad("reward_bins", "must be >= 2")
+        if len(self.reward_range) != 2 or not self.reward_range[0] < self.reward_range[1]:
+            raise bad("reward_range", "must be [low, high] with low < high")
+        if self.termination_pos_weight <= 0:
+            raise bad("termination_pos_weight", "must be > 0")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.token_h * self.token_w
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def mlp_width(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+
+def mask_schedule(u: torch.Tensor | float, kind: str = "cosine") -> torch.Tensor:
+    """The masked fraction at progress ``u`` in [0, 1] (1 at ``u = 0``, 0 at ``u = 1``): ``cosine`` is
+    ``cos(pi/2 * u)`` (MaskGIT), ``linear`` ``1 - u``. Training draws ``u`` uniformly per target frame; sampling
+    step ``s`` of ``K`` leaves ``schedule((s + 1) / K)`` of the tokens masked."""
+    u = torch.as_tensor(u, dtype=torch.float32)
+    if kind == "cosine":
+        return torch.cos(math.pi / 2 * u)
+    if kind == "linear":
+        return 1 - u
+    raise ValueError(f"mask_schedule: unknown schedule {kind!r}; known: cosine, linear")
+
+
+def visible_frames(frames: int, window: int) -> int:
+    """Temporal attention keys summed over the training sequence's frames: clean frames ``0..t-1`` and masked
+    copies of ``1..t-1`` each see ``min(i + 1, window)`` frames (the clean past in the window and themselves)."""
+    clean = sum(min(i + 1, window) for i in range(frames))
+    masked = sum(min(i + 1, window) for i in range(1, frames))
+    return clean + masked
+
+
+def training_flops_per_step(config: DynamicsConfig, batch_size: int, frames: int | None = None) -> float:
+    """Model FLOPs of one training step (forward + backward = 3x forward) on ``batch_size`` clips of ``frames``
+    frames (default ``context_frames``), counted analytically from the matmuls (a multiply-add is 2 FLOPs).
+
+    Counted: token-wise projections (spatial and temporal q, k, v, out; MLP), attention scores and weighted sums
+    (spatial over ``n`` tokens; temporal over the frames each query may see, not the masked-out ones), the
+    per-frame adaLN modulation, the output projection on every target token and the reward/termination heads.
+    Embedding lookups, norms and softmax are left out. Activation checkpointing's extra forward is not
+    counted (model FLOPs, as MFU is defined in PaLM).
+    """
+    c = config
+    t = frames or c.context_frames
+    d, n, depth = c.width, c.tokens_per_frame, c.depth
+    seq = 2 * t - 1  # clean frames + masked copies of frames 1..t-1
+    per_token_layer = 2 * (4 * d * d) * 2 + 2 * 2 * d * c.mlp_width  # spatial + temporal projections, MLP
+    spatial_scores = 2 * 2 * n * d  # q.k and attn @ v, per token
+    modulation = 2 * c.cond_dim * 9 * d  # per frame
+    temporal_scores = n * 2 * 2 * d * visible_frames(t, c.context_frames)  # over the whole sequence
+    forward = depth * (seq * n * (per_token_layer + spatial_scores) + temporal_scores + seq * modulation)
+    forward += seq * 2 * c.cond_dim * 2 * d  # final modulation
+    forward += (t - 1) * n * 2 * d * c.vocab_size  # token logits on every target position
+    forward += t * (2 * (d + c.cond_dim) * d + 2 * d * (c.reward_bins + 1))  # outcome heads
+    return 3.0 * batch_size * forward
+
+
+def training_flops_per_token(config: DynamicsConfig, frames: int | None = None) -> float:
+    """:func:`training_flops_per_step` per input token (``batch * frames * n`` tokens per step); MFU is
+    ``tokens/s * this / peak FLOP/s``."""
+    t = frames or config.context_frames
+    return training_flops_per_step(config, 1, t) / (t * config.tokens_per_frame)
+

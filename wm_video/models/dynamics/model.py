@@ -1,0 +1,253 @@
+"""The dynamics model: token frames ``(b, t, h, w)`` and actions -> next-frame token logits, rewards, terminations.
+
+Training objective (MaskGIT with clean context, every target in one pass): the sequence along time holds the
+clean frames ``0..t-1`` followed by masked copies of frames ``1..t-1`` (a fraction of each copy's tokens, drawn
+from the mask schedule, replaced by [MASK]). A clean frame attends clean frames ``j <= i``; the masked copy of
+frame ``i`` attends clean frames ``j < i`` and itself, at the same temporal position ``i``. Spatial attention and
+the MLP act per frame, so the copies just ride along. The cross-entropy on the masked tokens of the copies trains
+exactly what sampling does: clean cached context plus one partially masked target. ``mask_ratio=1.0`` masks every
+target token: one-shot next-frame prediction from clean context for every frame at once (teacher forcing; the
+eval accuracy).
+
+Save/load: huggingface_hub's ``PyTorchModelHubMixin`` (``config.json`` + ``model.safetensors``), as for the
+tokenizer, so the three parts of a world model load the same way; loading checks the folder first. Sampling
+(MaskGIT steps, temperature, top-k) and the cached rollout live in :mod:`.sampling`, apart from ``forward``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from wm_video.models.dynamics.actions import ActionEncoder
+from wm_video.models.dynamics.config import DynamicsConfig, mask_schedule
+from wm_video.models.dynamics.heads import OutcomeHeads, outcome_metrics, reward_loss, termination_loss
+from wm_video.models.dynamics.st_transformer import KVCache, STTransformer
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+@dataclass
+class DynamicsOutput:
+    """Outputs of :meth:`DynamicsModel.forward` on ``t`` frames.
+
+    Attributes:
+        logits: token logits ``(b, t-1, h, w, k)`` for frames ``1..t-1``, from their masked copies.
+        target_mask: ``(b, t-1, h, w)`` bool, the target tokens that were masked (the loss positions).
+        reward_logits: ``(b, t, bins)``, the reward of action ``a_i`` taken at frame ``i``.
+        termination_logits: ``(b, t)``, whether ``a_i`` ended the episode.
+        reward: ``(b, t)`` expected reward (``symexp`` of the two-hot expectation).
+        pooled: ``(b, t, d)`` clean frames' outputs averaged over tokens (the heads' input).
+    """
+
+    logits: torch.Tensor
+    target_mask: torch.Tensor
+    reward_logits: torch.Tensor
+    termination_logits: torch.Tensor
+    reward: torch.Tensor
+    pooled: torch.Tensor
+
+
+class DynamicsModel(nn.Module, PyTorchModelHubMixin):
+    """Action-conditioned spatiotemporal transformer. Args: config: a :class:`DynamicsConfig` (or its dict, as
+    ``from_pretrained`` passes it)."""
+
+    def __init__(self, config: DynamicsConfig | dict) -> None:
+        super().__init__()
+        config = DynamicsConfig(**config) if isinstance(config, dict) else config
+        self.config = c = config
+        self.token_embed = nn.Embedding(c.vocab_size + 1, c.width)  # id vocab_size is [MASK]
+        self.backbone = STTransformer(c)
+        self.token_head = nn.Linear(c.width, c.vocab_size)
+        self.actions = ActionEncoder(c)
+        self.outcome = OutcomeHeads(c)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        # adaLN-Zero: every block starts as the identity and every action as the null action.
+        for lin in [*(blk.modulation for blk in self.backbone.blocks), self.backbone.out_modulation]:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        self.actions.zero_init_()
+        self.outcome.zero_init_()
+
+    @property
+    def mask_id(self) -> int:
+        return self.config.vocab_size
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block in the backward pass (``torch.utils.checkpoint``, non-reentrant)."""
+        self.backbone.gradient_checkpointing = enabled
+
+    # ---- inputs -------------------------------------------------------------------------------------------
+
+    def check_tokens(self, tokens: torch.Tensor, sliding_window: bool = False) -> None:
+        """``(b, t, h, w)`` integer ids in ``[0, vocab_size)`` on this model's grid, ``t <= context_frames``
+        unless ``sliding_window``; clear errors otherwise."""
+        c = self.config
+        if tokens.ndim != 4:
+            raise ValueError(f"tokens: expected (b, t, h, w) int64, got shape {tuple(tokens.shape)}")
+        if tokens.is_floating_point() or tokens.dtype == torch.bool:
+            raise ValueError(f"tokens: expected integer ids, got {tokens.dtype}")
+        if tuple(tokens.shape[2:]) != (c.token_h, c.token_w):
+            raise ValueError(f"tokens: expected a {c.token_h}x{c.token_w} token grid (config token_h x token_w), "
+                             f"got {tokens.shape[2]}x{tokens.shape[3]}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= c.vocab_size):
+            raise ValueError(f"tokens: ids must be in [0, {c.vocab_size}), got [{int(tokens.min())}, "
+                             f"{int(tokens.max())}]")
+        if tokens.shape[1] > c.context_frames and not sliding_window:
+            raise ValueError(f"tokens: {tokens.shape[1]} frames exceed context_frames={c.context_frames}; use the "
+                             "sliding-window rollout (wm_video.models.dynamics.Rollout), forward(..., "
+                             "sliding_window=True), or a model with a longer context_frames")
+
+    def sample_target_mask(self, b: int, t: int, mask_ratio: float | None = None,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+        """Which target tokens to mask: ``(b, t, n)`` bool. ``mask_ratio`` None draws a ratio per target frame
+        from the schedule; a float in ``(0, 1]`` fixes it. At least one token per frame is masked."""
+        n = self.config.tokens_per_frame
+        if mask_ratio is None:
+            ratio = mask_schedule(torch.rand(b, t, generator=generator), self.config.mask_schedule)
+        elif 0 < mask_ratio <= 1:
+            ratio = torch.full((b, t), float(mask_ratio))
+        else:
+            raise ValueError(f"mask_ratio must be in (0, 1] or None, got {mask_ratio}")
+        count = (ratio * n).ceil().clamp(1, n)  # (b, t)
+        rank = torch.rand(b, t, n, generator=generator).argsort(-1).argsort(-1)  # random order of positions
+        return rank < count[..., None]
+
+    # ---- network ------------------------------------------------------------------------------------------
+
+    def encode(self, tokens: torch.Tensor, cond: torch.Tensor, positions: torch.Tensor, clean: torch.Tensor,
+               cache: KVCache | None = None, collect_kv: bool = False
+               ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """The transformer on frames of token ids ``(b, f, n)`` (``mask_id`` allowed) with conditioning ``(b, f, c)``
+        at ``positions`` ``(f,)``, flagged ``clean`` ``(f,)``: -> hidden ``(b, f, n, d)`` and, with
+        ``collect_kv``, every layer's temporal keys/values for a :class:`KVCache`. The building block of
+        ``forward`` and of :mod:`.sampling`."""
+        return self.backbone(self.token_embed(tokens), cond, positions, clean, cache, collect_kv)
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor | None = None, mask_ratio: float | None = None,
+                target_mask: torch.Tensor | None = None, *, sliding_window: bool = False,
+                generator: torch.Generator | None = None) -> DynamicsOutput:
+        """Predict frames ``1..t-1`` (each from its clean past, its action and its unmasked tokens) and the
+        outcome of every action, in one pass.
+
+        Args:
+            tokens: ``(b, t, h, w)`` int64 in ``[0, vocab_size)``.
+            actions: ``(b, t)`` int64 (discrete), ``(b, t, a)`` float (continuous, raw: normalised inside) or
+                None (the null action). ``actions[:, i]`` is taken after frame ``i``: it conditions frame
+                ``i + 1`` and the outcome heads at frame ``i``. In training, whole clips switch to the null
+                action with probability ``null_action_prob``.
+            mask_ratio: fraction of each target frame's tokens to mask; None draws it from the schedule,
+                1.0 is teacher-forced one-shot prediction. Ignored when ``target_mask`` is given.
+            target_mask: ``(b, t-1, h, w)`` bool, the target tokens to mask.
+            sliding_window: allow ``t > context_frames``, each frame seeing the last ``context_frames`` frames
+                (what the cached rollout computes past the window).
+            generator: random source for the mask.
+        """
+        self.check_tokens(tokens, sliding_window)
+        b, t = tokens.shape[:2]
+        device = tokens.device
+        drop = self.config.null_action_prob if self.training else 0.0
+        act = self.actions(actions, (b, t), drop)  # (b, t, c): a_i, for the heads at frame i
+        cond = torch.cat([self.actions(None, (b, 1)), act[:, :-1]], dim=1)  # frame i is produced by a_{i-1}
+        flat = rearrange(tokens.long(), "b t h w -> b t (h w)")  # uint8 ids would overflow at [MASK]
+        if target_mask is None:
+            target_mask = self.sample_target_mask(b, t - 1, mask_ratio, generator)
+        else:
+            target_mask = rearrange(target_mask, "b t h w -> b t (h w)")
+        target_mask = target_mask.to(device)
+        masked = flat[:, 1:].masked_fill(target_mask, self.mask_id)  # (b, t-1, n)
+        positions = torch.cat([torch.arange(t), torch.arange(1, t)])  # copies share their frame's position
+        clean = torch.arange(2 * t - 1) < t
+        hidden, _ = self.encode(torch.cat([flat, masked], 1), torch.cat([cond, cond[:, 1:]], 1), positions, clean)
+        pooled = hidden[:, :t].mean(2)  # (b, t, d)
+        logits = self.token_head(hidden[:, t:])  # (b, t-1, n, k)
+        reward_logits, termination_logits = self.outcome(pooled, act)
+        h = self.config.token_h
+        return DynamicsOutput(logits=rearrange(logits, "b t (h w) k -> b t h w k", h=h),
+                              target_mask=rearrange(target_mask, "b t (h w) -> b t h w", h=h),
+                              reward_logits=reward_logits, termination_logits=termination_logits,
+                              reward=self.outcome.expected_reward(reward_logits), pooled=pooled)
+
+    def compute_loss(self, batch: dict[str, Any], mask_ratio: float | None = None
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Masked-token cross-entropy, plus the reward and termination losses where the batch has them.
+
+        ``batch``: ``tokens`` int64 ``(b, t, h, w)`` with ``t >= 2``; optional ``actions`` (``(b, t)`` or
+        ``(b, t, a)``), ``rewards`` float ``(b, t)``, ``terminations`` bool ``(b, t)`` (aligned as in
+        docs/data-format.md). Logs: ``loss``, ``token_ce``, ``token_acc`` (on masked tokens), ``copy_acc`` (how
+        often the masked token equals the previous frame's: the copy-last-frame baseline), ``mask_ratio``, and
+        ``reward_loss``, ``reward_mae``, ``termination_loss``, ``termination_acc`` when present.
+        """
+        tokens = batch["tokens"]
+        if tokens.ndim == 4 and tokens.shape[1] < 2:
+            raise ValueError(f"tokens: need at least 2 frames (context and target), got {tokens.shape[1]}")
+        c = self.config
+        out = self(tokens, batch.get("actions"), mask_ratio=mask_ratio)
+        m = out.target_mask
+        target = tokens[:, 1:][m]  # (M,)
+        logits = out.logits[m].float()  # (M, k)
+        token_ce = F.cross_entropy(logits, target)
+        loss = c.token_loss_weight * token_ce
+        logs = {"token_ce": token_ce.detach(), "token_acc": (logits.detach().argmax(-1) == target).float().mean(),
+                "copy_acc": (tokens[:, :-1][m] == target).float().mean(), "mask_ratio": m.float().mean()}
+        rewards, terminations = batch.get("rewards"), batch.get("terminations")
+        if rewards is not None:
+            r_loss = reward_loss(out.reward_logits, rewards, self.outcome.bins)
+            loss = loss + c.reward_loss_weight * r_loss
+            logs["reward_loss"] = r_loss.detach()
+        if terminations is not None:
+            t_loss = termination_loss(out.termination_logits, terminations, c.termination_pos_weight)
+            loss = loss + c.termination_loss_weight * t_loss
+            logs["termination_loss"] = t_loss.detach()
+        logs.update(outcome_metrics(out.reward_logits, rewards, self.outcome.bins, out.termination_logits,
+                                    terminations))
+        return loss, {"loss": loss.detach(), **logs}
+
+    @torch.no_grad()
+    def teacher_forced_accuracy(self, tokens: torch.Tensor, actions: torch.Tensor | None = None
+                                ) -> dict[str, torch.Tensor]:
+        """One-shot prediction of every frame ``1..t-1`` from its clean past (``mask_ratio=1.0``, argmax): the
+        eval metric. Returns ``token_acc``, ``token_ce`` and ``copy_acc`` (the copy-last-frame baseline)."""
+        out = self(tokens, actions, mask_ratio=1.0)
+        logits, target = out.logits.float(), tokens[:, 1:]
+        return {"token_acc": (logits.argmax(-1) == target).float().mean(),
+                "token_ce": F.cross_entropy(logits.flatten(0, -2), target.flatten()),
+                "copy_acc": (tokens[:, :-1] == target).float().mean()}
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> DynamicsModel:
+        """Load an export made by :meth:`save_pretrained` from a local folder (no hub downloads here)."""
+        check_export(Path(pretrained_model_name_or_path))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+def check_export(path: Path) -> None:
+    """Clear errors for a folder that is not a dynamics export: what is missing, or which fields are off."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a folder; a dynamics export holds {CONFIG} and {WEIGHTS}")
+    missing = [name for name in (CONFIG, WEIGHTS) if not (path / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a dynamics export: missing {', '.join(missing)}")
+    config = json.loads((path / CONFIG).read_text())
+    known = {f.name for f in fields(DynamicsConfig)}
+    # Fields added after an export was made take their defaults; unknown ones mean another kind of model.
+    required = {"vocab_size", "token_h", "token_w", "width", "depth", "action_type"}
+    unknown, absent = sorted(set(config) - known), sorted(required - set(config))
+    if unknown or absent:
+        raise ValueError(f"{path / CONFIG} is not a dynamics config: unknown fields {unknown}, missing {absent}")

@@ -1,0 +1,263 @@
+"""Sampling next frames from a :class:`DynamicsModel`: MaskGIT decoding and rollouts, apart from ``forward``.
+
+``maskgit_generate`` fills one frame in ``K`` passes (``K = 1``: one-shot): every pass predicts all still-masked
+tokens, keeps the most confident and re-masks the rest, following the mask schedule.
+
+``Rollout`` steps a batch of imagined episodes. With the KV cache (default), each step
+
+1. predicts the reward and termination of the action from the cached pooled output of the last frame,
+2. runs ``K`` masked passes of the new frame, attending to the cached temporal keys/values, and
+3. runs one clean pass of the finished frame (conditioned on the same action), appending its keys/values.
+
+The cache holds at most ``context_frames - 1`` frames (a sliding window; the oldest frame is dropped), so the
+cost per frame stops growing with the rollout's length. Past the window the cached rollout equals
+``model(..., sliding_window=True)`` over the whole history: every frame sees the last ``context_frames`` frames,
+but the oldest of them still carries, in its cached keys, what it saw when it was made (as in sliding-window
+attention LLMs). Without the cache (``use_cache=False``), every pass recomputes the last ``context_frames - 1``
+frames from scratch, the first of them conditioned on the null action, exactly as a training clip: the same
+results while the history fits the window, a training-identical view past it, and a cost ``K * context_frames``
+times one frame's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+
+from wm_video.models.dynamics.config import mask_schedule
+from wm_video.models.dynamics.model import DynamicsModel
+from wm_video.models.dynamics.st_transformer import KVCache
+
+
+@dataclass
+class MaskGITOutput:
+    """``tokens`` ``(b, n)`` int64; ``logits`` ``(b, n, k)`` of the last pass."""
+
+    tokens: torch.Tensor
+    logits: torch.Tensor
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
+            generator: torch.Generator | None) -> torch.Tensor:
+    """``(b, n, k)`` -> ``(b, n)`` ids: argmax at temperature 0, else a sample from the top-k of the tempered
+    distribution."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = logits.softmax(-1).flatten(0, 1)  # ((b n), k)
+    if generator is not None:  # a generator draws on its own device
+        probs = probs.to(generator.device)
+    return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1]).to(logits.device)
+
+
+def maskgit_generate(predict: Callable[[torch.Tensor], torch.Tensor], batch: int, num_tokens: int, mask_id: int,
+                     steps: int = 8, temperature: float = 1.0, top_k: int | None = None, schedule: str = "cosine",
+                     generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> MaskGITOutput:
+    """Fill a frame of ``num_tokens`` tokens in ``steps`` passes.
+
+    Args:
+        predict: token ids ``(b, n)`` with ``mask_id`` at unknown positions -> logits ``(b, n, k)``.
+        steps: passes ``K``; after pass ``s`` a fraction ``schedule((s + 1) / K)`` stays masked (at least one
+            more token is fixed per pass, all after the last).
+        temperature: sampling temperature; 0 is argmax and deterministic. It also scales the Gumbel noise added
+            to the confidences (annealed to 0 over the passes, as in MaskGIT), so re-masking is random too.
+        top_k: sample among the ``top_k`` most likely ids only.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    tokens = torch.full((batch, num_tokens), mask_id, dtype=torch.long, device=device)
+    known = torch.zeros(batch, num_tokens, dtype=torch.bool, device=device)
+    logits = None
+    for s in range(steps):
+        logits = predict(tokens)  # (b, n, k)
+        sampled = torch.where(known, tokens, _sample(logits, temperature, top_k, generator))
+        unknown = num_tokens - int(known[0].sum())  # the same in every row
+        keep_masked = 0 if s == steps - 1 else int(num_tokens * float(mask_schedule((s + 1) / steps, schedule)))
+        keep_masked = max(0, min(keep_masked, unknown - 1))
+        if keep_masked == 0:
+            return MaskGITOutput(sampled, logits)
+        confidence = logits.float().log_softmax(-1).gather(-1, sampled[..., None]).squeeze(-1)  # (b, n)
+        if temperature > 0:
+            u = torch.rand(confidence.shape, generator=generator, device=generator.device if generator else device)
+            gumbel = -torch.log(-torch.log(u.to(device).clamp(1e-20, 1 - 1e-7)))
+            confidence = confidence + temperature * (1 - (s + 1) / steps) * gumbel
+        confidence = confidence.masked_fill(known, float("inf"))
+        remask = confidence.topk(keep_masked, dim=-1, largest=False).indices  # (b, keep_masked)
+        known = torch.ones_like(known).scatter_(-1, remask, False)
+        tokens = sampled.masked_fill(~known, mask_id)
+    return MaskGITOutput(tokens, logits)
+
+
+@dataclass
+class RolloutStep:
+    """One imagined step: ``tokens`` ``(b, h, w)`` the next frame; ``reward`` ``(b,)`` expected reward and
+    ``termination`` ``(b,)`` probability that the action ended the episode (the outcome of the action taken at
+    the previous frame); ``logits`` ``(b, h, w, k)`` of the last MaskGIT pass; ``reward_logits`` ``(b, bins)``,
+    ``termination_logits`` ``(b,)``."""
+
+    tokens: torch.Tensor
+    reward: torch.Tensor
+    termination: torch.Tensor
+    logits: torch.Tensor
+    reward_logits: torch.Tensor
+    termination_logits: torch.Tensor
+
+
+@dataclass
+class RolloutOutput:
+    """A rollout of ``T`` steps: ``tokens`` ``(b, T, h, w)``, ``rewards`` ``(b, T)``, ``terminations`` ``(b, T)``
+    (probabilities)."""
+
+    tokens: torch.Tensor
+    rewards: torch.Tensor
+    terminations: torch.Tensor
+
+
+class Rollout:
+    """Imagined steps from a context: ``start(context_tokens, context_actions)`` then ``step(action)`` repeatedly.
+
+    Args:
+        model: the dynamics model (put in eval mode here).
+        steps: MaskGIT passes per frame.
+        temperature: sampling temperature (0: argmax, deterministic).
+        top_k: sample among the ``top_k`` most likely tokens.
+        use_cache: keep temporal keys/values (sliding window of ``context_frames - 1`` frames); False
+            recomputes the window every pass (see the module docstring for how the two differ past the window).
+        generator: random source for sampling.
+    """
+
+    def __init__(self, model: DynamicsModel, steps: int = 8, temperature: float = 1.0, top_k: int | None = None,
+                 use_cache: bool = True, generator: torch.Generator | None = None) -> None:
+        self.model = model.eval()
+        self.steps, self.temperature, self.top_k = steps, temperature, top_k
+        self.use_cache, self.generator = use_cache, generator
+        self.window = model.config.context_frames - 1
+        self.cache: KVCache | None = None
+        self._frames = self._conds = self._pooled = None
+        self.position = 0  # frame index of the next frame
+
+    @torch.no_grad()
+    def start(self, context_tokens: torch.Tensor, context_actions: torch.Tensor | None = None) -> None:
+        """Begin from ``context_tokens`` ``(b, t0, h, w)`` (any length: past the window only the last frames
+        count). ``context_actions``: the actions taken after each context frame but the last, ``(b, t0 - 1)`` or
+        ``(b, t0 - 1, a)``; a clip's aligned ``(b, t0, ...)`` actions are accepted and their last entry ignored
+        (``step`` takes it). None: the null action."""
+        model = self.model
+        model.check_tokens(context_tokens, sliding_window=True)
+        b, t0 = context_tokens.shape[:2]
+        if context_actions is not None and context_actions.shape[1:2] == (t0,):
+            context_actions = context_actions[:, : t0 - 1]
+        acts = model.actions(context_actions, (b, t0 - 1))  # (b, t0-1, c)
+        conds = torch.cat([model.actions(None, (b, 1)), acts], dim=1)
+        frames = rearrange(context_tokens.long(), "b t h w -> b t (h w)")
+        if self.use_cache:
+            self.cache = KVCache(self.window)
+            positions = torch.arange(t0)
+            hidden, kv = model.encode(frames, conds, positions, torch.ones(t0, dtype=torch.bool), collect_kv=True)
+            self.cache.append(kv, positions)
+            self._pooled = hidden[:, -1].mean(1)  # (b, d)
+        else:
+            self._frames, self._conds = frames[:, -self.window:], conds[:, -self.window:]
+        self.position = t0
+
+    @torch.no_grad()
+    def step(self, action: torch.Tensor | None = None) -> RolloutStep:
+        """Take ``action`` (``(b,)`` int64, ``(b, a)`` float, or None for the null action) after the last frame:
+        -> the next frame and the action's reward and termination."""
+        if self.position == 0:
+            raise RuntimeError("Rollout.step before start(context_tokens)")
+        model, c = self.model, self.model.config
+        b = (self._pooled if self.use_cache else self._frames).shape[0]
+        act = model.actions(action, (b,))  # (b, c)
+        if self.use_cache:
+            gen, pooled = self._generate_cached(act)
+        else:
+            gen, pooled = self._generate_recomputed(act)
+        reward_logits, termination_logits = model.outcome(pooled, act)
+        return RolloutStep(tokens=rearrange(gen.tokens, "b (h w) -> b h w", h=c.token_h),
+                           reward=model.outcome.expected_reward(reward_logits),
+                           termination=termination_logits.float().sigmoid(),
+                           logits=rearrange(gen.logits, "b (h w) k -> b h w k", h=c.token_h),
+                           reward_logits=reward_logits, termination_logits=termination_logits)
+
+    def _maskgit(self, predict: Callable[[torch.Tensor], torch.Tensor], b: int, device: torch.device
+                 ) -> MaskGITOutput:
+        c = self.model.config
+        return maskgit_generate(predict, b, c.tokens_per_frame, self.model.mask_id, self.steps, self.temperature,
+                                self.top_k, c.mask_schedule, self.generator, device)
+
+    def _generate_cached(self, act: torch.Tensor) -> tuple[MaskGITOutput, torch.Tensor]:
+        model, pooled = self.model, self._pooled
+        pos, cond = torch.tensor([self.position]), act[:, None]  # (1,), (b, 1, c)
+
+        def predict(target: torch.Tensor) -> torch.Tensor:
+            hidden, _ = model.encode(target[:, None], cond, pos, torch.tensor([False]), self.cache)
+            return model.token_head(hidden[:, 0])  # (b, n, k)
+
+        gen = self._maskgit(predict, act.shape[0], act.device)
+        hidden, kv = model.encode(gen.tokens[:, None], cond, pos, torch.tensor([True]), self.cache, collect_kv=True)
+        self.cache.append(kv, pos)
+        self._pooled = hidden[:, 0].mean(1)
+        self.position += 1
+        return gen, pooled
+
+    def _generate_recomputed(self, act: torch.Tensor) -> tuple[MaskGITOutput, torch.Tensor]:
+        model = self.model
+        frames, conds = self._frames, self._conds.clone()
+        conds[:, 0] = model.actions(None, (act.shape[0],))  # the window starts like a training clip
+        f = frames.shape[1]
+        positions, clean = torch.arange(f + 1), torch.arange(f + 1) < f
+        cond = torch.cat([conds, act[:, None]], dim=1)
+        last_pooled = []
+
+        def predict(target: torch.Tensor) -> torch.Tensor:
+            hidden, _ = model.encode(torch.cat([frames, target[:, None]], 1), cond, positions, clean)
+            last_pooled.append(hidden[:, f - 1].mean(1))
+            return model.token_head(hidden[:, f])
+
+        gen = self._maskgit(predict, act.shape[0], act.device)
+        self._frames = torch.cat([frames, gen.tokens[:, None]], 1)[:, -self.window:]
+        self._conds = torch.cat([self._conds, act[:, None]], 1)[:, -self.window:]
+        self.position += 1
+        return gen, last_pooled[0]
+
+
+@torch.no_grad()
+def sample_next_frame(model: DynamicsModel, tokens: torch.Tensor, actions: torch.Tensor | None = None,
+                      steps: int = 8, temperature: float = 1.0, top_k: int | None = None,
+                      generator: torch.Generator | None = None) -> RolloutStep:
+    """One next frame from a clip, without a cache: ``tokens`` ``(b, t, h, w)`` (the last ``context_frames - 1``
+    frames are used) and its aligned ``actions`` ``(b, t, ...)``, whose last entry produces the new frame."""
+    b, t = tokens.shape[:2]
+    roll = Rollout(model, steps, temperature, top_k, use_cache=False, generator=generator)
+    last = None
+    if actions is not None:
+        model.actions.check(actions, (b, t))
+        last = actions[:, -1]
+    roll.start(tokens, actions)
+    return roll.step(last)
+
+
+@torch.no_grad()
+def rollout(model: DynamicsModel, context_tokens: torch.Tensor, actions: torch.Tensor | None = None,
+            context_actions: torch.Tensor | None = None, num_frames: int | None = None, steps: int = 8,
+            temperature: float = 1.0, top_k: int | None = None, use_cache: bool = True,
+            generator: torch.Generator | None = None) -> RolloutOutput:
+    """Imagine ``T`` frames after ``context_tokens`` ``(b, t0, h, w)``: ``actions`` ``(b, T)`` / ``(b, T, a)``
+    are taken one per step, the first after the last context frame; with ``actions=None`` give ``num_frames``
+    (null actions)."""
+    if actions is None and num_frames is None:
+        raise ValueError("rollout: give actions (b, T, ...) or num_frames for an action-free rollout")
+    roll = Rollout(model, steps, temperature, top_k, use_cache, generator)
+    roll.start(context_tokens, context_actions)
+    outs = [roll.step(None if actions is None else actions[:, i])
+            for i in range(num_frames if actions is None else actions.shape[1])]
+    return RolloutOutput(tokens=torch.stack([o.tokens for o in outs], 1),
+                         rewards=torch.stack([o.reward for o in outs], 1),
+                         terminations=torch.stack([o.termination for o in outs], 1))

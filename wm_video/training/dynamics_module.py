@@ -1,0 +1,147 @@
+"""Training the dynamics transformer on token shards: the run's config, the LightningModule, and the run.
+
+    wm-video train dynamics --config configs/dynamics/atari_small.yaml --data data/breakout_tokens --out runs/dyn
+
+The token shards' ``dataset.json`` fixes what the model must match: vocabulary, token grid, action space and
+the continuous actions' normalisation statistics are copied from it into the model config (logged), and the
+termination class weight follows the data's termination rate unless set. Clips longer than the model's window
+are cropped to a random window each step. Logs: masked-token cross-entropy and accuracy, the teacher-forced
+next-frame accuracy against copying the last frame (validation), reward and termination losses, tokens/s and
+MFU. The run ends with an export in ``OUT/export``; rerunning the command resumes from ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from wm_video.data.loader import LoaderConfig
+from wm_video.data.schema import DatasetInfo
+from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
+from wm_video.models.dynamics.config import training_flops_per_token
+from wm_video.training.optim import OptimConfig, build_optimizer
+from wm_video.training.run import fit_and_export
+from wm_video.training.throughput import throughput_callback
+from wm_video.training.trainer import TrainerConfig
+
+log = logging.getLogger(__name__)
+
+_BATCH_TIME_FIELDS = ("tokens", "actions", "rewards", "terminations")
+
+
+@dataclass
+class DynamicsTrainConfig:
+    """A dynamics training run.
+
+    Args:
+        model: the transformer (vocabulary, grid and action fields are filled in from the data).
+        trainer: Trainer settings (devices, precision, steps, logging, checkpoints).
+        loader: streaming settings for the token shards.
+        optim: optimizer and schedule.
+        val_fraction: fraction of shards held out for validation (at least one when there are two or more).
+        val_batches: validation batches per validation run.
+        train_frames: frames per training clip, a random crop of each batch's clips (None: the model's
+            ``context_frames``); shorter crops buy more optimizer steps per minute where compute is scarce.
+        termination_pos_weight_from_data: set ``model.termination_pos_weight`` to the data's ratio of
+            non-terminal to terminal steps (clamped to [1, 1000]) instead of the config's value.
+    """
+
+    model: DynamicsConfig = field(default_factory=DynamicsConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    val_fraction: float = 0.1
+    val_batches: int = 8
+    train_frames: int | None = None
+    termination_pos_weight_from_data: bool = True
+
+
+def model_config_for_data(cfg: DynamicsTrainConfig, info: DatasetInfo, where: str) -> DynamicsConfig:
+    """The model config with vocabulary, token grid, action space and statistics taken from a token dataset."""
+    if info.frame_storage != "tokens" or not info.tokens:
+        raise ValueError(f"{where} holds {info.frame_storage} frames, not tokens: tokenize it first with "
+                         f"'wm-video data tokenize --tokenizer DIR --src {where} --out DIR'")
+    space = info.action_space
+    token_h, token_w = info.resolution  # a token dataset's resolution is its token grid
+    fields: dict[str, Any] = {"vocab_size": int(info.tokens["vocab_size"]), "token_h": token_h, "token_w": token_w,
+                              "action_type": space.kind}
+    if space.kind == "discrete":
+        fields["num_actions"] = int(space.n)
+    elif space.kind == "continuous":
+        stats = info.stats.get("actions") or {}
+        fields.update(action_dim=int(space.dim), action_mean=[float(v) for v in stats.get("mean", [])],
+                      action_std=[max(float(v), 1e-6) for v in stats.get("std", [])])
+    if cfg.termination_pos_weight_from_data:
+        steps, terms = info.stats.get("frames", 0), info.stats.get("terminations", 0)
+        if steps and terms:
+            fields["termination_pos_weight"] = float(min(1000.0, max(1.0, (steps - terms) / terms)))
+    changed = {k: v for k, v in fields.items() if getattr(cfg.model, k) != v}
+    if changed:
+        log.info("model fields set from %s/dataset.json: %s", where, changed)
+    return dataclasses.replace(cfg.model, **fields)
+
+
+def crop_window(batch: dict[str, Any], window: int, generator: torch.Generator | None = None) -> dict[str, Any]:
+    """A random ``window``-frame crop (the same for the whole batch) of clips longer than the model's window."""
+    t = batch["tokens"].shape[1]
+    if t <= window:
+        return batch
+    start = int(torch.randint(0, t - window + 1, (1,), generator=generator))
+    return {k: (v[:, start:start + window] if k in _BATCH_TIME_FIELDS and k in batch else v) for k, v in batch.items()}
+
+
+def tokens_in(batch: dict[str, Any]) -> int:
+    return batch["tokens"].numel()
+
+
+class DynamicsModule(L.LightningModule):
+    """Thin Lightning wrapper: the loss is the model's ``compute_loss``; validation adds the teacher-forced
+    next-frame accuracy and the copy-last-frame baseline."""
+
+    def __init__(self, cfg: DynamicsTrainConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = DynamicsModel(cfg.model)
+        self.frames = min(cfg.train_frames or cfg.model.context_frames, cfg.model.context_frames)
+        if self.frames < 2:
+            raise ValueError(f"train_frames must be >= 2 (a context frame and a target), got {cfg.train_frames}")
+        self.save_hyperparameters({"config": dataclasses.asdict(cfg)})  # plain values: weights_only-safe
+
+    def training_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
+        batch = crop_window(batch, self.frames)
+        loss, logs = self.model.compute_loss(batch)
+        self.log_dict({f"train/{k}": v for k, v in logs.items()})
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], _: int) -> None:
+        batch = crop_window(batch, self.frames)
+        _, logs = self.model.compute_loss(batch)
+        tf = self.model.teacher_forced_accuracy(batch["tokens"], batch.get("actions"))
+        logs.update({f"tf_{k}": v for k, v in tf.items()})
+        self.log_dict({f"val/{k}": v for k, v in logs.items()})
+
+    def configure_optimizers(self) -> Any:
+        opt, sched = build_optimizer(self.model, self.cfg.optim, self.cfg.trainer.max_steps)
+        return {"optimizer": opt, "lr_scheduler": sched}
+
+
+def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path, out: str | Path) -> Path:
+    """Train on the token shards in ``data`` into run folder ``out``; resumes from ``out/checkpoints/last.ckpt``;
+    returns the export folder."""
+    from wm_video.data.reader import load_dataset_info
+
+    info = load_dataset_info(data)
+    cfg = dataclasses.replace(cfg, model=model_config_for_data(cfg, info, str(data)))
+    module = DynamicsModule(cfg)
+    n_params = sum(p.numel() for p in module.model.parameters())
+    flops = training_flops_per_token(cfg.model, min(info.clip_len, module.frames))
+    log.info("dynamics model: %.1fM parameters, %.3g training FLOPs per token", n_params / 1e6, flops)
+    perf = throughput_callback(flops, tokens_in, log_every=max(cfg.trainer.log_every_n_steps, 1))
+    return fit_and_export(module, cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction, cfg.val_batches,
+                          out, "dynamics", callbacks=[perf])
