@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import write_dataset, write_token_dataset
@@ -9,6 +12,8 @@ from conftest import write_dataset, write_token_dataset
 from wm_video.cli import main
 from wm_video.models.dynamics import DynamicsModel
 from wm_video.training.dynamics_module import crop_window
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_crop_window_cuts_every_time_field_alike():
@@ -39,6 +44,17 @@ def test_train_export_and_resume(tmp_path):
     assert main([*args, "--max-steps", "6"]) == 0
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 6
+
+    # the held-out evaluation script runs on the export and reports every figure with its baseline
+    spec = importlib.util.spec_from_file_location("eval_dynamics", ROOT / "eval" / "dynamics" / "eval_dynamics.py")
+    eval_dynamics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_dynamics)
+    result = eval_dynamics.evaluate(str(tmp_path / "run" / "export"), str(tmp_path / "tok"), val_fraction=0.34)
+    assert result["clips"] == 4 and result["predicted_tokens"] == 4 * 3 * 16  # cut to the 4-frame window
+    for key in ("next_frame_token_acc", "copy_last_frame_acc", "changed_token_acc", "reward_f1"):
+        assert 0 <= result[key] <= 1, key
+    assert result["termination_positive"] == 2 and 0 <= result["termination_auroc"] <= 1
+    assert result["token_ce_shuffled_actions"] > 0 and result["token_ce_null_action"] > 0
 
 
 def test_frames_instead_of_tokens_is_a_clear_error(tmp_path, capsys):
