@@ -8,6 +8,12 @@ Protocol (recorded in the output): the held-out shards are the same last-shards 
 decoder; PSNR and SSIM (torchmetrics, Gaussian window 11, data range 2 in [-1, 1]) are averaged over frames;
 codebook usage is the share of the vocabulary used at least once over all held-out frames; perplexity is
 exp(entropy) of that code histogram; bits per frame = tokens per frame * log2(vocabulary).
+``psnr_moving_db`` is the PSNR over the pixels that change between consecutive frames of a clip (any channel
+by more than 8/255): small moving objects (a ball, a puck) barely move the whole-frame PSNR but dominate this
+one, and they are what a dynamics model has to predict. ``token_change_rate`` is the share of tokens that
+differ from the same position in the previous frame: against ``moving_pixel_fraction`` it shows how stable
+the tokens of unchanged regions are (tokens that flip while the pixels stay put are noise the dynamics model
+has to predict).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ def evaluate(tokenizer: str, data: str, val_fraction: float = 0.1, batch_size: i
                         shards=val_idx)
     counts = torch.zeros(model.vocab_size)
     psnrs, ssims, frames, clips, t0 = [], [], 0, 0, time.perf_counter()
+    moving_se, moving_px, token_changes, token_pairs = 0.0, 0, 0, 0
     for batch in loader:
         x = to_model_frames(batch["frames"])  # (b, t, c, h, w) in [-1, 1]
         tokens = model.tokenize(x)
@@ -51,6 +58,11 @@ def evaluate(tokenizer: str, data: str, val_fraction: float = 0.1, batch_size: i
         mse = ((xf - rf) ** 2).flatten(1).mean(1)
         psnrs.append(10 * torch.log10(4.0 / mse.clamp(min=1e-10)))
         ssims.append(ssim(rf, xf, data_range=2.0, reduction="none"))
+        moving = ((x[:, 1:] - x[:, :-1]).abs() > 16 / 255).any(2, keepdim=True).expand_as(x[:, 1:])
+        moving_se += float(((x[:, 1:] - recon[:, 1:]) ** 2)[moving].sum())
+        moving_px += int(moving.sum())
+        token_changes += int((tokens[:, 1:] != tokens[:, :-1]).sum())
+        token_pairs += tokens[:, 1:].numel()
         frames += len(xf)
         clips += len(x)
         if max_clips and clips >= max_clips:
@@ -60,6 +72,9 @@ def evaluate(tokenizer: str, data: str, val_fraction: float = 0.1, batch_size: i
     return {
         "tokenizer": str(tokenizer), "data": str(data), "heldout_shards": len(val_idx), "frames": frames,
         "psnr_db": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
+        "psnr_moving_db": 10 * math.log10(4.0 / max(moving_se / max(moving_px, 1), 1e-10)),
+        "moving_pixel_fraction": moving_px / max(sum(len(v) for v in psnrs) * x[0, 0].numel(), 1),
+        "token_change_rate": token_changes / max(token_pairs, 1),
         "codebook_usage": float((counts > 0).float().mean()),
         "perplexity": float(torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())),
         "tokens_per_frame": grid, "vocab_size": model.vocab_size,

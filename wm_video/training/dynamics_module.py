@@ -96,10 +96,6 @@ def crop_window(batch: dict[str, Any], window: int, generator: torch.Generator |
     return {k: (v[:, start:start + window] if k in _BATCH_TIME_FIELDS and k in batch else v) for k, v in batch.items()}
 
 
-def tokens_in(batch: dict[str, Any]) -> int:
-    return batch["tokens"].numel()
-
-
 class DynamicsModule(L.LightningModule):
     """Thin Lightning wrapper: the loss is the model's ``compute_loss``; validation adds the teacher-forced
     next-frame accuracy and the copy-last-frame baseline."""
@@ -116,7 +112,7 @@ class DynamicsModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
         batch = crop_window(batch, self.frames)
         loss, logs = self.model.compute_loss(batch)
-        self.log_dict({f"train/{k}": v for k, v in logs.items()})
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=len(batch["tokens"]))
         return loss
 
     def validation_step(self, batch: dict[str, Any], _: int) -> None:
@@ -124,7 +120,7 @@ class DynamicsModule(L.LightningModule):
         _, logs = self.model.compute_loss(batch)
         tf = self.model.teacher_forced_accuracy(batch["tokens"], batch.get("actions"))
         logs.update({f"tf_{k}": v for k, v in tf.items()})
-        self.log_dict({f"val/{k}": v for k, v in logs.items()})
+        self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=len(batch["tokens"]))
 
     def configure_optimizers(self) -> Any:
         opt, sched = build_optimizer(self.model, self.cfg.optim, self.cfg.trainer.max_steps)
@@ -142,6 +138,8 @@ def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path, out: str | Path) 
     n_params = sum(p.numel() for p in module.model.parameters())
     flops = training_flops_per_token(cfg.model, min(info.clip_len, module.frames))
     log.info("dynamics model: %.1fM parameters, %.3g training FLOPs per token", n_params / 1e6, flops)
-    perf = throughput_callback(flops, tokens_in, log_every=max(cfg.trainer.log_every_n_steps, 1))
+    # tokens a step trains on: the batch's clips cut to the training crop
+    perf = throughput_callback(flops, lambda batch: batch["tokens"][:, :module.frames].numel(),
+                               log_every=max(cfg.trainer.log_every_n_steps, 1))
     return fit_and_export(module, cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction, cfg.val_batches,
                           out, "dynamics", callbacks=[perf])

@@ -56,9 +56,11 @@ def throughput_callback(flops_per_token: float, tokens_per_batch: Any, log_every
             self.peak: float | None = None
             self.tokens, self.t0 = 0, None
 
-        def on_train_start(self, trainer, pl_module) -> None:
-            self.peak, source = peak_flops(pl_module.device, str(trainer.precision))
-            pl_module.print(f"MFU peak: {self.peak / 1e12:.2f} TFLOP/s ({source})")
+        def setup(self, trainer, pl_module, stage: str) -> None:
+            # before data-loading workers start, so a measured peak has the cores to itself
+            if stage == "fit" and self.peak is None:
+                self.peak, source = peak_flops(trainer.strategy.root_device, str(trainer.precision))
+                pl_module.print(f"MFU peak: {self.peak / 1e12:.2f} TFLOP/s ({source})")
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             if self.t0 is None:
