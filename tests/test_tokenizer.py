@@ -79,6 +79,20 @@ def test_vq_dead_codes_restart_from_batch_vectors():
     assert (q.cluster_size[:3] > 0.1).all()  # restarted codes get a grace period
 
 
+def test_vq_restarts_go_to_the_worst_served_vectors():
+    torch.manual_seed(0)
+    q = VectorQuantizerEMA(6, codebook_size=8, codebook_dim=4, dead_code_threshold=0.5)
+    q.cluster_size[:2] = 0.1  # codes 0 and 1 are dead
+    served = q.embed[5].clone()  # a live code matches the common content exactly
+    rare = torch.nn.functional.normalize(-served + 0.1 * torch.randn(4), dim=-1)  # far from every live code
+    if (rare @ q.embed[2:].t()).max() > 0.9:
+        pytest.skip("random codebook happened to serve the rare vector")
+    x = torch.cat([served.expand(30, 4), rare[None], rare[None]])  # the common content 15x more frequent
+    q.restart_dead_codes(x)
+    for code in q.embed[:2]:  # both restarts land on the rare vector, none on the exactly served one
+        torch.testing.assert_close(code, rare)
+
+
 def test_vq_first_training_batch_seeds_the_codebook():
     q = VectorQuantizerEMA(6, codebook_size=8, codebook_dim=4).train()
     out = q(torch.randn(2, 6, 4, 4))

@@ -2,7 +2,8 @@
 
 ``VectorQuantizerEMA`` keeps a learned codebook updated by exponential moving averages (no codebook gradients),
 looks codes up by cosine similarity in a low-dimensional projection, seeds the codebook from the first batch
-and restarts codes that fall out of use from current encoder outputs. ``FiniteScalarQuantizer`` (FSQ,
+and restarts codes that fall out of use from current encoder outputs, both drawn k-means++ style (by distance
+from the codes there are, so duplicates of common content do not crowd the codebook). ``FiniteScalarQuantizer`` (FSQ,
 Mentzer et al. 2023) rounds each of a few bounded dimensions to a fixed number of levels: no codebook to learn,
 so no collapse, at the price of a fixed, factorised vocabulary. Both pass gradients to the encoder with the
 straight-through estimator.
@@ -99,8 +100,16 @@ class VectorQuantizerEMA(nn.Module):
 
     @torch.no_grad()
     def _initialize(self, x: torch.Tensor) -> None:
-        """Seed the codebook with encoder outputs of the first batch (random init wastes most codes)."""
-        pick = torch.randint(len(x), (self.codebook_size,), device=x.device)
+        """Seed the codebook with encoder outputs of the first batch (random init wastes most codes), chosen by
+        k-means++: each next seed is drawn with probability proportional to its squared distance from the seeds
+        so far, so the commonest content does not take most of the codebook as near-duplicates."""
+        seeds = [int(torch.randint(len(x), (1,), device=x.device))]
+        dist = (1 - x @ x[seeds[0]]).clamp(min=0) ** 2  # (n,)
+        for _ in range(self.codebook_size - 1):
+            i = int(torch.multinomial(dist, 1)) if float(dist.sum()) > 0 else int(torch.randint(len(x), (1,)))
+            seeds.append(i)
+            dist = torch.minimum(dist, (1 - x @ x[i]).clamp(min=0) ** 2)
+        pick = torch.tensor(seeds, device=x.device)
         self.embed.copy_(F.normalize(x[pick] + 1e-3 * torch.randn_like(x[pick]), dim=-1))
         self.embed_sum.copy_(self.embed)
         self.cluster_size.fill_(1.0)
@@ -119,13 +128,24 @@ class VectorQuantizerEMA(nn.Module):
 
     @torch.no_grad()
     def restart_dead_codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Replace codes whose EMA count is below ``dead_code_threshold`` times the mean count by random vectors
-        of ``x``; returns their mask."""
+        """Replace codes whose EMA count is below ``dead_code_threshold`` times the mean count by vectors of
+        ``x`` drawn with probability proportional to their squared distance from their nearest code (k-means++
+        style); returns their mask.
+
+        Uniform draws mostly pick the commonest content (an Atari game's black background), so restarted codes
+        pile up as near-duplicates of already well-served codes; the tokens of such regions then flip between
+        the duplicates from frame to frame although their pixels stay put. Drawing by distance sends restarts to
+        the content the codebook serves worst (small moving objects), and never onto a vector a code already
+        matches exactly."""
         floor = self.dead_code_threshold * self.cluster_size.mean()
         dead = self.cluster_size < floor
         n = int(dead.sum())
         if n:
-            pick = torch.randint(len(x), (n,), device=x.device)
+            err = (1 - (x @ self.embed[~dead].t()).amax(-1)).clamp(min=0) ** 2 if bool((~dead).any()) else None
+            if err is None or float(err.sum()) <= 0:
+                pick = torch.randint(len(x), (n,), device=x.device)
+            else:
+                pick = torch.multinomial(err, n, replacement=n > int((err > 0).sum()))
             self.embed[dead] = x[pick]
             self.cluster_size[dead] = 2 * floor  # a grace period before it can be declared dead again
             self.embed_sum[dead] = x[pick] * self.cluster_size[dead, None]
