@@ -16,8 +16,7 @@ tokenizer, so the three parts of a world model load the same way; loading checks
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,9 @@ from wm_video.models.dynamics.actions import ActionEncoder
 from wm_video.models.dynamics.config import DynamicsConfig, mask_schedule
 from wm_video.models.dynamics.heads import OutcomeHeads, outcome_metrics, reward_loss, termination_loss
 from wm_video.models.dynamics.st_transformer import KVCache, STTransformer
+from wm_video.models.export import check_export
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
+REQUIRED_FIELDS = {"vocab_size", "token_h", "token_w", "width", "depth", "action_type"}  # in every export
 
 
 @dataclass
@@ -233,21 +232,6 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> DynamicsModel:
         """Load an export made by :meth:`save_pretrained` from a local folder (no hub downloads here)."""
-        check_export(Path(pretrained_model_name_or_path))
+        check_export(Path(pretrained_model_name_or_path), DynamicsConfig, "dynamics", REQUIRED_FIELDS)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
-
-def check_export(path: Path) -> None:
-    """Clear errors for a folder that is not a dynamics export: what is missing, or which fields are off."""
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} is not a folder; a dynamics export holds {CONFIG} and {WEIGHTS}")
-    missing = [name for name in (CONFIG, WEIGHTS) if not (path / name).exists()]
-    if missing:
-        raise FileNotFoundError(f"{path} is not a dynamics export: missing {', '.join(missing)}")
-    config = json.loads((path / CONFIG).read_text())
-    known = {f.name for f in fields(DynamicsConfig)}
-    # Fields added after an export was made take their defaults; unknown ones mean another kind of model.
-    required = {"vocab_size", "token_h", "token_w", "width", "depth", "action_type"}
-    unknown, absent = sorted(set(config) - known), sorted(required - set(config))
-    if unknown or absent:
-        raise ValueError(f"{path / CONFIG} is not a dynamics config: unknown fields {unknown}, missing {absent}")

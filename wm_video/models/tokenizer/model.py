@@ -12,8 +12,7 @@ first and says what is missing.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,11 @@ from einops import rearrange
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from wm_video.models.export import check_export
 from wm_video.models.tokenizer.config import TokenizerConfig
 from wm_video.models.tokenizer.quantizer import QuantizerOutput, make_quantizer
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
+REQUIRED_FIELDS = {"resolution", "downsample", "quantizer"}  # config fields every tokenizer export has
 
 
 @dataclass
@@ -157,23 +156,10 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> VQTokenizer:
         """Load an export made by :meth:`save_pretrained` from a local folder (no hub downloads here)."""
-        check_export(Path(pretrained_model_name_or_path))
+        check_export(Path(pretrained_model_name_or_path), TokenizerConfig, "tokenizer", REQUIRED_FIELDS)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
-def check_export(path: Path) -> None:
-    """Clear errors for a folder that is not a tokenizer export: what is missing, or which fields are off."""
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} is not a folder; a tokenizer export holds {CONFIG} and {WEIGHTS}")
-    missing = [name for name in (CONFIG, WEIGHTS) if not (path / name).exists()]
-    if missing:
-        raise FileNotFoundError(f"{path} is not a tokenizer export: missing {', '.join(missing)}")
-    config = json.loads((path / CONFIG).read_text())
-    known = {f.name for f in fields(TokenizerConfig)}
-    # Fields added after an export was made take their defaults; unknown ones mean another kind of model.
-    unknown, absent = sorted(set(config) - known), sorted({"resolution", "downsample", "quantizer"} - set(config))
-    if unknown or absent:
-        raise ValueError(f"{path / CONFIG} is not a tokenizer config: unknown fields {unknown}, missing {absent}")
 
 
 def to_model_frames(frames: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
