@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_auroc, binary_f1_score
 
-from wm_video.data.loader import ClipLoader, LoaderConfig
-from wm_video.data.reader import load_dataset_info
 from wm_video.models.dynamics import DynamicsModel
-from wm_video.training.run import split_shards
+from wm_video.training.run import heldout_loader
+from wm_video.utils import emit_json
 
 
 def _token_ce(model: DynamicsModel, tokens: torch.Tensor, actions: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
@@ -47,12 +44,7 @@ def _token_ce(model: DynamicsModel, tokens: torch.Tensor, actions: torch.Tensor 
 def evaluate(dynamics: str, data: str, val_fraction: float = 0.1, batch_size: int = 8,
              max_clips: int | None = None, seed: int = 0) -> dict:
     model = DynamicsModel.from_pretrained(dynamics).eval()
-    info = load_dataset_info(data)
-    _, val_idx = split_shards(len(info.shards), val_fraction)
-    if not val_idx:
-        raise ValueError(f"{data}: needs at least 2 shards to hold some out")
-    loader = ClipLoader(data, LoaderConfig(batch_size=batch_size, num_workers=1, shuffle_buffer=0, drop_last=False),
-                        shards=val_idx)
+    loader, heldout_shards = heldout_loader(data, val_fraction, batch_size)
     gen = torch.Generator().manual_seed(seed)
     window = model.config.context_frames
     sums = {"correct": 0.0, "copy_correct": 0.0, "changed": 0.0, "changed_correct": 0.0,
@@ -89,7 +81,7 @@ def evaluate(dynamics: str, data: str, val_fraction: float = 0.1, batch_size: in
             break
     n = sums["tokens"]
     result: dict = {
-        "dynamics": str(dynamics), "data": str(data), "heldout_shards": len(val_idx), "clips": clips,
+        "dynamics": str(dynamics), "data": str(data), "heldout_shards": heldout_shards, "clips": clips,
         "frames_per_clip": int(tokens.shape[1]), "predicted_tokens": int(n),
         "next_frame_token_acc": sums["correct"] / n, "copy_last_frame_acc": sums["copy_correct"] / n,
         "changed_token_fraction": sums["changed"] / n,
@@ -127,10 +119,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the JSON result here")
     args = parser.parse_args()
     result = evaluate(args.dynamics, args.data, args.val_fraction, args.batch_size, args.max_clips)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -20,32 +20,24 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import platform
 import time
-from pathlib import Path
 
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-from wm_video.data.loader import ClipLoader, LoaderConfig
-from wm_video.data.reader import load_dataset_info
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
-from wm_video.training.run import split_shards
+from wm_video.training.run import heldout_loader
+from wm_video.utils import emit_json
 
 
 @torch.no_grad()
 def evaluate(tokenizer: str, data: str, val_fraction: float = 0.1, batch_size: int = 8,
              max_clips: int | None = None) -> dict:
     model = VQTokenizer.from_pretrained(tokenizer).eval()
-    info = load_dataset_info(data)
-    _, val_idx = split_shards(len(info.shards), val_fraction)
-    if not val_idx:
-        raise ValueError(f"{data}: needs at least 2 shards to hold some out")
-    loader = ClipLoader(data, LoaderConfig(batch_size=batch_size, num_workers=1, shuffle_buffer=0, drop_last=False),
-                        shards=val_idx)
+    loader, heldout_shards = heldout_loader(data, val_fraction, batch_size)
     counts = torch.zeros(model.vocab_size)
     psnrs, ssims, frames, clips, t0 = [], [], 0, 0, time.perf_counter()
     moving_se, moving_px, token_changes, token_pairs = 0.0, 0, 0, 0
@@ -70,7 +62,7 @@ def evaluate(tokenizer: str, data: str, val_fraction: float = 0.1, batch_size: i
     p = counts / counts.sum()
     grid = tokens.shape[-2] * tokens.shape[-1]
     return {
-        "tokenizer": str(tokenizer), "data": str(data), "heldout_shards": len(val_idx), "frames": frames,
+        "tokenizer": str(tokenizer), "data": str(data), "heldout_shards": heldout_shards, "frames": frames,
         "psnr_db": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
         "psnr_moving_db": 10 * math.log10(4.0 / max(moving_se / max(moving_px, 1), 1e-10)),
         "moving_pixel_fraction": moving_px / max(sum(len(v) for v in psnrs) * x[0, 0].numel(), 1),
@@ -95,10 +87,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the JSON result here")
     args = parser.parse_args()
     result = evaluate(args.tokenizer, args.data, args.val_fraction, max_clips=args.max_clips)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":

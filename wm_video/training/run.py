@@ -39,6 +39,18 @@ def make_loaders(data: str | Path, cfg: LoaderConfig, num_shards: int, val_fract
     return train, val, train_idx, val_idx
 
 
+def heldout_loader(data: str | Path, val_fraction: float = 0.1, batch_size: int = 8) -> tuple[ClipLoader, int]:
+    """An ordered loader over the shards training held out (the same split), for evaluation scripts; and how
+    many shards that is."""
+    from wm_video.data.reader import load_dataset_info
+
+    _, val_idx = split_shards(len(load_dataset_info(data).shards), val_fraction)
+    if not val_idx:
+        raise ValueError(f"{data}: needs at least 2 shards to hold some out")
+    cfg = LoaderConfig(batch_size=batch_size, num_workers=1, shuffle_buffer=0, drop_last=False)
+    return ClipLoader(data, cfg, shards=val_idx), len(val_idx)
+
+
 def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, loader_cfg: LoaderConfig,
                    num_shards: int, val_fraction: float, val_batches: int, out: str | Path, what: str,
                    callbacks: list[Any] | None = None) -> Path:

@@ -23,3 +23,14 @@ def progress(total: int | None = None, desc: str = "", unit: str = "it", initial
         return tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True)
     return tqdm(total=total, desc=desc, unit=unit, initial=initial, mininterval=30, ascii=True, file=sys.stderr,
                 disable=enable is False)
+
+
+def emit_json(result: dict, out: str | None = None) -> None:
+    """Print an evaluation or benchmark result as indented JSON, and also write it to ``out`` when given."""
+    import json
+    from pathlib import Path
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
