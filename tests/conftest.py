@@ -96,6 +96,21 @@ def write_token_dataset(root: Path, shards: int = 3, clips_per_shard: int = 8, t
                      action_space=action_space("discrete"), source={"kind": "test"}, tokens=tokens)
 
 
+def fit_losses(model, batch: dict, steps: int, log_key: str = "loss", lr: float = 3e-3) -> list[float]:
+    """Adam steps of ``model.compute_loss`` on one fixed batch; returns ``logs[log_key]`` at every step."""
+    import torch
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss, logs = model.compute_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(logs[log_key]))
+    return losses
+
+
 @pytest.fixture
 def dataset(tmp_path):
     root = tmp_path / "ds"

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from conftest import fit_losses
 from torch.utils.flop_counter import FlopCounterMode
 
 from wm_video.config import load_config, preset
@@ -367,14 +368,7 @@ def test_a_tiny_training_run_lowers_the_loss():
         frames.append((frames[-1] + actions[:, i, None, None]) % cfg.vocab_size)
     batch = {"tokens": torch.stack(frames, 1), "actions": actions, "rewards": actions.float(),
              "terminations": torch.zeros(8, 4, dtype=torch.bool)}
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss, logs = model.compute_loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(logs["loss"]))
+    losses = fit_losses(model, batch, 30)
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import fit_losses
 
 from wm_video.config import load_config, preset
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
@@ -160,14 +161,7 @@ def test_a_tiny_training_run_lowers_reconstruction_loss(quantizer):
     centers = torch.rand(8, 2) * 2 - 1
     imgs = torch.stack([torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) * 8) for cx, cy in centers])  # (8, 32, 32)
     batch = {"frames": (imgs[:, None, None].expand(8, 1, 3, 32, 32) * 255).to(torch.uint8)}
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        loss, logs = model.compute_loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(logs["rec_mse"]))
+    losses = fit_losses(model, batch, 60, "rec_mse")
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
 
 
