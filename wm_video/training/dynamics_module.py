@@ -93,7 +93,7 @@ def crop_window(batch: dict[str, Any], window: int, generator: torch.Generator |
     if t <= window:
         return batch
     start = int(torch.randint(0, t - window + 1, (1,), generator=generator))
-    return {k: (v[:, start:start + window] if k in _BATCH_TIME_FIELDS and k in batch else v) for k, v in batch.items()}
+    return {k: (v[:, start:start + window] if k in _BATCH_TIME_FIELDS else v) for k, v in batch.items()}
 
 
 class DynamicsModule(L.LightningModule):
