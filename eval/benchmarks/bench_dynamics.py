@@ -39,6 +39,8 @@ from datetime import datetime, timezone
 
 import torch
 
+from wm_video.utils import emit_json
+
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
@@ -269,11 +271,8 @@ def main() -> None:
         print("\n| KV cache | frame | ms per frame (batch 1) |\n| --- | --- | --- |")
         for r in result["frame_cost"]:
             print(f"| {'yes' if r['kv_cache'] else 'no'} | {r['frame']} | {r['ms']} |")
-    text = json.dumps(result, indent=2)
-    print("\n" + text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    print()
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":
