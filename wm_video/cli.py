@@ -26,6 +26,8 @@ VERBS: dict[str, Any] = {
         "inspect": "wm_video.commands.data:inspect",
         "envs": "wm_video.commands.data:envs",
         "tokenize": "wm_video.commands.data:tokenize",
+        "videos": "wm_video.commands.data:videos",
+        "lerobot": "wm_video.commands.data:lerobot",
     },
     "config": {
         "show": "wm_video.commands.config:show",
@@ -34,6 +36,7 @@ VERBS: dict[str, Any] = {
     "train": {
         "tokenizer": "wm_video.commands.train:tokenizer",
         "dynamics": "wm_video.commands.train:dynamics",
+        "decoder": "wm_video.commands.train:decoder",
     },
     "demo": "wm_video.commands.demo:demo",
 }

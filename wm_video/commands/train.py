@@ -56,6 +56,39 @@ def dynamics(*overrides: str, data: str | None = None, out: str | None = None, c
     print(f"dynamics model exported to {export}")
 
 
+def decoder(*overrides: str, data: str | None = None, tokenizer: str | None = None, out: str | None = None,
+            config: str | None = None, preset: str = "small", max_steps: int | None = None,
+            max_minutes: float | None = None) -> None:
+    """Train the diffusion decoder (renders a tokenizer's tokens into frames); ends with an export in OUT/export.
+
+    Tokens are computed on the fly by the frozen tokenizer; the decoder copies its codebook and decoder stack and
+    records its fingerprint, so it later refuses another tokenizer's tokens. Rerunning the same command with the
+    same --out resumes from OUT/checkpoints/last.ckpt. Logs (TensorBoard: EDM loss, sample grids of ground truth,
+    VQ decoder, 1-step and many-step renders) go to OUT/tb.
+
+    Example:
+        wm-video train decoder --config configs/decoder/atari_small.yaml --data data/breakout \
+            --tokenizer runs/tok_breakout/export --out runs/dec_breakout
+
+    Args:
+        overrides: dotted overrides, e.g. ``model.prev_frame=true`` or ``loader.batch_size=8``.
+        data: dataset folder of frame shards (not token shards); the last shards are held out.
+        tokenizer: tokenizer export folder (OUT/export of 'wm-video train tokenizer').
+        out: run folder (default: trainer.run_dir of the config).
+        config: YAML with ``kind: train_decoder`` (see configs/decoder/).
+        preset: starting preset when the YAML names none: debug, small, base, large.
+        max_steps: optimizer steps (overrides trainer.max_steps).
+        max_minutes: wall-clock limit in minutes (overrides trainer.max_minutes).
+    """
+    from wm_video.training.decoder_module import train_decoder
+
+    if not tokenizer:
+        raise ValueError("--tokenizer is required: the export folder of the tokenizer whose tokens to render")
+    cfg = _run_config("train_decoder", data, config, preset, overrides, max_steps, max_minutes)
+    export = train_decoder(cfg, data, tokenizer, out or cfg.trainer.run_dir)
+    print(f"decoder exported to {export}")
+
+
 def _run_config(kind: str, data: str | None, config: str | None, preset: str, overrides: tuple[str, ...],
                 max_steps: int | None, max_minutes: float | None) -> object:
     import dataclasses

@@ -62,7 +62,8 @@ def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, lo
     last = Path(out) / "checkpoints" / "last.ckpt"
     log.info("training %s: %d train shards, %d held-out; %s", what, len(train_idx), len(val_idx),
              f"resuming from {last}" if last.exists() else "from scratch")
-    trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(last) if last.exists() else None,
+                weights_only=True)  # checkpoints hold plain values only: never unpickle code
     export = Path(out) / "export"
     if trainer.is_global_zero:
         module.model.save_pretrained(export)

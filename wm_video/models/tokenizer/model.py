@@ -12,6 +12,7 @@ first and says what is missing.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,21 @@ from wm_video.models.tokenizer.config import TokenizerConfig
 from wm_video.models.tokenizer.quantizer import QuantizerOutput, make_quantizer
 
 REQUIRED_FIELDS = {"resolution", "downsample", "quantizer"}  # config fields every tokenizer export has
+
+
+def build_quantizer(c: TokenizerConfig) -> nn.Module:
+    """The tokenizer's quantizer (VQ codebook or FSQ) for config ``c``."""
+    return make_quantizer(c.quantizer, c.latent_channels, codebook_size=c.codebook_size, codebook_dim=c.codebook_dim,
+                          fsq_levels=c.fsq_levels, ema_decay=c.ema_decay, dead_code_threshold=c.dead_code_threshold,
+                          commitment_weight=c.commitment_weight)
+
+
+def build_decoder(c: TokenizerConfig) -> nn.Module:
+    """The tokenizer's convolutional decoder (codes ``(n, latent, h', w')`` -> pixels ``(n, 3, h, w)``); the
+    diffusion decoder builds the same stack for its token renderer."""
+    return Decoder(in_channels=c.latent_channels, out_channels=3, up_block_types=("UpDecoderBlock2D",) * c.num_stages,
+                   block_out_channels=tuple(c.block_channels), layers_per_block=c.layers_per_block,
+                   norm_num_groups=c.norm_groups, act_fn="silu", mid_block_add_attention=c.mid_attention)
 
 
 @dataclass
@@ -54,18 +70,17 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
                                block_out_channels=tuple(c.block_channels), layers_per_block=c.layers_per_block,
                                norm_num_groups=c.norm_groups, act_fn="silu", double_z=False,
                                mid_block_add_attention=c.mid_attention)
-        self.quantizer = make_quantizer(c.quantizer, c.latent_channels, codebook_size=c.codebook_size,
-                                        codebook_dim=c.codebook_dim, fsq_levels=c.fsq_levels,
-                                        ema_decay=c.ema_decay, dead_code_threshold=c.dead_code_threshold,
-                                        commitment_weight=c.commitment_weight)
-        self.decoder = Decoder(in_channels=c.latent_channels, out_channels=3,
-                               up_block_types=("UpDecoderBlock2D",) * c.num_stages,
-                               block_out_channels=tuple(c.block_channels), layers_per_block=c.layers_per_block,
-                               norm_num_groups=c.norm_groups, act_fn="silu", mid_block_add_attention=c.mid_attention)
+        self.quantizer = build_quantizer(c)
+        self.decoder = build_decoder(c)
 
     @property
     def vocab_size(self) -> int:
         return self.config.vocab_size
+
+    def fingerprint(self) -> str:
+        """A short hash of what turns tokens into pixels (quantizer and decoder weights): parts trained on this
+        tokenizer's tokens (the diffusion decoder) record it, so tokens of another tokenizer are refused."""
+        return weights_fingerprint(self.quantizer, self.decoder)
 
     def check_frames(self, frames: torch.Tensor, where: str = "frames") -> None:
         """``(b, t, 3, h, w)`` whose ``h`` and ``w`` the downsampling factor divides; clear errors otherwise."""
@@ -160,6 +175,14 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
+def weights_fingerprint(*modules: nn.Module) -> str:
+    """sha256 (first 16 hex digits) over the modules' state dicts, in key order."""
+    h = hashlib.sha256()
+    for m in modules:
+        for k, v in sorted(m.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def to_model_frames(frames: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
