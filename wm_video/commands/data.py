@@ -1,4 +1,5 @@
-"""``wm-video data ...``: collect episodes from simulators, inspect datasets, list environments."""
+"""``wm-video data ...``: collect episodes from simulators, turn video folders and LeRobot datasets into shards,
+inspect datasets, list environments, tokenize."""
 
 from __future__ import annotations
 
@@ -135,3 +136,156 @@ def tokenize(tokenizer: str | None = None, src: str | None = None, out: str | No
     info = tokenize_dataset(tokenizer, src, out, batch_frames, device, progress)
     print(format_summary(summarize(info)))
     print(f"token shards: {out} (vocabulary {info.tokens['vocab_size']}, {info.tokens['dtype']})")
+
+
+def _report(info, out: str, stages: list[str] | None) -> None:
+    """What a pipeline run made: inputs by fate, clips kept and dropped, shards (or which stages ran)."""
+    if info is None:
+        ran = " ".join(stages) if stages else "all"
+        print(f"stages run: {ran}; dataset.json not written yet (see {out}/manifest/ and the log)")
+        return
+    counts = info.source["counts"]
+    fates = []
+    for status in ("broken", "filtered", "rejected"):
+        if counts[status]:
+            detail = ", ".join(f"{k} {v}" for k, v in counts[status].items())
+            fates.append(f"{status} {sum(counts[status].values())} ({detail})")
+    clips = counts["clips"]
+    print(f"inputs {counts['inputs']}: ok {counts['ok']}" + "".join(f"; {f}" for f in fates))
+    print(f"clips made {clips['made']}, kept {clips['kept']}, static {clips['static']}, duplicate "
+          f"{clips['duplicate']} (near {clips['near_duplicate']})")
+    print(f"samples {info.num_samples}  episodes {info.num_episodes}  shards {len(info.shards)}  "
+          f"{info.resolution[0]}x{info.resolution[1]} at {info.fps:g} fps, clip_len {info.clip_len}, "
+          f"action space {info.action_space.kind}")
+    print(f"wrote {out}/dataset.json; every input's fate: {out}/manifest.jsonl")
+
+
+def videos(
+    src: str | None = None,
+    out: str | None = None,
+    size: int = 64,
+    clip_len: int = 16,
+    stride: int | None = None,
+    fps: float | None = None,
+    min_motion: float = 0.5,
+    dedup: Literal["none", "exact", "near"] = "near",
+    near_dup_bits: int = 8,
+    storage: Literal["raw", "png", "mp4"] = "raw",
+    interpolation: Literal["area", "bilinear", "bicubic", "lanczos"] = "area",
+    clips_per_shard: int = 1000,
+    shard_mb: int = 1024,
+    workers: int = 2,
+    stages: list[str] | None = None,
+    shard_range: list[int] | None = None,
+    progress: bool | None = None,
+) -> None:
+    """Turn a folder (or list file) of videos into action-free episode-clip shards for pretraining.
+
+    Stages: probe (PyAV metadata; corrupt, zero-length, truncated or video-less files are marked with the reason
+    and skipped) -> clip (resample to --fps, scale the short side to --size, centre crop, cut --clip-len clips
+    every --stride frames) -> filter (too short, static, duplicate) -> shard -> stats. Every input's fate is in
+    OUT/manifest.jsonl. Rerunning the same command skips finished work; --stages runs some stages only (e.g. the
+    shard stage of a SLURM array task: see slurm/data_shards.sbatch).
+
+    Example:
+        wm-video data videos --src videos/ --out data/videos64 --size 64 --clip-len 16 --fps 15 --workers 2
+
+    Args:
+        src: folder of videos (mp4, webm, mkv, avi; searched recursively) or a text file listing them.
+        out: output dataset folder.
+        size: output frame height and width in pixels.
+        clip_len: frames per clip.
+        stride: frames between clip starts (default: clip_len).
+        fps: output frame rate (default: the most common rate among the videos).
+        min_motion: clips whose mean absolute frame difference (0-255 levels) is below this are static.
+        dedup: drop duplicate clips: none, exact (identical frames), near (also perceptual near duplicates).
+        near_dup_bits: perceptual hash bits (of 192) near duplicates may differ in.
+        storage: frame storage: raw or png (lossless), mp4 (H.264 yuv444p).
+        interpolation: resize filter.
+        clips_per_shard: clips per shard at most.
+        shard_mb: raw megabytes per shard at most.
+        workers: worker processes.
+        stages: run only these stages, in pipeline order: probe clip filter shard stats (default: all).
+        shard_range: two numbers FIRST STOP: make only shards [FIRST, STOP) (SLURM array tasks).
+        progress: show progress bars (default: on terminals).
+    """
+    from wm_video.data.pipeline import PipelineConfig, VideoSource, run_pipeline
+
+    if not (src and out):
+        raise ValueError("--src and --out are both required")
+    cfg = PipelineConfig(size=size, clip_len=clip_len, stride=stride, fps=fps, interpolation=interpolation,
+                         storage=storage, min_motion=min_motion, dedup=dedup, near_dup_bits=near_dup_bits,
+                         clips_per_shard=clips_per_shard, shard_bytes=shard_mb << 20, workers=workers,
+                         shard_range=shard_range)
+    info = run_pipeline(VideoSource(src), cfg, out, stages, show_progress=progress)
+    _report(info, out, stages)
+
+
+def lerobot(
+    src: str | None = None,
+    out: str | None = None,
+    camera: str | None = None,
+    size: int = 64,
+    clip_len: int = 16,
+    stride: int | None = None,
+    fps: float | None = None,
+    action_key: str = "action",
+    state_key: str = "auto",
+    reward_key: str = "auto",
+    done_key: str = "auto",
+    min_motion: float = 0.0,
+    dedup: Literal["none", "exact", "near"] = "none",
+    storage: Literal["raw", "png", "mp4"] = "raw",
+    interpolation: Literal["area", "bilinear", "bicubic", "lanczos"] = "area",
+    clips_per_shard: int = 1000,
+    shard_mb: int = 1024,
+    workers: int = 2,
+    stages: list[str] | None = None,
+    shard_range: list[int] | None = None,
+    progress: bool | None = None,
+) -> None:
+    """Turn a LeRobot dataset on local disk (layout v2.x or v3.0) into episode-clip shards with actions.
+
+    Reads meta/info.json, the parquet frames and the camera's videos (H.264, AV1, ...) with pyarrow and PyAV; the
+    lerobot package is not needed. Actions come from --action-key (continuous, normalisation statistics and
+    quantiles in dataset.json), rewards and terminations from next.reward / next.done where present; the state
+    and the task text go into each clip's meta.json (extra). Episodes with NaN or infinite values are rejected and
+    counted; a missing field or unknown camera key stops with an error that lists what the dataset has.
+
+    Example:
+        wm-video data lerobot --src ~/datasets/aloha --out data/aloha64 --camera top --size 64 --clip-len 16
+
+    Args:
+        src: LeRobot dataset folder (holds meta/info.json).
+        out: output dataset folder.
+        camera: camera feature, full or short (observation.images.top or top); optional with one camera.
+        size: output frame height and width in pixels.
+        clip_len: frames per clip.
+        stride: frames between clip starts (default: clip_len).
+        fps: output frame rate (default: the dataset's); rewards are summed over the steps an output step spans.
+        action_key: feature holding the actions.
+        state_key: feature kept as clip state: auto (observation.state if present), a key, or none.
+        reward_key: rewards: auto (next.reward if present), a key, or none.
+        done_key: terminations: auto (next.done if present), a key, or none.
+        min_motion: drop clips below this motion score as static (default 0: robot data keeps still moments).
+        dedup: drop duplicate clips: none, exact, near.
+        storage: frame storage: raw or png (lossless), mp4 (H.264 yuv444p).
+        interpolation: resize filter.
+        clips_per_shard: clips per shard at most.
+        shard_mb: raw megabytes per shard at most.
+        workers: worker processes.
+        stages: run only these stages, in pipeline order: probe clip filter shard stats (default: all).
+        shard_range: two numbers FIRST STOP: make only shards [FIRST, STOP) (SLURM array tasks).
+        progress: show progress bars (default: on terminals).
+    """
+    from wm_video.data.pipeline import LeRobotSource, PipelineConfig, run_pipeline
+
+    if not (src and out):
+        raise ValueError("--src and --out are both required")
+    cfg = PipelineConfig(size=size, clip_len=clip_len, stride=stride, fps=fps, interpolation=interpolation,
+                         storage=storage, min_motion=min_motion, dedup=dedup, clips_per_shard=clips_per_shard,
+                         shard_bytes=shard_mb << 20, workers=workers, shard_range=shard_range)
+    source = LeRobotSource(src, camera=camera, action_key=action_key, state_key=state_key, reward_key=reward_key,
+                           done_key=done_key)
+    info = run_pipeline(source, cfg, out, stages, show_progress=progress)
+    _report(info, out, stages)
