@@ -38,6 +38,7 @@ VERBS: dict[str, Any] = {
         "dynamics": "wm_video.commands.train:dynamics",
         "decoder": "wm_video.commands.train:decoder",
     },
+    "generate": "wm_video.commands.generate:generate",
     "demo": "wm_video.commands.demo:demo",
 }
 

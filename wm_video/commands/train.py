@@ -30,15 +30,22 @@ def tokenizer(*overrides: str, data: str | None = None, out: str | None = None, 
 
 
 def dynamics(*overrides: str, data: str | None = None, out: str | None = None, config: str | None = None,
-             preset: str = "small", max_steps: int | None = None, max_minutes: float | None = None) -> None:
+             preset: str = "small", max_steps: int | None = None, max_minutes: float | None = None,
+             init_from: str | None = None) -> None:
     """Train the action-conditioned dynamics transformer on token shards; ends with an export in OUT/export.
 
     The model's vocabulary, token grid and action space come from the shards' dataset.json. Rerunning the same
     command with the same --out resumes from OUT/checkpoints/last.ckpt. Logs (TensorBoard: token cross-entropy
     and accuracy, reward and termination losses, tokens/s, MFU) go to OUT/tb.
 
+    With --init-from the run fine-tunes a pretrained export: its architecture and weights are kept (vocabulary
+    and token grid must match the shards), the action encoder is built for the shards' action space,
+    finetune.freeze=[...] keeps parts fixed, and the held-out score before and after goes to
+    OUT/finetune_eval.json (configs/dynamics/finetune_small.yaml is a starting point).
+
     Example:
         wm-video train dynamics --config configs/dynamics/atari_small.yaml --data data/pong_tokens --out runs/dyn
+        wm-video train dynamics --init-from runs/dyn_video/export --data data/robot_tokens --out runs/dyn_robot
 
     Args:
         overrides: dotted overrides, e.g. ``model.depth=4`` or ``loader.batch_size=8``.
@@ -48,10 +55,15 @@ def dynamics(*overrides: str, data: str | None = None, out: str | None = None, c
         preset: starting preset when the YAML names none: debug, small, base, large.
         max_steps: optimizer steps (overrides trainer.max_steps).
         max_minutes: wall-clock limit in minutes (overrides trainer.max_minutes).
+        init_from: pretrained dynamics export folder to fine-tune (sets finetune.init_from).
     """
+    import dataclasses
+
     from wm_video.training.dynamics_module import train_dynamics
 
     cfg = _run_config("train_dynamics", data, config, preset, overrides, max_steps, max_minutes)
+    if init_from:
+        cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, init_from=init_from))
     export = train_dynamics(cfg, data, out or cfg.trainer.run_dir)
     print(f"dynamics model exported to {export}")
 

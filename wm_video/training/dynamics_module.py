@@ -8,6 +8,9 @@ termination class weight follows the data's termination rate unless set. Clips l
 are cropped to a random window each step. Logs: masked-token cross-entropy and accuracy, the teacher-forced
 next-frame accuracy against copying the last frame (validation), reward and termination losses, tokens/s and
 MFU. The run ends with an export in ``OUT/export``; rerunning the command resumes from ``last.ckpt``.
+
+With ``finetune.init_from`` (``--init-from DIR``) the run starts from a pretrained export instead, keeping its
+architecture and weights and adding the data's action space; see :mod:`wm_video.training.finetune`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from wm_video.data.loader import LoaderConfig
 from wm_video.data.schema import DatasetInfo
 from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
 from wm_video.models.dynamics.config import training_flops_per_token
+from wm_video.training.finetune import FinetuneConfig, Finetuning
 from wm_video.training.optim import OptimConfig, build_optimizer
 from wm_video.training.run import fit_and_export
 from wm_video.training.throughput import throughput_callback
@@ -50,6 +54,7 @@ class DynamicsTrainConfig:
             ``context_frames``); shorter crops buy more optimizer steps per minute where compute is scarce.
         termination_pos_weight_from_data: set ``model.termination_pos_weight`` to the data's ratio of
             non-terminal to terminal steps (clamped to [1, 1000]) instead of the config's value.
+        finetune: start from a pretrained export (``finetune.init_from``), freeze parts, evaluate before/after.
     """
 
     model: DynamicsConfig = field(default_factory=DynamicsConfig)
@@ -60,6 +65,7 @@ class DynamicsTrainConfig:
     val_batches: int = 8
     train_frames: int | None = None
     termination_pos_weight_from_data: bool = True
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 def model_config_for_data(cfg: DynamicsTrainConfig, info: DatasetInfo, where: str) -> DynamicsConfig:
@@ -133,13 +139,23 @@ def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path, out: str | Path) 
     from wm_video.data.reader import load_dataset_info
 
     info = load_dataset_info(data)
-    cfg = dataclasses.replace(cfg, model=model_config_for_data(cfg, info, str(data)))
+    finetuning = None
+    if cfg.finetune.init_from:
+        finetuning = Finetuning(cfg, data)
+        cfg = dataclasses.replace(cfg, model=finetuning.model_config(info))
+    else:
+        cfg = dataclasses.replace(cfg, model=model_config_for_data(cfg, info, str(data)))
     module = DynamicsModule(cfg)
+    if finetuning:
+        finetuning.prepare(module.model)  # pretrained weights in, frozen parts fixed, held-out score before
     n_params = sum(p.numel() for p in module.model.parameters())
     flops = training_flops_per_token(cfg.model, min(info.clip_len, module.frames))
     log.info("dynamics model: %.1fM parameters, %.3g training FLOPs per token", n_params / 1e6, flops)
     # tokens a step trains on: the batch's clips cut to the training crop
     perf = throughput_callback(flops, lambda batch: batch["tokens"][:, :module.frames].numel(),
                                log_every=max(cfg.trainer.log_every_n_steps, 1))
-    return fit_and_export(module, cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction, cfg.val_batches,
-                          out, "dynamics", callbacks=[perf])
+    export = fit_and_export(module, cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction,
+                            cfg.val_batches, out, "dynamics", callbacks=[perf])
+    if finetuning:
+        finetuning.finish(module.model, out, module.global_step)  # held-out score after: OUT/finetune_eval.json
+    return export

@@ -1,0 +1,179 @@
+"""Context video and action files for generation, each checked before any work starts.
+
+Context: a video file (mp4, webm, mkv, avi, mov; decoded with PyAV, short side scaled to the model's
+resolution and centre-cropped), a folder of images (png, jpg; sorted by name), or a clip of a shard dataset
+(``DATASET_DIR`` for its first clip, ``DATASET_DIR#N`` for the N-th, ``DATASET_DIR#KEY`` by clip key), which also
+brings its actions and the ground-truth future. Actions: ``.npy``, ``.json`` (a list, or ``{"actions": [...]}``)
+or ``.csv`` (one row per step; a header line is skipped).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+@dataclass
+class Context:
+    """Context frames ``(t, h, w, 3)`` uint8 at the model's resolution; with a dataset clip also its actions
+    ``(t_clip, ...)``, rewards and terminations over the whole clip (the frames after the context are the ground
+    truth ``future``)."""
+
+    frames: np.ndarray
+    source: str
+    actions: np.ndarray | None = None
+    future: np.ndarray | None = None
+    rewards: np.ndarray | None = None
+    terminations: np.ndarray | None = None
+
+
+def load_context(spec: str, resolution: int, num_frames: int) -> Context:
+    """Load ``num_frames`` context frames from ``spec`` (see the module docstring); clear errors naming the file
+    and what was expected, before any model work."""
+    path, _, pick = spec.partition("#")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"context {p}: no such file or folder")
+    if p.is_dir() and (p / "dataset.json").exists():
+        return _dataset_context(p, pick, resolution, num_frames)
+    if pick:
+        raise ValueError(f"context {spec}: '#...' selects a clip of a dataset folder, and {p} is not one")
+    if p.is_dir():
+        frames = _image_folder(p, resolution)
+    elif p.suffix.lower() in VIDEO_SUFFIXES:
+        frames = _video_file(p, resolution)
+    else:
+        raise ValueError(f"context {p}: expected a video file ({', '.join(sorted(VIDEO_SUFFIXES))}), a folder of "
+                         "images or a dataset folder")
+    if len(frames) < num_frames:
+        raise ValueError(f"context {p}: has {len(frames)} frames, the generation needs {num_frames} context frames")
+    return Context(frames[-num_frames:], str(p))
+
+
+def _video_file(p: Path, resolution: int) -> np.ndarray:
+    import av
+
+    from wm_video.data.pipeline.clip import SquareResizer
+
+    resize = SquareResizer(resolution)
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise ValueError(f"context {p}: no video stream")
+            frames = [resize(f) for f in container.decode(container.streams.video[0])]
+    except av.error.FFmpegError as e:
+        raise ValueError(f"context {p}: unreadable video ({e})") from e
+    if not frames:
+        raise ValueError(f"context {p}: no decodable frames")
+    return np.stack(frames)
+
+
+def _image_folder(p: Path, resolution: int) -> np.ndarray:
+    from PIL import Image
+
+    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"context {p}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
+    frames = []
+    for f in files:
+        try:
+            img = Image.open(f).convert("RGB")
+        except OSError as e:
+            raise ValueError(f"context {f}: unreadable image ({e})") from e
+        w, h = img.size
+        s = min(w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        frames.append(np.asarray(img.resize((resolution, resolution), Image.Resampling.BOX)))
+    return np.stack(frames)
+
+
+def _dataset_context(p: Path, pick: str, resolution: int, num_frames: int) -> Context:
+    from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
+
+    info = load_dataset_info(p)
+    if info.frame_storage == "tokens":
+        raise ValueError(f"context {p}: holds tokens; give the frame dataset it was tokenized from")
+    if info.resolution != [resolution, resolution]:
+        raise ValueError(f"context {p}: frames are {info.resolution[0]}x{info.resolution[1]}, the model needs "
+                         f"{resolution}x{resolution}")
+    index = int(pick) if pick.isdigit() else None
+    i = 0
+    for url in shard_paths(p, info):
+        for clip in iter_clips(url, info.action_space):
+            if (index is None and (not pick or clip.key == pick)) or index == i:
+                if len(clip.frames) < num_frames:
+                    raise ValueError(f"context {p}#{pick or 0}: clip has {len(clip.frames)} frames, the "
+                                     f"generation needs {num_frames} context frames")
+                return Context(clip.frames[:num_frames], f"{p}#{clip.key}", clip.actions,
+                               clip.frames[num_frames:], clip.rewards, clip.terminations)
+            i += 1
+    raise ValueError(f"context {p}: no clip {pick!r} (the dataset has {i} clips)")
+
+
+def load_actions(path: str, num_frames: int, action_type: str, num_actions: int = 0, action_dim: int = 0
+                 ) -> np.ndarray:
+    """Actions for ``num_frames`` steps from ``.npy``/``.json``/``.csv``: int64 ``(T,)`` ids in
+    ``[0, num_actions)`` or float32 ``(T, action_dim)`` finite values; longer files are cut to ``num_frames``."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"actions {p}: no such file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        elif suffix == ".json":
+            data = json.loads(p.read_text())
+            arr = np.asarray(data["actions"] if isinstance(data, dict) else data, dtype=np.float64)
+        elif suffix == ".csv":
+            with open(p, newline="") as f:
+                rows = [r for r in csv.reader(f) if r]
+            if rows and not _numeric(rows[0]):
+                rows = rows[1:]
+            arr = np.asarray([[float(v) for v in r] for r in rows], dtype=np.float64)
+            if arr.ndim == 2 and arr.shape[1] == 1 and action_type == "discrete":
+                arr = arr[:, 0]
+        else:
+            raise ValueError(f"actions {p}: expected a .npy, .json or .csv file")
+    except (ValueError, KeyError, TypeError) as e:
+        if str(e).startswith(f"actions {p}"):
+            raise
+        raise ValueError(f"actions {p}: unreadable ({type(e).__name__}: {e})") from e
+    return check_actions(arr, num_frames, action_type, num_actions, action_dim, str(p))
+
+
+def check_actions(arr: np.ndarray, num_frames: int, action_type: str, num_actions: int, action_dim: int,
+                  where: str) -> np.ndarray:
+    if action_type == "none":
+        raise ValueError(f"actions {where}: the model is action-free (action_type 'none'); leave actions out")
+    if len(arr) < num_frames:
+        raise ValueError(f"actions {where}: {len(arr)} steps, the generation needs {num_frames} (one per frame)")
+    arr = arr[:num_frames]
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+        raise ValueError(f"actions {where}: NaN or infinite value at {bad}")
+    if action_type == "discrete":
+        if arr.ndim != 1 or (np.issubdtype(arr.dtype, np.floating) and (arr != np.round(arr)).any()):
+            raise ValueError(f"actions {where}: expected {num_frames} integer action ids (shape ({num_frames},)), "
+                             f"got shape {arr.shape}")
+        if arr.min() < 0 or arr.max() >= num_actions:
+            raise ValueError(f"actions {where}: ids must be in [0, {num_actions}), got [{arr.min()}, {arr.max()}]")
+        return arr.astype(np.int64)
+    if arr.ndim != 2 or arr.shape[1] != action_dim:
+        raise ValueError(f"actions {where}: expected shape ({num_frames}, {action_dim}) for {action_dim}-dimensional "
+                         f"continuous actions, got {arr.shape}")
+    return arr.astype(np.float32)
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(v) for v in row]
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,95 @@
+"""Writing generated video: mp4 (H.264 through PyAV), GIF (Pillow), side by side with the ground truth, with the
+predicted reward and termination drawn on each frame. Every file is written under a temporary name and then
+renamed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of ``(t, h, w, 3)`` uint8 (64x64 frames are too small to look at)."""
+    return frames if factor <= 1 else frames.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def side_by_side(*videos: np.ndarray, gap: int = 2) -> np.ndarray:
+    """``(t, h, w, 3)`` videos of equal length next to each other, separated by a white gap."""
+    t, h = videos[0].shape[:2]
+    sep = np.full((t, h, gap, 3), 255, np.uint8)
+    parts = []
+    for v in videos:
+        parts += [v, sep]
+    return np.concatenate(parts[:-1], axis=2)
+
+
+def annotate(frames: np.ndarray, lines: list[str]) -> np.ndarray:
+    """A caption strip under each frame: ``lines[i]`` for frame ``i``."""
+    from PIL import Image, ImageDraw
+
+    t, h, w = frames.shape[:3]
+    strip = 14
+    out = np.zeros((t, h + strip, w, 3), np.uint8)
+    out[:, :h] = frames
+    for i, text in enumerate(lines):
+        img = Image.fromarray(out[i])
+        ImageDraw.Draw(img).text((2, h + 1), text, fill=(255, 255, 255))
+        out[i] = np.asarray(img)
+    return out
+
+
+def _atomic(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int = 18) -> Path:
+    """``(t, h, w, 3)`` uint8 -> H.264 mp4 (yuv420p, so odd sizes are padded to even)."""
+    import av
+
+    h, w = frames.shape[1:3]
+    pad = ((0, 0), (0, h % 2), (0, w % 2), (0, 0))
+    frames = np.pad(frames, pad) if h % 2 or w % 2 else frames
+
+    def write(tmp: Path) -> None:
+        from fractions import Fraction
+
+        with av.open(str(tmp), mode="w", format="mp4") as out:
+            stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            stream.height, stream.width = frames.shape[1:3]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf)}
+            for f in frames:
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
+            out.mux(stream.encode())
+
+    return _atomic(Path(path), write)
+
+
+def write_gif(frames: np.ndarray, path: str | os.PathLike, fps: float) -> Path:
+    """``(t, h, w, 3)`` uint8 -> looping GIF."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+
+    def write(tmp: Path) -> None:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps),
+                       loop=0)
+
+    return _atomic(Path(path), write)
+
+
+def read_video(path: str | os.PathLike) -> np.ndarray:
+    """All frames of a video file as ``(t, h, w, 3)`` uint8 (for tests and checks)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])

@@ -1,0 +1,189 @@
+"""``WorldModel``: tokenizer + dynamics transformer + (optional) diffusion decoder in one pretrained folder.
+
+A world-model folder holds one export per part and an index::
+
+    world_model.json      resolution, fps, action space, normalisation statistics, part fingerprints, versions
+    tokenizer/            config.json + model.safetensors
+    dynamics/             config.json + model.safetensors
+    decoder/              config.json + model.safetensors   (absent: frames are rendered by the VQ decoder)
+
+``WorldModel.from_pretrained(dir)`` reads the index, loads each part with its own ``from_pretrained`` and checks
+that the parts fit together (vocabulary, token grid, the decoder's tokenizer fingerprint). ``save_pretrained``
+writes the whole folder under a temporary name and renames it into place, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wm_video.models.decoder import DiffusionDecoder
+from wm_video.models.dynamics import DynamicsModel
+from wm_video.models.tokenizer import VQTokenizer
+from wm_video.models.tokenizer.model import to_model_frames
+
+INDEX = "world_model.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class WorldModelInfo:
+    """What a world-model folder's index records besides the parts.
+
+    Args:
+        resolution: frame height and width in pixels.
+        fps: frames per second of the training data (and of generated video).
+        action_space: the data's action space (``wm_video.data.schema.ActionSpace`` as a dict).
+        stats: normalisation statistics of the training data (``dataset.json``'s ``stats``).
+        source: where the parts and data came from (free-form provenance).
+    """
+
+    resolution: int
+    fps: float = 15.0
+    action_space: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    stats: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+class WorldModel(nn.Module):
+    """The three parts, checked to fit together. ``decoder`` None renders frames with the tokenizer's VQ decoder."""
+
+    def __init__(self, tokenizer: VQTokenizer, dynamics: DynamicsModel, decoder: DiffusionDecoder | None = None,
+                 info: WorldModelInfo | None = None) -> None:
+        super().__init__()
+        t, d = tokenizer.config, dynamics.config
+        mismatch = [f"{name}: tokenizer {a}, dynamics {b}" for name, a, b in (
+            ("vocab_size", tokenizer.vocab_size, d.vocab_size), ("token_h", t.token_grid, d.token_h),
+            ("token_w", t.token_grid, d.token_w)) if a != b]
+        if mismatch:
+            raise ValueError("world model: the dynamics model was not trained on this tokenizer's tokens ("
+                             + "; ".join(mismatch) + ")")
+        if decoder is not None:
+            decoder.check_tokenizer(tokenizer, "world model: decoder's tokenizer")
+        self.tokenizer, self.dynamics, self.decoder = tokenizer.eval(), dynamics.eval(), decoder
+        if decoder is not None:
+            decoder.eval()
+        self.info = info or WorldModelInfo(resolution=t.resolution)
+        if self.info.resolution != t.resolution:
+            raise ValueError(f"world model: index resolution {self.info.resolution} but the tokenizer is built for "
+                             f"{t.resolution}")
+
+    @property
+    def resolution(self) -> int:
+        return self.info.resolution
+
+    @property
+    def context_frames(self) -> int:
+        """Frames the dynamics model attends to (older context frames are dropped)."""
+        return self.dynamics.config.context_frames
+
+    @property
+    def action_type(self) -> str:
+        return self.dynamics.config.action_type
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.dynamics.parameters()).device
+
+    def check_frames(self, frames: torch.Tensor, where: str = "frames") -> None:
+        """``(b, t, 3, h, w)`` at this model's resolution; clear errors otherwise."""
+        res = self.resolution
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise ValueError(f"{where}: expected (b, t, 3, h, w) frames, got {tuple(frames.shape)}")
+        if tuple(frames.shape[-2:]) != (res, res):
+            raise ValueError(f"{where}: frames are {frames.shape[-2]}x{frames.shape[-1]}, the model needs "
+                             f"{res}x{res}")
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``(b, t, 3, h, w)`` uint8 or float in [-1, 1] -> tokens ``(b, t, h', w')``."""
+        self.check_frames(frames)
+        return self.tokenizer.tokenize(to_model_frames(frames).to(self.device))
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, prev_frame: torch.Tensor | None = None,
+               num_inference_steps: int | None = None, sampler: str | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Tokens ``(b, t, h', w')`` -> frames ``(b, t, 3, h, w)`` in [-1, 1], by the diffusion decoder when there
+        is one (``prev_frame`` conditions it when it was trained to), else by the VQ decoder."""
+        if self.decoder is None:
+            return self.tokenizer.detokenize(tokens).clamp(-1, 1)
+        return self.decoder.render(tokens, prev_frame, num_inference_steps, sampler, generator)
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write the folder (parts + index) under a temporary name, then rename it into place."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self.tokenizer.save_pretrained(tmp / "tokenizer")
+            self.dynamics.save_pretrained(tmp / "dynamics")
+            if self.decoder is not None:
+                self.decoder.save_pretrained(tmp / "decoder")
+            (tmp / INDEX).write_text(json.dumps(self.index(), indent=2) + "\n")
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(tmp)
+        return path
+
+    def index(self) -> dict[str, Any]:
+        import diffusers
+
+        import wm_video
+
+        parts = {"tokenizer": "tokenizer", "dynamics": "dynamics"}
+        if self.decoder is not None:
+            parts["decoder"] = "decoder"
+        return {"format_version": FORMAT_VERSION, "resolution": self.info.resolution, "fps": self.info.fps,
+                "action_space": self.info.action_space, "stats": self.info.stats, "source": self.info.source,
+                "context_frames": self.context_frames, "tokens_per_frame": self.dynamics.config.tokens_per_frame,
+                "vocab_size": self.tokenizer.vocab_size, "tokenizer_fingerprint": self.tokenizer.fingerprint(),
+                "parts": parts, "versions": {"wm_video": wm_video.__version__, "torch": torch.__version__,
+                                             "diffusers": diffusers.__version__}}
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, map_location: str = "cpu") -> WorldModel:
+        """Assemble a world model from a folder written by :meth:`save_pretrained` (or ``wm-video export``)."""
+        path = Path(path)
+        index_file = path / INDEX
+        if not index_file.exists():
+            hint = ""
+            if (path / "config.json").exists():
+                hint = " (this looks like a single part's export; build a world model with 'wm-video export')"
+            raise FileNotFoundError(f"{path} is not a world-model folder: no {INDEX}{hint}")
+        index = json.loads(index_file.read_text())
+        if index.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{index_file}: field 'format_version' is {index.get('format_version')!r}; this "
+                             f"version of wm-video reads {FORMAT_VERSION}")
+        parts = index.get("parts", {})
+        missing = [p for p in ("tokenizer", "dynamics") if p not in parts]
+        if missing:
+            raise ValueError(f"{index_file}: field 'parts' lacks {missing}")
+        tok = VQTokenizer.from_pretrained(path / parts["tokenizer"], map_location=map_location)
+        dyn = DynamicsModel.from_pretrained(path / parts["dynamics"], map_location=map_location)
+        dec = None
+        if "decoder" in parts:
+            dec = DiffusionDecoder.from_pretrained(path / parts["decoder"], map_location=map_location)
+        if index.get("tokenizer_fingerprint") not in (None, tok.fingerprint()):
+            raise ValueError(f"{index_file}: field 'tokenizer_fingerprint' does not match {path / parts['tokenizer']}"
+                             " (the folder was edited after export)")
+        info = WorldModelInfo(resolution=index["resolution"], fps=index.get("fps", 15.0),
+                              action_space=index.get("action_space", {"kind": "none"}), stats=index.get("stats", {}),
+                              source=index.get("source", {}))
+        return cls(tok, dyn, dec, info)

@@ -1,0 +1,106 @@
+"""``WorldModelEnv``: the world model as a batched environment, the one object generation, evaluation, planning
+and play step through.
+
+    env = WorldModelEnv(WorldModel.from_pretrained("runs/wm"), temperature=1.0, num_inference_steps=4)
+    env.reset(context_frames, context_actions)      # (b, t0, 3, h, w) uint8 or [-1, 1]; (b, t0 - 1[, a])
+    out = env.step(actions)                         # (b,) int64 or (b, a) float
+    out.frames, out.rewards, out.terminations       # (b, 3, h, w) in [-1, 1], (b,), (b,) probabilities
+
+Token dynamics run through the KV-cached :class:`~wm_video.models.dynamics.sampling.Rollout`, so each step
+costs the same however long the rollout; frames are rendered per step (``render=False`` skips it, for planners
+that only need tokens, rewards and terminations). A decoder trained with the previous-frame condition gets the
+last context frame, then its own renders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from wm_video.models.dynamics.sampling import Rollout
+from wm_video.models.tokenizer.model import to_model_frames
+from wm_video.world_model import WorldModel
+
+
+@dataclass
+class EnvStep:
+    """One step for the whole batch: ``tokens`` ``(b, h', w')``; ``frames`` ``(b, 3, h, w)`` in [-1, 1] (None
+    when not rendering); ``rewards`` ``(b,)`` expected reward; ``terminations`` ``(b,)`` probability that the step
+    ended the episode."""
+
+    tokens: torch.Tensor
+    frames: torch.Tensor | None
+    rewards: torch.Tensor
+    terminations: torch.Tensor
+
+
+class WorldModelEnv:
+    """Batched imagined environment over a :class:`WorldModel`.
+
+    Args:
+        model: the world model.
+        maskgit_steps: MaskGIT passes per frame of the dynamics model.
+        temperature: token sampling temperature (0: argmax, deterministic).
+        top_k: sample among the ``top_k`` most likely tokens.
+        num_inference_steps: diffusion decoder steps per frame (default: the decoder's own).
+        sampler: diffusion sampler, ``euler`` or ``dpmsolver`` (default: the decoder's own).
+        render: decode frames at every step.
+        use_cache: KV cache for the dynamics model (False recomputes the window each step).
+        generator: random source of token sampling and decoder noise; the same seed gives the same rollout.
+    """
+
+    def __init__(self, model: WorldModel, maskgit_steps: int = 8, temperature: float = 1.0, top_k: int | None = None,
+                 num_inference_steps: int | None = None, sampler: str | None = None, render: bool = True,
+                 use_cache: bool = True, generator: torch.Generator | None = None) -> None:
+        self.model = model
+        self.render, self.steps, self.sampler, self.generator = render, num_inference_steps, sampler, generator
+        self.rollout = Rollout(model.dynamics, maskgit_steps, temperature, top_k, use_cache, generator)
+        self._prev: torch.Tensor | None = None
+        self.batch_size = 0
+        self.t = 0
+
+    def check_actions(self, actions: torch.Tensor | None, lead: tuple[int, ...], where: str = "actions") -> None:
+        """Actions fit the model's action space: ``lead`` + ``()`` integer ids or ``lead + (a,)`` finite floats."""
+        if actions is None:
+            return
+        if not torch.is_tensor(actions):
+            raise TypeError(f"{where}: expected a tensor, got {type(actions).__name__}")
+        if actions.is_floating_point() and not torch.isfinite(actions).all():
+            bad = (~torch.isfinite(actions)).nonzero()[0].tolist()
+            raise ValueError(f"{where}: NaN or infinite action at index {bad}")
+        self.model.dynamics.actions.check(actions, lead)
+
+    @torch.no_grad()
+    def reset(self, context_frames: torch.Tensor, context_actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Start every batch row from its context ``(b, t0, 3, h, w)`` (uint8 or float in [-1, 1]) and the actions
+        taken between context frames ``(b, t0 - 1)`` / ``(b, t0 - 1, a)`` (None: the null action). Returns the
+        context's tokens ``(b, t0, h', w')``."""
+        model = self.model
+        model.check_frames(context_frames, "context")
+        b, t0 = context_frames.shape[:2]
+        if t0 < 1:
+            raise ValueError("context: needs at least 1 frame")
+        if context_actions is not None and context_actions.shape[1:2] == (t0,):
+            context_actions = context_actions[:, : t0 - 1]
+        if context_actions is not None and t0 > 1:
+            self.check_actions(context_actions, (b, t0 - 1), "context actions")
+        tokens = model.encode(context_frames)
+        self.rollout.start(tokens, context_actions if t0 > 1 else None)
+        self._prev = to_model_frames(context_frames[:, -1]).to(model.device)
+        self.batch_size, self.t = b, 0
+        return tokens
+
+    @torch.no_grad()
+    def step(self, actions: torch.Tensor | None = None) -> EnvStep:
+        """Take ``actions`` ``(b,)`` / ``(b, a)`` (None: the null action) -> the next frame, reward, termination."""
+        if self.batch_size == 0:
+            raise RuntimeError("WorldModelEnv.step before reset(context_frames)")
+        self.check_actions(actions, (self.batch_size,))
+        out = self.rollout.step(None if actions is None else actions.to(self.model.device))
+        frames = None
+        if self.render:
+            frames = self.model.decode(out.tokens[:, None], self._prev, self.steps, self.sampler, self.generator)[:, 0]
+            self._prev = frames
+        self.t += 1
+        return EnvStep(tokens=out.tokens, frames=frames, rewards=out.reward, terminations=out.termination)
