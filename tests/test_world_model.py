@@ -152,3 +152,24 @@ def test_generate_cli_writes_mp4_gif_and_trace(tmp_path):
     assert main(["generate", "--model", str(tmp_path / "wm"), "--context", f"{tmp_path / 'ds'}#1",
                  "--actions", str(tmp_path / "bad.npy"), "--num-frames", "4", "--out", str(tmp_path / "x.mp4")]) == 2
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_eval_cli_scores_horizons_with_baselines_and_writes_the_report(tmp_path, capsys):
+    make_world_model(decoder=False).save_pretrained(tmp_path / "wm")
+    write_dataset(tmp_path / "ds", shards=2, clips_per_shard=3, t=6, size=32)
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(tmp_path / "wm"), "--data", str(tmp_path / "ds"), "--horizon", "3",
+                 "--context-frames", "2", "--out", str(out), "--maskgit-steps", "2", "--val-fraction", "0.5"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["clips"] == 3 and report["horizons"] == [1, 2, 3]
+    res = report["results"]
+    assert set(res) == {"model", "copy_last_frame", "shuffled_actions", "tokenizer_ceiling"}
+    assert all(len(res["model"][k]) == 3 for k in ("psnr_db", "ssim", "token_accuracy", "reward_mae",
+                                                   "termination_precision", "termination_recall"))
+    # copy-last-frame's token accuracy is exactly the share of tokens equal to the last context frame's
+    assert all(0 <= v <= 1 for v in res["copy_last_frame"]["token_accuracy"])
+    assert report["protocol"]["horizon"] == 3 and report["protocol"]["decoder"] == "vq"
+    assert (out / "psnr_db.png").read_bytes()[:4] == b"\x89PNG" and "## PSNR (dB)" in (out / "report.md").read_text()
+    assert main(["eval", "--model", str(tmp_path / "wm"), "--data", str(tmp_path / "ds"), "--horizon", "9",
+                 "--out", str(out), "--val-fraction", "0.5"]) == 2
+    assert "no held-out clip has the 13 frames" in capsys.readouterr().err

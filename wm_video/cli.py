@@ -39,6 +39,7 @@ VERBS: dict[str, Any] = {
         "decoder": "wm_video.commands.train:decoder",
     },
     "generate": "wm_video.commands.generate:generate",
+    "eval": "wm_video.commands.evaluate:evaluate",
     "demo": "wm_video.commands.demo:demo",
 }
 

@@ -1,0 +1,47 @@
+"""``wm-video eval``: score a world model's predicted futures on held-out clips."""
+
+from __future__ import annotations
+
+
+def evaluate(model: str | None = None, data: str | None = None, horizon: int = 8, context_frames: int = 4,
+             out: str = "eval_out", max_clips: int = 64, batch_size: int = 8, temperature: float = 0.0,
+             maskgit_steps: int = 8, num_inference_steps: int | None = None, seed: int = 0,
+             val_fraction: float = 0.1, device: str = "cpu") -> None:
+    """Open-loop rollouts on held-out clips, scored per horizon against copy-last-frame, shuffled actions and the
+    tokenizer's ceiling; writes OUT/report.json, OUT/report.md and one PNG plot per metric.
+
+    The protocol (wm_video/evaluation/rollout_eval.py) is recorded in the report with every setting.
+
+    Example:
+        wm-video eval --model runs/wm --data data/breakout --horizon 8 --out runs/wm/eval
+
+    Args:
+        model: world-model folder.
+        data: frame-shard dataset; its last shards (the training split's held-out ones) are used.
+        horizon: predicted frames per clip.
+        context_frames: context frames per clip.
+        out: report folder.
+        max_clips: held-out clips evaluated.
+        batch_size: clips rolled out together.
+        temperature: token sampling temperature (0: argmax).
+        maskgit_steps: MaskGIT passes per frame.
+        num_inference_steps: diffusion decoder steps (default: the decoder's own).
+        seed: random seed of sampling and of the action shuffle.
+        val_fraction: held-out fraction of shards, as in training.
+        device: cpu or cuda.
+    """
+    from wm_video.evaluation import EvalConfig, evaluate_world_model, write_report
+    from wm_video.evaluation.report import markdown
+    from wm_video.world_model import WorldModel
+
+    if not model or not data:
+        raise ValueError("--model and --data are required")
+    wm = WorldModel.from_pretrained(model).to(device)
+    cfg = EvalConfig(horizon=horizon, context_frames=context_frames, max_clips=max_clips, batch_size=batch_size,
+                     temperature=temperature, maskgit_steps=maskgit_steps, num_inference_steps=num_inference_steps,
+                     seed=seed, val_fraction=val_fraction)
+    report = evaluate_world_model(wm, data, cfg)
+    report["model"] = str(model)
+    paths = write_report(report, out)
+    print(markdown(report))
+    print(f"wrote {', '.join(str(p) for p in paths)}")

@@ -1,0 +1,169 @@
+"""World-model evaluation protocol: open-loop rollouts on held-out clips, scored per horizon, with baselines.
+
+For every held-out clip long enough (``context_frames + horizon`` frames), the first ``context_frames`` frames
+and the actions between them are the context; the model then takes the clip's next ``horizon`` actions and
+its predicted frames are compared with the clip's own. Per horizon ``h = 1..H``:
+
+- ``psnr_db`` and ``ssim`` (torchmetrics, Gaussian 11x11, data range 2) of the rendered frame;
+- ``token_accuracy``: predicted tokens equal to the tokenizer's tokens of the true frame;
+- ``reward_mae`` against the clip's rewards, and ``termination_precision`` / ``termination_recall`` of the
+  predicted termination probability thresholded at 0.5 (over all clips and steps up to ``h``, when the data has
+  them).
+
+Baselines in the same run, on the same clips: ``copy_last_frame`` (the last context frame repeated, and its
+tokens), ``shuffled_actions`` (the model, each clip given another clip's actions: the gap to the model is its
+action sensitivity), and ``tokenizer_ceiling`` (PSNR of the tokenizer's own reconstruction of the true frame: the
+best any token prediction can reach). Sampling is seeded; every number records the protocol that made it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+from wm_video.models.tokenizer.model import to_model_frames
+from wm_video.utils import progress
+from wm_video.world_model import WorldModel
+from wm_video.world_model_env import WorldModelEnv
+
+
+@dataclass
+class EvalConfig:
+    """Args:
+        horizon: predicted frames per clip ``H``.
+        context_frames: context frames per clip.
+        max_clips: held-out clips evaluated (the first ones, in shard order).
+        batch_size: clips rolled out together.
+        temperature: token sampling temperature (0: argmax).
+        maskgit_steps: MaskGIT passes per frame.
+        num_inference_steps: diffusion decoder steps (default: the decoder's own).
+        seed: seeds token sampling, decoder noise and the action shuffle.
+        val_fraction: the held-out split (the last shards), as in training.
+    """
+
+    horizon: int = 8
+    context_frames: int = 4
+    max_clips: int = 64
+    batch_size: int = 8
+    temperature: float = 0.0
+    maskgit_steps: int = 8
+    num_inference_steps: int | None = None
+    seed: int = 0
+    val_fraction: float = 0.1
+    methods: list[str] = field(default_factory=lambda: ["model", "copy_last_frame", "shuffled_actions",
+                                                        "tokenizer_ceiling"])
+
+
+class HorizonScores:
+    """Sums per horizon step for one method."""
+
+    def __init__(self, horizon: int) -> None:
+        self.h = horizon
+        self.n = torch.zeros(horizon)
+        self.psnr = torch.zeros(horizon)
+        self.ssim = torch.zeros(horizon)
+        self.tok = torch.zeros(horizon)
+        self.reward_ae = torch.zeros(horizon)
+        self.term = torch.zeros(horizon, 3)  # true positives, predicted positives, actual positives
+
+    def add(self, i: int, pred: torch.Tensor, truth: torch.Tensor, tokens: torch.Tensor | None = None,
+            true_tokens: torch.Tensor | None = None, reward: torch.Tensor | None = None,
+            true_reward: torch.Tensor | None = None, term: torch.Tensor | None = None,
+            true_term: torch.Tensor | None = None) -> None:
+        mse = ((pred - truth) ** 2).flatten(1).mean(1)
+        self.psnr[i] += float((10 * torch.log10(4.0 / mse.clamp(min=1e-10))).sum())
+        self.ssim[i] += float(ssim(pred, truth, data_range=2.0, reduction="none").sum())
+        self.n[i] += len(pred)
+        if tokens is not None:
+            self.tok[i] += float((tokens == true_tokens).float().flatten(1).mean(1).sum())
+        if reward is not None and true_reward is not None:
+            self.reward_ae[i] += float((reward.float().cpu() - true_reward.float()).abs().sum())
+        if term is not None and true_term is not None:
+            p, t = term.float().cpu() >= 0.5, true_term.bool()
+            self.term[i] += torch.tensor([float((p & t).sum()), float(p.sum()), float(t.sum())])
+
+    def result(self, has_tokens: bool, has_outcomes: bool) -> dict[str, list[float]]:
+        n = self.n.clamp(min=1)
+        out = {"psnr_db": (self.psnr / n).tolist(), "ssim": (self.ssim / n).tolist()}
+        if has_tokens:
+            out["token_accuracy"] = (self.tok / n).tolist()
+        if has_outcomes:
+            out["reward_mae"] = (self.reward_ae / n).tolist()
+            cum = self.term.cumsum(0)  # precision / recall over all steps up to h
+            out["termination_precision"] = (cum[:, 0] / cum[:, 1].clamp(min=1)).tolist()
+            out["termination_recall"] = (cum[:, 0] / cum[:, 2].clamp(min=1)).tolist()
+        return out
+
+
+@torch.no_grad()
+def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_progress: bool | None = None) -> dict:
+    """Run the protocol of the module docstring on ``data``'s held-out shards; returns the report dict."""
+    from wm_video.training.run import heldout_loader
+
+    c, hz = cfg.context_frames, cfg.horizon
+    if not 1 <= c <= model.context_frames:
+        raise ValueError(f"context_frames must be in [1, {model.context_frames}] (the model's window), got {c}")
+    loader, shards = heldout_loader(data, cfg.val_fraction, cfg.batch_size)
+    scores = {m: HorizonScores(hz) for m in cfg.methods}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    clips = skipped = 0
+    has_outcomes = False
+    bar = progress(total=cfg.max_clips, desc="evaluating", unit="clip", enable=show_progress)
+    for batch in loader:
+        frames = batch["frames"]
+        if frames.shape[1] < c + hz:
+            skipped += len(frames)
+            continue
+        frames = frames[: cfg.max_clips - clips]
+        b = len(frames)
+        x = to_model_frames(frames[:, : c + hz])  # (b, c+H, 3, h, w)
+        actions = batch.get("actions")
+        actions = None if actions is None or model.action_type == "none" else actions[:b, : c + hz]
+        rewards, terms = batch.get("rewards"), batch.get("terminations")
+        has_outcomes = has_outcomes or rewards is not None
+        true_tokens = model.encode(x)
+        truth = x[:, c:]
+        for m in cfg.methods:
+            if m == "copy_last_frame":
+                for i in range(hz):
+                    scores[m].add(i, x[:, c - 1], truth[:, i], true_tokens[:, c - 1], true_tokens[:, c + i])
+                continue
+            if m == "tokenizer_ceiling":
+                recon = model.tokenizer.detokenize(true_tokens[:, c:]).clamp(-1, 1)
+                for i in range(hz):
+                    scores[m].add(i, recon[:, i], truth[:, i])
+                continue
+            acts = actions
+            if m == "shuffled_actions":
+                if acts is None or b < 2:
+                    continue
+                acts = acts[torch.roll(torch.arange(b), 1)]  # every clip gets its neighbour's actions
+            env = WorldModelEnv(model, cfg.maskgit_steps, cfg.temperature, None, cfg.num_inference_steps,
+                                generator=gen)
+            env.reset(frames[:, :c], None if acts is None else acts[:, : c - 1])
+            for i in range(hz):
+                out = env.step(None if acts is None else acts[:, c - 1 + i])
+                scores[m].add(i, out.frames.cpu(), truth[:, i], out.tokens.cpu(), true_tokens[:, c + i].cpu(),
+                              out.rewards, None if rewards is None else rewards[:b, c - 1 + i],
+                              out.terminations, None if terms is None else terms[:b, c - 1 + i])
+        clips += b
+        bar.update(b)
+        if clips >= cfg.max_clips:
+            break
+    bar.close()
+    if clips == 0:
+        raise ValueError(f"{data}: no held-out clip has the {c + hz} frames the protocol needs (context {c} + "
+                         f"horizon {hz}); {skipped} clips were too short")
+    results = {m: s.result(m != "tokenizer_ceiling", has_outcomes and m in ("model", "shuffled_actions"))
+               for m, s in scores.items() if s.n.sum() > 0}
+    return {"data": str(data), "heldout_shards": shards, "clips": clips, "skipped_short_clips": skipped,
+            "horizons": list(range(1, hz + 1)), "results": results,
+            "protocol": {"name": "open-loop rollout on held-out clips", "module": __name__, **asdict(cfg),
+                         "decoder": "diffusion" if model.decoder is not None else "vq",
+                         "termination_threshold": 0.5, "ssim": "torchmetrics gaussian 11x11, data_range 2",
+                         "machine": platform.machine(), "torch": torch.__version__,
+                         "date": datetime.date.today().isoformat()}}
