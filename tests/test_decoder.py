@@ -172,3 +172,20 @@ def test_bad_configs_and_folders_are_clear_errors(tmp_path):
         (tmp_path / "empty").mkdir()
         (tmp_path / "empty" / "config.json").write_text("{}")
         DiffusionDecoder.from_pretrained(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_residual_sampling_starts_from_the_token_render(residual, monkeypatch):
+    """With a network that predicts nothing, one step returns (nearly) the token render in residual mode and
+    (nearly) zeros otherwise: the residual is added to the render."""
+    tok = make_tokenizer()
+    kw = {} if residual else dict(residual=False, sigma_data=0.5, sigma_max=80.0)
+    dec = make_decoder(tok, **kw)
+    monkeypatch.setattr(dec.network, "forward", lambda x_in, sigma, cond: torch.zeros_like(x_in))
+    tokens = random_tokens(t=1)
+    out = dec.render(tokens, num_inference_steps=1, generator=seeded(0))
+    render = tok.detokenize(tokens).clamp(-1, 1)
+    expected = render if residual else torch.zeros_like(render)
+    assert (out - expected).abs().max() < 0.05
+    with pytest.raises(ValueError, match="'residual' needs 'token_render'"):
+        DecoderConfig(token_render=False, residual=True)

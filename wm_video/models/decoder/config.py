@@ -28,6 +28,10 @@ class DecoderConfig:
             upsampled to pixel resolution) concatenated to the UNet input.
         token_render: also concatenate the token renderer's RGB image (the tokenizer decoder's output for these
             tokens): the denoiser then only has to add what the VQ decoder blurs away.
+        residual: diffuse the residual ``frame - token render`` instead of the frame (needs ``token_render``): the
+            sampler's output is added to the render, so even one step starts from the VQ decoder's mean estimate
+            and the denoiser only models the detail it lacks, a signal of far smaller variance (set
+            ``sigma_data`` to about its standard deviation).
         train_token_render: fine-tune the copied tokenizer decoder with the denoiser (off: it stays frozen, which
             keeps training cheap and the render equal to the tokenizer's own reconstruction).
         prev_frame: condition on the previous frame (3 more input channels) for temporal consistency.
@@ -56,6 +60,7 @@ class DecoderConfig:
     norm_groups: int = 32
     embed_channels: int = 8
     token_render: bool = True
+    residual: bool = False
     train_token_render: bool = False
     prev_frame: bool = False
     prev_noise: float = 0.1
@@ -79,6 +84,8 @@ class DecoderConfig:
                 raise ValueError(f"decoder: field 'norm_groups'={self.norm_groups} does not divide width {width}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"decoder: field 'sampler' must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.residual and not self.token_render:
+            raise ValueError("decoder: field 'residual' needs 'token_render' (the residual is taken from the render)")
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError(f"decoder: needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
 

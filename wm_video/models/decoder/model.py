@@ -126,6 +126,8 @@ class DiffusionDecoder(nn.Module, PyTorchModelHubMixin):
             prev = prev * (torch.rand(n, 1, 1, 1, device=prev.device) >= self.config.prev_drop)
         x = frames.flatten(0, 1)
         cond = self.conditioning(tokens.flatten(0, 1), prev)
+        if self.config.residual:
+            x = x - cond[:, :3]  # the detail the token render lacks
         c = self.config
         sigma = torch.exp(c.p_mean + c.p_std * torch.randn(x.shape[0], device=x.device))
         denoised = self.denoise(x + sigma.view(-1, 1, 1, 1) * torch.randn_like(x), sigma, cond)
@@ -159,6 +161,8 @@ class DiffusionDecoder(nn.Module, PyTorchModelHubMixin):
             cond = self.conditioning(tok, prev)
             x = sample(lambda x_in, s: self.network(x_in, s, cond), (tok.shape[0], 3, res, res), self.config, steps,
                        sampler, generator, device)
+            if self.config.residual:
+                x = x + cond[:, :3]
             return x.clamp(-1, 1)
 
         if not self.config.prev_frame:
