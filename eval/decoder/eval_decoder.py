@@ -60,10 +60,22 @@ class Scores:
                 "hf_ratio": self.hf / max(self.hf_truth, 1e-12), "frames_per_s": frames / max(self.seconds, 1e-9)}
 
 
+def write_grid(path: str, rows: list[torch.Tensor], scale: int = 3) -> None:
+    """Rows of frames ``(n, 3, h, w)`` in [-1, 1] as one PNG, upscaled for viewing."""
+    import numpy as np
+    from PIL import Image
+
+    from wm_video.training.decoder_module import sample_grid
+
+    img = (sample_grid(rows) * 255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(np.kron(img, np.ones((scale, scale, 1), np.uint8))).save(path)
+
+
 @torch.no_grad()
 def evaluate(decoder: str, tokenizer: str, data: str, steps: list[int], sampler: str | None = None,
              val_fraction: float = 0.1, max_clips: int = 32, batch_size: int = 8, seed: int = 0,
-             prev_frame: bool = False, feature_distance: bool = False, feature_weights: str | None = None) -> dict:
+             prev_frame: bool = False, feature_distance: bool = False, feature_weights: str | None = None,
+             grid: str | None = None) -> dict:
     dec = DiffusionDecoder.from_pretrained(decoder).eval()
     tok = VQTokenizer.from_pretrained(tokenizer).eval()
     dec.check_tokenizer(tok, tokenizer)
@@ -92,9 +104,13 @@ def evaluate(decoder: str, tokenizer: str, data: str, steps: list[int], sampler:
             if prev_frame and dec.config.prev_frame:
                 out = dec.render(tokens, num_inference_steps=s, sampler=sampler, generator=gen)
             else:  # every frame as a first frame: the tokens are the only condition
-                out = dec.render(tokens.flatten(0, 1)[:, None], num_inference_steps=s, sampler=sampler, generator=gen)
+                out = dec.render(tokens.flatten(0, 1)[:, None], num_inference_steps=s, sampler=sampler,
+                                 generator=gen).view_as(x)
             secs[f"diffusion_{s}_steps"] = time.perf_counter() - t0
             outs[f"diffusion_{s}_steps"] = out
+        if grid and clips == 0:  # rows: truth, VQ decoder, then each step count; 8 frames of different clips
+            pick = lambda v: v[:, -1]  # noqa: E731  (the last frame of each clip)
+            write_grid(grid, [pick(x)] + [pick(outs[m]) for m in methods])
         for m in methods:
             out = outs[m].flatten(0, 1)
             scores[m].update(out, truth, secs[m])
@@ -137,10 +153,11 @@ def main() -> None:
     p.add_argument("--prev-frame", action="store_true", help="render clips sequentially on the previous render")
     p.add_argument("--feature-distance", action="store_true", help="also FD-EffNetLite0 (needs its weights)")
     p.add_argument("--feature-weights", default=None, help="local EfficientNet-Lite0 weights (default: package)")
+    p.add_argument("--grid", default=None, help="write a PNG: truth, VQ decoder and each step count, in rows")
     p.add_argument("--out", default=None, help="also write the JSON here")
     a = p.parse_args()
     emit_json(evaluate(a.decoder, a.tokenizer, a.data, a.steps, a.sampler, a.val_fraction, a.max_clips, a.batch_size,
-                       a.seed, a.prev_frame, a.feature_distance, a.feature_weights), a.out)
+                       a.seed, a.prev_frame, a.feature_distance, a.feature_weights, a.grid), a.out)
 
 
 if __name__ == "__main__":
