@@ -40,6 +40,7 @@ VERBS: dict[str, Any] = {
     },
     "generate": "wm_video.commands.generate:generate",
     "eval": "wm_video.commands.evaluate:evaluate",
+    "export": "wm_video.commands.export:export",
     "demo": "wm_video.commands.demo:demo",
 }
 

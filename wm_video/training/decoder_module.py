@@ -143,6 +143,7 @@ def train_decoder(cfg: DecoderTrainConfig, data: str | Path, tokenizer: str | Pa
     from wm_video.data.reader import load_dataset_info
 
     info = load_dataset_info(data)
+    L.seed_everything(cfg.trainer.seed, verbose=False)  # weights init from trainer.seed, not torch's random start
     if info.frame_storage == "tokens":
         raise ValueError(f"{data} holds tokens; the decoder trains on frames (pass the dataset the tokens were made "
                          f"from: {info.source.get('tokenized_from', 'see its dataset.json')})")

@@ -139,6 +139,7 @@ def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path, out: str | Path) 
     from wm_video.data.reader import load_dataset_info
 
     info = load_dataset_info(data)
+    L.seed_everything(cfg.trainer.seed, verbose=False)  # weights init from trainer.seed, not torch's random start
     finetuning = None
     if cfg.finetune.init_from:
         finetuning = Finetuning(cfg, data)

@@ -2,17 +2,32 @@
 
 A run folder holds ``checkpoints/`` (``last.ckpt`` plus every ``checkpoint_every_n_steps``), ``tb/`` (or the
 chosen logger's files) and, at the end, ``export/`` (``config.json`` + ``model.safetensors``). Rerunning the
-same command in the same folder resumes from ``checkpoints/last.ckpt``, data stream position included.
+same command in the same folder resumes from the newest complete checkpoint there, data stream position
+included (:mod:`wm_video.training.checkpointing`); a different model or stream config is refused, naming the
+fields. A run stopped by the preemption signal exits with status 75 after its checkpoint (and, under SLURM,
+after requeueing its job); it exports only when training is over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 from wm_video.data.loader import ClipLoader, LoaderConfig
+from wm_video.training.checkpointing import (
+    Preempted,
+    check_resume_compatible,
+    find_resume_checkpoint,
+    preemption_callback,
+    replace_dir,
+    requeue_slurm_job,
+    weights_only_loads,
+)
+from wm_video.training.strategy import DEEPSPEED
 from wm_video.training.trainer import TrainerConfig, build_trainer
 
 log = logging.getLogger(__name__)
@@ -26,16 +41,17 @@ def split_shards(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
     return list(range(n - n_val)), list(range(n - n_val, n))
 
 
-def make_loaders(data: str | Path, cfg: LoaderConfig, num_shards: int, val_fraction: float
-                 ) -> tuple[ClipLoader, ClipLoader | None, list[int], list[int]]:
-    """Training loader over the first shards and a plain, ordered validation loader over the held-out ones."""
+def make_loaders(data: str | Path, cfg: LoaderConfig, num_shards: int, val_fraction: float, rank: int | None = None,
+                 world: int | None = None) -> tuple[ClipLoader, ClipLoader | None, list[int], list[int]]:
+    """Training loader over the first shards and a plain, ordered validation loader over the held-out ones;
+    ``rank`` / ``world``: this process's data-parallel place (default: from the launcher's environment)."""
     train_idx, val_idx = split_shards(num_shards, val_fraction)
-    train = ClipLoader(data, cfg, shards=train_idx)
+    train = ClipLoader(data, cfg, shards=train_idx, rank=rank, world=world)
     val = None
     if val_idx:
         val_cfg = dataclasses.replace(cfg, resampled=False, shuffle_buffer=0, drop_last=False,
                                       num_workers=min(cfg.num_workers, len(val_idx)))
-        val = ClipLoader(data, val_cfg, shards=val_idx)
+        val = ClipLoader(data, val_cfg, shards=val_idx, rank=rank, world=world)
     return train, val, train_idx, val_idx
 
 
@@ -54,17 +70,73 @@ def heldout_loader(data: str | Path, val_fraction: float = 0.1, batch_size: int 
 def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, loader_cfg: LoaderConfig,
                    num_shards: int, val_fraction: float, val_batches: int, out: str | Path, what: str,
                    callbacks: list[Any] | None = None) -> Path:
-    """Fit ``module`` (whose ``.model`` has ``save_pretrained``) on ``data``, resuming from ``out``'s
-    ``last.ckpt`` when there is one, and export the model to ``out/export``; returns the export folder."""
-    train, val, train_idx, val_idx = make_loaders(data, loader_cfg, num_shards, val_fraction)
+    """Fit ``module`` (whose ``.model`` has ``save_pretrained``) on ``data``, resuming from the newest complete
+    checkpoint in ``out/checkpoints`` when there is one, and export the model to ``out/export``; returns the
+    export folder. Raises :class:`~wm_video.training.checkpointing.Preempted` (exit status 75) when the
+    preemption signal stopped training."""
     trainer_cfg = dataclasses.replace(trainer_cfg, run_dir=str(out))
-    trainer = build_trainer(trainer_cfg, callbacks=callbacks, limit_val_batches=val_batches if val else 0)
-    last = Path(out) / "checkpoints" / "last.ckpt"
+    trainer = build_trainer(trainer_cfg, callbacks=[*(callbacks or []), _validation_from_the_start()],
+                            limit_val_batches=val_batches if val_fraction > 0 else 0)
+    # Lightning knows each process's place before it starts the process group (launchers set it in the
+    # environment; when Lightning spawns the processes itself only its own bookkeeping has it).
+    rank, world = trainer.node_rank * trainer.num_devices + trainer.local_rank, trainer.world_size
+    train, val, train_idx, val_idx = make_loaders(data, loader_cfg, num_shards, val_fraction, rank, world)
+    if not val:
+        trainer.limit_val_batches = 0
+    found = find_resume_checkpoint(out)
+    if found:
+        path, meta = found
+        check_resume_compatible(path, meta, dict(module.hparams).get("config"), world)
+    ckpt = str(found[0]) if found else None
     log.info("training %s: %d train shards, %d held-out; %s", what, len(train_idx), len(val_idx),
-             f"resuming from {last}" if last.exists() else "from scratch")
-    trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(last) if last.exists() else None,
-                weights_only=True)  # checkpoints hold plain values only: never unpickle code
+             f"resuming from {ckpt} (step {int(found[1]['global_step'])})" if found else "from scratch")
+    # Checkpoints hold plain values only: never unpickle code (DeepSpeed's own loads included).
+    with weights_only_loads() if trainer_cfg.strategy in DEEPSPEED else contextlib.nullcontext():
+        trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=ckpt, weights_only=True)
+    preemption = preemption_callback(trainer)
+    if preemption is not None and preemption.preempted:
+        if trainer.is_global_zero and trainer_cfg.requeue:
+            requeue_slurm_job()
+        # No rank exits before the requeue: srun --kill-on-bad-exit would end rank 0 before it requeued the job.
+        trainer.strategy.barrier("requeued")
+        log.warning("%s training stopped at step %d by the preemption signal; rerun to resume", what,
+                    trainer.global_step)
+        raise Preempted()
     export = Path(out) / "export"
     if trainer.is_global_zero:
-        module.model.save_pretrained(export)
+        if trainer_cfg.strategy in DEEPSPEED:
+            # ZeRO holds the fp32 weights sharded (stage 3 the parameters too): merge last.ckpt's shards instead
+            # of saving the (partitioned, or bf16) module copy.
+            from wm_video.training.consolidate import export_part
+
+            export_part(Path(out) / "checkpoints" / "last.ckpt", export)
+        else:
+            export_model(module.model, export)
+    trainer.strategy.barrier("export")
     return export
+
+
+def _validation_from_the_start() -> Any:
+    from lightning.pytorch.callbacks import Callback
+
+    class ValidationFromTheStart(Callback):
+        """Every validation run reads the same first ``val_batches`` held-out batches: a run cut short by
+        ``limit_val_batches`` would otherwise leave the stream where it stopped, and the next run (or a resumed
+        run, which skips the sanity check) would score other clips."""
+
+        def on_validation_start(self, trainer, pl_module) -> None:
+            loaders = trainer.val_dataloaders
+            for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
+                if hasattr(loader, "set_epoch"):
+                    loader.set_epoch(0)
+
+    return ValidationFromTheStart()
+
+
+def export_model(model: Any, export: Path) -> None:
+    """``model.save_pretrained`` into a temporary folder, renamed to ``export`` when complete."""
+    tmp = export.with_name(export.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    replace_dir(tmp, export)

@@ -128,6 +128,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path, out: str | Path
     from wm_video.data.reader import load_dataset_info
 
     info = load_dataset_info(data)
+    L.seed_everything(cfg.trainer.seed, verbose=False)  # weights init from trainer.seed, not torch's random start
     res = cfg.model.resolution
     if info.resolution != [res, res]:
         raise ValueError(f"{data}: frames are {info.resolution[0]}x{info.resolution[1]} but the tokenizer is built "

@@ -1,15 +1,22 @@
 """One Lightning Trainer set-up, built from :class:`TrainerConfig`, for every model's training.
 
 Model code stays plain PyTorch; each part's LightningModule wraps its ``compute_loss(batch)`` and is handed
-to :func:`build_trainer`. Precision ``auto`` means bf16-mixed on GPUs and fp32 on CPUs. On a terminal the
-progress bar shows; under SLURM batch jobs (or ``progress: log``) plain log lines are printed instead, since
-a redrawn bar turns into noise in a log file.
+to :func:`build_trainer`. Everything about scale is applied here, from the config, in this order (torchtitan's):
+activation checkpointing and ``torch.compile`` on the plain model (:mod:`.parallelize`), then the strategy's
+wrapping (:mod:`.strategy`: DDP or DeepSpeed ZeRO 1/2/3 with offload variants), precision, gradient accumulation
+and clipping; fused AdamW on CUDA comes from :mod:`.optim`. Precision ``auto`` means bf16-mixed on GPUs and fp32
+on CPUs. A strategy the hardware cannot run, or a launcher (``srun``, ``torchrun``) whose process count does not
+match ``devices`` x ``num_nodes``, is an error before any process group starts.
+
+Checkpoints (:mod:`.checkpointing`): every ``checkpoint_every_n_steps``, on the preemption signal and at the end,
+written atomically; the last ``keep_last_k`` are kept besides ``last.ckpt``. On a terminal the progress bar
+shows; under SLURM batch jobs (or ``progress: log``) plain log lines are printed instead, since a redrawn bar
+turns into noise in a log file.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,7 +38,9 @@ class TrainerConfig:
         accelerator: ``auto``, ``cpu`` or ``gpu``.
         devices: devices per node (``auto``, a count, or ``-1`` for all).
         num_nodes: nodes (SLURM sets the rest of the topology).
-        strategy: ``auto``, ``ddp`` (the scale-out work adds DeepSpeed variants).
+        strategy: ``auto``, ``ddp``, ``deepspeed_stage_1``, ``deepspeed_stage_2``, ``deepspeed_stage_3``,
+            ``deepspeed_stage_2_offload`` (optimizer states in CPU memory) or ``deepspeed_stage_3_offload``
+            (parameters too). DeepSpeed needs CUDA GPUs; on CPUs use ``ddp``.
         precision: ``auto`` (bf16-mixed on GPU, 32-true on CPU), or any Lightning precision string.
         max_steps: optimizer steps to train for.
         max_minutes: also stop after this much wall-clock training time (None: no limit).
@@ -44,9 +53,21 @@ class TrainerConfig:
         checkpoint_every_n_steps: save a checkpoint this often (also ``last.ckpt``).
         keep_last_k: checkpoints kept besides ``last.ckpt``.
         grad_clip: gradient norm clip (None: off).
-        accumulate_grad_batches: batches per optimizer step.
+        accumulate_grad_batches: batches per optimizer step (the effective batch is
+            ``loader.batch_size x accumulate_grad_batches x devices x num_nodes``).
+        activation_checkpointing: recompute activations in the backward pass (less memory, about one more
+            forward of compute), through the model's own gradient-checkpointing switches.
+        compile: ``torch.compile`` each repeated block of the model (not with DeepSpeed).
+        compile_mode: ``torch.compile`` mode (None: default; ``max-autotune`` and others).
+        find_unused_parameters: DDP looks for parameters without gradients each step (slower; needed only when
+            some parameters get no gradient in a step, e.g. a discriminator before it starts).
+        preemption_signal: signal name (``SIGUSR1``) that means "checkpoint and stop": ``sbatch
+            --signal=SIGUSR1@120`` sends it 120 s before the time limit or on preemption; under SLURM the job is
+            then requeued (``sbatch --requeue``) and resumes. None: no handler.
+        requeue: under SLURM, requeue the job after a preemption checkpoint.
         progress: ``auto`` (bar on terminals, log lines in batch jobs), ``bar`` or ``log``.
-        seed: global seed for torch, numpy and Python.
+        seed: global seed for torch, numpy and Python (each training batch reseeds from it, the rank and the
+            batch count, so resumed runs draw the same random numbers).
     """
 
     accelerator: str = "auto"
@@ -66,21 +87,40 @@ class TrainerConfig:
     keep_last_k: int = 3
     grad_clip: float | None = 1.0
     accumulate_grad_batches: int = 1
+    activation_checkpointing: bool = False
+    compile: bool = False
+    compile_mode: str | None = None
+    find_unused_parameters: bool = False
+    preemption_signal: str | None = "SIGUSR1"
+    requeue: bool = True
     progress: str = "auto"
     seed: int = 0
 
     def validate(self) -> None:
+        import signal
+
+        from wm_video.training.strategy import check_strategy_name
+
         if self.logger not in ("tensorboard", "wandb", "csv", "none"):
             raise ValueError(f"trainer: field 'logger' must be tensorboard, wandb, csv or none, got {self.logger!r}")
         if self.progress not in ("auto", "bar", "log"):
             raise ValueError(f"trainer: field 'progress' must be auto, bar or log, got {self.progress!r}")
+        if self.preemption_signal is not None and not isinstance(getattr(signal, self.preemption_signal, None),
+                                                                 signal.Signals):
+            raise ValueError(f"trainer: field 'preemption_signal' must be a signal name such as SIGUSR1, "
+                             f"got {self.preemption_signal!r}")
+        if self.accumulate_grad_batches < 1 or self.checkpoint_every_n_steps < 1 or self.keep_last_k < 1:
+            raise ValueError("trainer: fields 'accumulate_grad_batches', 'checkpoint_every_n_steps' and 'keep_last_k' "
+                             "must be >= 1")
+        check_strategy_name(self)
 
 
 def resolve_precision(cfg: TrainerConfig) -> str:
+    from wm_video.training.strategy import on_gpu
+
     if cfg.precision != "auto":
         return cfg.precision
-    on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if on_gpu else "32-true"
+    return "bf16-mixed" if on_gpu(cfg) else "32-true"
 
 
 def make_logger(cfg: TrainerConfig) -> Any:
@@ -139,32 +179,28 @@ def _stream_lookahead_callback() -> Any:
     return StreamLookahead()
 
 
-def _save_last_on_end_callback(run_dir: str) -> Any:
-    from lightning.pytorch.callbacks import Callback
-
-    class SaveLastOnEnd(Callback):
-        """Refresh ``checkpoints/last.ckpt`` when training ends for any reason (``max_steps`` between two
-        checkpoint steps, ``max_minutes``, a stop signal), so rerunning the command resumes from the last
-        trained step. Written to a temporary name first, then renamed: a crash mid-write leaves the old one."""
-
-        def on_train_end(self, trainer, pl_module) -> None:
-            last = Path(run_dir) / "checkpoints" / "last.ckpt"
-            tmp = last.with_name("last.ckpt.tmp")
-            trainer.save_checkpoint(str(tmp))
-            if trainer.is_global_zero:
-                os.replace(tmp, last)
-            trainer.strategy.barrier("save_last_on_end")
-
-    return SaveLastOnEnd()
-
-
 def build_trainer(cfg: TrainerConfig, callbacks: list[Any] | None = None, **overrides: Any) -> Any:
-    """A ``lightning.Trainer`` for ``cfg``; ``callbacks`` are added to the standard ones (checkpointing,
-    learning-rate monitor, progress display); ``overrides`` go to the Trainer as they are."""
+    """A ``lightning.Trainer`` for ``cfg``; ``callbacks`` are added to the standard ones (checkpointing, resume
+    and preemption, parallelism switches, learning-rate monitor, progress display); ``overrides`` go to the
+    Trainer as they are. Raises :class:`~wm_video.training.strategy.LaunchError` for a strategy or launch this
+    machine cannot run, before any process group starts."""
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
+    from wm_video.training import checkpointing
+    from wm_video.training.parallelize import parallelize_callback
+    from wm_video.training.strategy import (
+        DEEPSPEED,
+        build_strategy,
+        check_launch,
+        check_strategy,
+        launcher_topology,
+        resolve_devices,
+    )
+
     cfg.validate()
+    check_strategy(cfg)
+    check_launch(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     logger = make_logger(cfg)
@@ -172,16 +208,29 @@ def build_trainer(cfg: TrainerConfig, callbacks: list[Any] | None = None, **over
     cbs: list[Any] = [
         ModelCheckpoint(dirpath=str(Path(cfg.run_dir) / "checkpoints"), filename="step-{step:08d}",
                         every_n_train_steps=cfg.checkpoint_every_n_steps, save_top_k=cfg.keep_last_k,
-                        monitor="step", mode="max", save_last=True, auto_insert_metric_name=False),
+                        monitor="step", mode="max", save_last=True, auto_insert_metric_name=False,
+                        enable_version_counter=False),  # a resumed run overwrites last.ckpt, no last-v1.ckpt
     ]
     if logger:
         cbs.append(LearningRateMonitor(logging_interval="step"))
     cbs.append(TQDMProgressBar() if show_bar else _log_lines_callback())
     cbs.append(_stream_lookahead_callback())
-    cbs.append(_save_last_on_end_callback(cfg.run_dir))
+    cbs += checkpointing.callbacks(cfg.run_dir, cfg.seed, cfg.preemption_signal)
+    if cfg.activation_checkpointing or cfg.compile:
+        cbs.append(parallelize_callback(cfg.activation_checkpointing, cfg.compile, cfg.compile_mode))
     cbs += callbacks or []
+    plugins: list[Any] = []
+    if cfg.strategy not in DEEPSPEED:  # DeepSpeed writes its own folders (atomically, see strategy.py)
+        plugins.append(checkpointing.atomic_checkpoint_io())
+    topo = launcher_topology()
+    if topo is not None and topo[0] == "srun":
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        # Topology from SLURM; no Lightning requeue handler: the Preemption callback checkpoints at a step boundary.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     kwargs: dict[str, Any] = dict(
-        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=cfg.strategy,
+        accelerator=cfg.accelerator, devices=resolve_devices(cfg), num_nodes=cfg.num_nodes,
+        strategy=build_strategy(cfg), plugins=plugins,
         precision=resolve_precision(cfg), max_steps=cfg.max_steps, val_check_interval=cfg.val_check_interval,
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None, check_val_every_n_epoch=None,
         limit_val_batches=cfg.limit_val_batches, log_every_n_steps=cfg.log_every_n_steps, logger=logger,

@@ -1,0 +1,122 @@
+"""Training checkpoints to release weights: a Lightning ``.ckpt`` file or a DeepSpeed ZeRO folder in, a part's
+export (``config.json`` + ``model.safetensors``, what ``from_pretrained`` reads) out.
+
+ZeRO shards the fp32 master weights (and with stage 3 the parameters) over the ranks that trained; DeepSpeed's
+``zero_to_fp32`` utilities merge them back into one full fp32 state dict, on one CPU process, whatever the
+number of ranks was. Every file is read with ``weights_only=True`` (DeepSpeed's own loads included, see
+:class:`~wm_video.training.checkpointing.weights_only_loads`).
+
+Which model a checkpoint holds: each checkpoint written through :func:`wm_video.training.build_trainer` records
+``export`` = the part's class and its actual config (the decoder's, say, includes its tokenizer's config and
+fingerprint, which the run config does not), so :func:`export_part` rebuilds exactly that model. A whole world
+model's export can call :func:`export_part` once per part folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wm_video.training.checkpointing import load_checkpoint_meta, replace_dir, weights_only_loads
+
+log = logging.getLogger(__name__)
+
+MODULE_ATTR = "model"  # the LightningModule attribute that holds the exported part (every *_module.py)
+_WRAPPER_PREFIXES = ("_forward_module.", "module.")  # Lightning's and DeepSpeed's wrappers, when they show
+PART_CLASSES = {  # export config class -> model class, for checkpoints written before ``export`` was recorded
+    "wm_video.models.tokenizer.config:TokenizerConfig": "wm_video.models.tokenizer.model:VQTokenizer",
+    "wm_video.models.dynamics.config:DynamicsConfig": "wm_video.models.dynamics.model:DynamicsModel",
+    "wm_video.models.decoder.config:DecoderConfig": "wm_video.models.decoder.model:DiffusionDecoder",
+}
+
+
+def export_info(model: nn.Module) -> dict[str, Any]:
+    """What rebuilds ``model`` from plain values: ``{"target": "module:Class", "config": {...}}``."""
+    cls = type(model)
+    config = model.config
+    return {"target": f"{cls.__module__}:{cls.__qualname__}",
+            "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)}
+
+
+def _import(target: str) -> Any:
+    module, name = target.split(":")
+    if not module.startswith("wm_video.models."):  # a checkpoint names a class; only the project's models load
+        raise ValueError(f"checkpoint names {target!r}: only classes under wm_video.models are exported")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_state_dict(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(full fp32-or-saved-dtype state dict of the LightningModule, checkpoint dict without weights)``."""
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint (a .ckpt file or a DeepSpeed checkpoint folder)")
+    if path.is_dir():
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        meta = load_checkpoint_meta(path)
+        with weights_only_loads():
+            state = get_fp32_state_dict_from_zero_checkpoint(str(path))
+        return dict(state), meta
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if "state_dict" not in ckpt:
+        raise ValueError(f"{path}: no 'state_dict' in this file; not a Lightning training checkpoint")
+    return ckpt.pop("state_dict"), ckpt
+
+
+def part_state_dict(state: dict[str, torch.Tensor], attr: str = MODULE_ATTR) -> dict[str, torch.Tensor]:
+    """The entries of the LightningModule's ``attr`` submodule, without the prefix (training-only networks such as
+    a discriminator are left out)."""
+    out = {}
+    for key, value in state.items():
+        for wrapper in _WRAPPER_PREFIXES:
+            if key.startswith(wrapper):
+                key = key[len(wrapper):]
+        if key.startswith(attr + "."):
+            out[key[len(attr) + 1:]] = value
+    return out
+
+
+def _rebuild(meta: dict[str, Any], path: Path) -> nn.Module:
+    info = meta.get("export")
+    if info is None:  # older checkpoints: match the run config's model section against the part configs
+        model_cfg = ((meta.get("hyper_parameters") or {}).get("config") or {}).get("model")
+        if not isinstance(model_cfg, dict):
+            raise ValueError(f"{path}: neither 'export' nor hyper_parameters.config.model; cannot tell which model "
+                             "this checkpoint holds")
+        for cfg_target, model_target in PART_CLASSES.items():
+            fields = {f.name for f in dataclasses.fields(_import(cfg_target))}
+            if set(model_cfg) <= fields:
+                info = {"target": model_target, "config": model_cfg}
+                break
+        else:
+            raise ValueError(f"{path}: hyper_parameters.config.model matches no part config ({sorted(model_cfg)})")
+    cls = _import(info["target"])
+    return cls(info["config"])
+
+
+def export_part(checkpoint: str | Path, out: str | Path) -> Path:
+    """Consolidate ``checkpoint`` (``.ckpt`` file or ZeRO folder) into the part's export folder ``out``
+    (written under a temporary name, then renamed); returns ``out``."""
+    path, out = Path(checkpoint), Path(out)
+    state, meta = load_state_dict(path)
+    model = _rebuild(meta, path)
+    weights = part_state_dict(state)
+    result = model.load_state_dict(weights, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"{path}: weights do not fit {type(model).__name__}: missing {result.missing_keys[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}")
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    replace_dir(tmp, out)
+    log.info("exported %s (step %s) from %s to %s", type(model).__name__, meta.get("global_step"), path, out)
+    return out
