@@ -173,3 +173,24 @@ def test_eval_cli_scores_horizons_with_baselines_and_writes_the_report(tmp_path,
     assert main(["eval", "--model", str(tmp_path / "wm"), "--data", str(tmp_path / "ds"), "--horizon", "9",
                  "--out", str(out), "--val-fraction", "0.5"]) == 2
     assert "no held-out clip has the 13 frames" in capsys.readouterr().err
+
+
+def test_export_assembles_a_world_model_from_part_and_run_folders(tmp_path, capsys):
+    wm = make_world_model()
+    wm.tokenizer.save_pretrained(tmp_path / "tok")  # an export folder
+    wm.dynamics.save_pretrained(tmp_path / "dyn_run" / "export")  # a run folder
+    wm.decoder.save_pretrained(tmp_path / "dec")
+    write_dataset(tmp_path / "ds", shards=1, clips_per_shard=1, t=4, size=32)
+    args = ["export", "--tokenizer", str(tmp_path / "tok"), "--dynamics", str(tmp_path / "dyn_run"),
+            "--out", str(tmp_path / "wm")]
+    assert main([*args, "--decoder", str(tmp_path / "dec"), "--data", str(tmp_path / "ds")]) == 0
+    loaded = WorldModel.from_pretrained(tmp_path / "wm")
+    assert loaded.decoder is not None and loaded.info.action_space == {"kind": "discrete", "n": 6}
+    index = json.loads((tmp_path / "wm" / "world_model.json").read_text())
+    assert index["stats"]["actions"] and index["source"]["data"] == str(tmp_path / "ds")
+    make_tokenizer(seed=1).save_pretrained(tmp_path / "tok_other")
+    capsys.readouterr()
+    assert main(["export", "--tokenizer", str(tmp_path / "tok_other"), "--dynamics", str(tmp_path / "dyn_run"),
+                 "--decoder", str(tmp_path / "dec"), "--out", str(tmp_path / "wm2")]) == 2
+    assert "different weights" in capsys.readouterr().err and not (tmp_path / "wm2").exists()
+    assert main(["export", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "wm3")]) == 2

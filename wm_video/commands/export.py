@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 
-def export(checkpoint: str | None = None, out: str | None = None) -> None:
-    """Consolidate a training checkpoint into a part's export folder (config.json + model.safetensors).
+def export(checkpoint: str | None = None, out: str | None = None, tokenizer: str | None = None,
+           dynamics: str | None = None, decoder: str | None = None, data: str | None = None) -> None:
+    """Consolidate a training checkpoint into a part's export folder (config.json + model.safetensors), or, with
+    --tokenizer and --dynamics, assemble a world-model folder from the parts.
+
+    World-model mode: each part may be an export folder, a run folder (its export/ is used) or a training
+    checkpoint (consolidated first); --decoder is optional (frames then come from the VQ decoder). --data, the
+    dataset the parts were trained on (frames or tokens), gives the index its fps, action space and statistics.
+    The parts are checked to fit together before anything is written.
 
     A DeepSpeed ZeRO checkpoint (a folder such as OUT/checkpoints/last.ckpt/ written by a deepspeed_stage_*
     strategy) has its shards merged into full fp32 weights on this machine's CPU, whatever the number of ranks
@@ -14,14 +21,70 @@ def export(checkpoint: str | None = None, out: str | None = None) -> None:
 
     Example:
         wm-video export --checkpoint runs/dyn_base/checkpoints/last.ckpt --out runs/dyn_base/export
+        wm-video export --tokenizer runs/tok --dynamics runs/dyn --decoder runs/dec --data data/pong --out runs/wm
 
     Args:
         checkpoint: a .ckpt file or a DeepSpeed checkpoint folder.
         out: export folder to write (replaced when it exists, once the new one is complete).
+        tokenizer: world-model mode: the tokenizer (export folder, run folder or checkpoint).
+        dynamics: world-model mode: the dynamics model (export folder, run folder or checkpoint).
+        decoder: world-model mode: the diffusion decoder (optional).
+        data: world-model mode: the training dataset folder (fps, action space, statistics for the index).
     """
     from wm_video.training.consolidate import export_part
 
-    if not (checkpoint and out):
-        raise ValueError("--checkpoint and --out are both required")
+    if not out:
+        raise ValueError("--out is required")
+    if tokenizer or dynamics or decoder:
+        if checkpoint:
+            raise ValueError("give either --checkpoint (one part) or --tokenizer/--dynamics[/--decoder] (a world "
+                             "model)")
+        if not (tokenizer and dynamics):
+            raise ValueError("a world model needs both --tokenizer and --dynamics")
+        path = export_world_model(tokenizer, dynamics, decoder, data, out)
+        print(f"world model exported to {path}")
+        return
+    if not checkpoint:
+        raise ValueError("--checkpoint (one part) or --tokenizer and --dynamics (a world model) are required")
     path = export_part(checkpoint, out)
     print(f"exported to {path}")
+
+
+def load_part(spec: str, cls: type, kind: str) -> object:
+    """A part from an export folder, a run folder (``spec/export``) or a training checkpoint."""
+    import tempfile
+    from pathlib import Path
+
+    from wm_video.training.consolidate import export_part
+
+    p = Path(spec)
+    if not p.exists():
+        raise FileNotFoundError(f"--{kind} {p}: no such file or folder")
+    if (p / "config.json").exists():
+        return cls.from_pretrained(p)
+    if (p / "export" / "config.json").exists():
+        return cls.from_pretrained(p / "export")
+    with tempfile.TemporaryDirectory() as tmp:  # a checkpoint: consolidate, then load
+        model = cls.from_pretrained(export_part(p, Path(tmp) / "export"))
+    if not isinstance(model, cls):
+        raise ValueError(f"--{kind} {p}: holds a {type(model).__name__}, not a {cls.__name__}")
+    return model
+
+
+def export_world_model(tokenizer: str, dynamics: str, decoder: str | None, data: str | None, out: str) -> object:
+    from wm_video.models.decoder import DiffusionDecoder
+    from wm_video.models.dynamics import DynamicsModel
+    from wm_video.models.tokenizer import VQTokenizer
+    from wm_video.world_model import WorldModel, WorldModelInfo
+
+    tok = load_part(tokenizer, VQTokenizer, "tokenizer")
+    dyn = load_part(dynamics, DynamicsModel, "dynamics")
+    dec = load_part(decoder, DiffusionDecoder, "decoder") if decoder else None
+    info = WorldModelInfo(resolution=tok.config.resolution, source={"tokenizer": tokenizer, "dynamics": dynamics,
+                                                                    "decoder": decoder, "data": data})
+    if data:
+        from wm_video.data.reader import load_dataset_info
+
+        d = load_dataset_info(data)
+        info.fps, info.action_space, info.stats = d.fps, d.action_space.to_dict(), d.stats
+    return WorldModel(tok, dyn, dec, info).save_pretrained(out)
