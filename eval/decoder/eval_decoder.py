@@ -111,11 +111,13 @@ def evaluate(decoder: str, tokenizer: str, data: str, steps: list[int], sampler:
         if grid and clips == 0:  # rows: truth, VQ decoder, then each step count; 8 frames of different clips
             pick = lambda v: v[:, -1]  # noqa: E731  (the last frame of each clip)
             write_grid(grid, [pick(x)] + [pick(outs[m]) for m in methods])
+        real_feats = None if fd is None else fd[methods[0]].features(truth)  # once per batch, shared by all
         for m in methods:
             out = outs[m].flatten(0, 1)
             scores[m].update(out, truth, secs[m])
             if fd is not None:
-                fd[m].update(real=truth, fake=out)
+                fd[m].real.add(real_feats)
+                fd[m].update(fake=out)
         frames += len(truth)
         clips += len(x)
         bar.update(len(x))

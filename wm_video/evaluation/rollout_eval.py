@@ -43,6 +43,8 @@ class EvalConfig:
         num_inference_steps: diffusion decoder steps (default: the decoder's own).
         seed: seeds token sampling, decoder noise and the action shuffle.
         val_fraction: the held-out split (the last shards), as in training.
+        methods: what is scored: ``model`` and the baselines ``copy_last_frame``, ``shuffled_actions``,
+            ``tokenizer_ceiling``.
     """
 
     horizon: int = 8
