@@ -220,3 +220,159 @@ def test_finetune_on_continuous_actions_through_the_cli(tmp_path):
     assert result["before"]["clips"] == result["after"]["clips"] == 2  # one batch of two held-out clips
     assert sorted(result["transfer"]["fresh"]) == ["actions.mlp.0.bias", "actions.mlp.0.weight", "actions.mlp.2.bias",
                                                    "actions.mlp.2.weight"]
+
+
+# ---- LoRA adapters (peft) ---------------------------------------------------------------------------------------
+
+def lora_model(tmp_path: Path, **options) -> tuple[DynamicsModel, DynamicsModel, list[str]]:
+    """A pretrained (perturbed) action-free export, and a copy fine-tuned for 2-D continuous actions with LoRA
+    adapters applied; returns (pretrained, fine-tuned, adapted layer names)."""
+    from wm_video.training.finetune import LoraOptions, apply_lora
+
+    write_continuous_token_dataset(tmp_path / "robot", shards=2, clips_per_shard=2)
+    pre = pretrained_model(tmp_path / "pre")
+    model = DynamicsModel(finetune_model_config(train_cfg(), pre.config, load_dataset_info(tmp_path / "robot"),
+                                                "robot"))
+    transfer_weights(pre, model)
+    return pre, model, apply_lora(model, LoraOptions(**options))
+
+
+def continuous_batch(seed: int = 0, b: int = 4) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"tokens": torch.randint(0, 16, (b, 4, 4, 4), generator=g),
+            "actions": torch.randn(b, 4, 2, generator=g) * 2 + torch.tensor([1.0, 5.0])}
+
+
+def test_lora_trains_only_the_adapters_and_the_listed_extras(tmp_path):
+    pre, model, adapted = lora_model(tmp_path, rank=4)
+    c = model.config
+    blocks = [f"backbone.blocks.{i}.{m}" for i in range(c.depth)
+              for m in ("spatial.qkv", "spatial.proj", "temporal.qkv", "temporal.proj", "mlp.0", "mlp.2", "modulation")]
+    assert adapted == [*blocks, "backbone.out_modulation"]  # the default targets; never the action encoder's MLP
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    extras = {n for n in trainable if ".lora_" not in n}
+    assert extras == {"actions.null", "actions.mlp.0.weight", "actions.mlp.0.bias", "actions.mlp.2.weight",
+                      "actions.mlp.2.bias"}
+    assert {n.rsplit(".lora_", 1)[0] for n in trainable - extras} == set(adapted)
+    # r * (in + out) per adapted layer, plus the whole action encoder
+    layers = dict(pre.named_modules())
+    want = sum(4 * (layers[n].in_features + layers[n].out_features) for n in adapted)
+    want += sum(p.numel() for p in model.actions.parameters())
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == want
+    # B starts at zero: with adapters and a fresh action encoder the model is still the pretrained one
+    batch = continuous_batch()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch["tokens"], batch["actions"], mask_ratio=1.0).logits,
+                                   pre(batch["tokens"], None, mask_ratio=1.0).logits)
+
+    _, heads, _ = lora_model(tmp_path / "heads", rank=2, targets=["backbone.blocks.*.temporal"],
+                             train=["actions", "token_head", "outcome"])
+    names = {n for n, p in heads.named_parameters() if p.requires_grad and ".lora_" not in n}
+    assert {"token_head.weight", "token_head.bias", "outcome.reward.weight"} <= names
+    assert not any(".spatial." in n for n, p in heads.named_parameters() if p.requires_grad)
+
+
+def test_lora_steps_change_the_merged_model_and_its_export_loads_without_peft(tmp_path, monkeypatch):
+    import sys
+
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from wm_video.training.finetune import merge_lora
+
+    pre, model, adapted = lora_model(tmp_path, rank=4, alpha=8)
+    batch, probe = continuous_batch(0, b=8), continuous_batch(1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(5):
+        loss, _ = model.compute_loss(batch, mask_ratio=1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for name, p in model.named_parameters():  # only trainable tensors moved
+        assert torch.equal(p, before[name]) != p.requires_grad or ".lora_A." in name, name
+    model.eval()
+    with torch.no_grad():
+        adapter_logits = model(probe["tokens"], probe["actions"], mask_ratio=1.0).logits
+
+    assert merge_lora(model) == len(adapted)
+    assert not any(isinstance(m, BaseTunerLayer) for m in model.modules())
+    plain = DynamicsModel(model.config)
+    assert set(model.state_dict()) == set(plain.state_dict())
+    with torch.no_grad():
+        merged_logits = model(probe["tokens"], probe["actions"], mask_ratio=1.0).logits
+        start_logits = pre(probe["tokens"], None, mask_ratio=1.0).logits
+    torch.testing.assert_close(merged_logits, adapter_logits, rtol=1e-4, atol=1e-5)
+    assert (merged_logits - start_logits).abs().max() > 1e-3  # the steps changed what the model predicts
+    merged = model.state_dict()
+    assert not torch.equal(merged["backbone.blocks.0.temporal.qkv.weight"],
+                           pre.state_dict()["backbone.blocks.0.temporal.qkv.weight"])
+    for name in ("token_embed.weight", "token_head.weight", "backbone.blocks.1.mlp.0.bias"):  # not adapted
+        assert torch.equal(merged[name], pre.state_dict()[name]), name
+
+    model.save_pretrained(tmp_path / "export")
+    assert not any("lora" in k or "base_layer" in k for k in load_file(tmp_path / "export" / "model.safetensors"))
+    monkeypatch.setitem(sys.modules, "peft", None)  # any import of peft while loading would fail
+    loaded = DynamicsModel.from_pretrained(tmp_path / "export").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(probe["tokens"], probe["actions"], mask_ratio=1.0).logits, merged_logits,
+                                   rtol=0, atol=0)
+
+
+def test_lora_finetune_through_the_cli_exports_a_plain_model(tmp_path):
+    write_token_dataset(tmp_path / "tok", shards=3, clips_per_shard=8, t=6, grid=4, vocab=16)
+    pre = pretrained_model(tmp_path / "pre", steps=40, perturb=False)
+    run = tmp_path / "run"
+    assert main(["train", "dynamics", "--preset", "debug", "--init-from", str(tmp_path / "pre"),
+                 "--data", str(tmp_path / "tok"), "--out", str(run), "--max-steps", "60", "val_fraction=0.34",
+                 "loader.batch_size=8", "optim.lr=0.01", "trainer.logger=none", "trainer.val_check_interval=1000",
+                 "finetune.lora.rank=4", "finetune.lora.train=[actions, token_head]"]) == 0
+
+    weights, old = load_file(run / "export" / "model.safetensors"), pre.state_dict()
+    assert set(weights) == set(DynamicsModel(DynamicsModel.from_pretrained(run / "export").config).state_dict())
+    assert torch.equal(weights["token_embed.weight"], old["token_embed.weight"])  # neither adapted nor trained
+    for name in ("backbone.blocks.0.spatial.qkv.weight", "backbone.blocks.1.modulation.weight", "token_head.weight"):
+        assert not torch.equal(weights[name], old[name]), name
+    for name in ("backbone.blocks.0.spatial.qkv.bias", "outcome.reward.weight"):  # LoRA adds no bias; heads frozen
+        assert torch.equal(weights[name], old[name]), name
+
+    result = json.loads((run / "finetune_eval.json").read_text())
+    assert result["lora"]["rank"] == 4 and result["lora"]["alpha"] == 8.0 and result["lora"]["adapted_layers"] == 15
+    assert result["trainable_parameters"] < result["parameters"] / 2
+    before, after = result["before"], result["after"]
+    assert after["token_ce_true_actions"] < before["token_ce_true_actions"]
+    assert before["token_ce_shuffled_actions"] == pytest.approx(before["token_ce_true_actions"])  # actions unused yet
+
+    # the checkpoint holds the adapter form; `wm-video export` folds it in the same way
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert any(".lora_A.default." in k for k in ckpt["state_dict"])
+    assert main(["export", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "re")]) == 0
+    again = load_file(tmp_path / "re" / "model.safetensors")
+    assert set(again) == set(weights)
+    for name, value in weights.items():
+        torch.testing.assert_close(again[name], value, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_lora_bad_options_are_clear_errors(tmp_path, capsys):
+    from wm_video.training.finetune import LoraOptions, apply_lora
+
+    model = pretrained_model(tmp_path / "pre", perturb=False)
+    with pytest.raises(ValueError, match=r"'backbone.blocks.\*.attn' matches no Linear layer; the model's Linear "
+                                         r"layers \(block indices as \*\): \['backbone.blocks.\*.spatial.qkv'"):
+        apply_lora(model, LoraOptions(targets=["backbone.blocks.*.temporal", "backbone.blocks.*.attn"]))
+    with pytest.raises(ValueError, match=r"finetune.lora.train: 'head' matches no parameter name"):
+        apply_lora(model, LoraOptions(train=["head"]))
+
+    write_token_dataset(tmp_path / "tok", shards=2, clips_per_shard=2)
+    common = ["train", "dynamics", "--preset", "debug", "--data", str(tmp_path / "tok"), "--out",
+              str(tmp_path / "run"), "--max-steps", "1"]
+    pretrained = ["--init-from", str(tmp_path / "pre"), "trainer.logger=none"]
+    assert main([*common, *pretrained, "finetune.lora.targets=[token_embed]"]) == 2
+    err = capsys.readouterr().err
+    assert "'token_embed' matches no Linear layer" in err and "backbone.out_modulation" in err
+    assert main([*common, "trainer.logger=none", "finetune.lora.rank=4"]) == 2  # nothing pretrained to adapt
+    assert "finetune.lora adapts a pretrained model" in capsys.readouterr().err
+    assert main([*common, *pretrained, "finetune.lora.rank=0"]) == 2
+    assert "'rank' must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "export").exists()

@@ -42,6 +42,8 @@ VERBS: dict[str, Any] = {
     "eval": "wm_video.commands.evaluate:evaluate",
     "export": "wm_video.commands.export:export",
     "demo": "wm_video.commands.demo:demo",
+    "plan": "wm_video.commands.plan:plan",
+    "imagine-train": "wm_video.commands.plan:imagine_train",
 }
 
 GROUP_HELP = {

@@ -155,6 +155,11 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads '1e-3' (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise err from None
         raise err
     if tp is str:
         if isinstance(value, str):

@@ -40,7 +40,8 @@ def dynamics(*overrides: str, data: str | None = None, out: str | None = None, c
 
     With --init-from the run fine-tunes a pretrained export: its architecture and weights are kept (vocabulary
     and token grid must match the shards), the action encoder is built for the shards' action space,
-    finetune.freeze=[...] keeps parts fixed, and the held-out score before and after goes to
+    finetune.freeze=[...] keeps parts fixed, finetune.lora.rank=8 trains LoRA adapters (peft) instead of the
+    whole model (merged into the weights at export), and the held-out score before and after goes to
     OUT/finetune_eval.json (configs/dynamics/finetune_small.yaml is a starting point).
 
     Example:

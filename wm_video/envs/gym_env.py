@@ -2,7 +2,9 @@
 
 MuJoCo envs render directly at ``size`` x ``size`` with shadows, reflections and multisampling off (see
 :mod:`wm_video.envs.mujoco_render`); the others render at their own resolution (600x400 for classic control and
-LunarLander) and are resized with PIL.
+LunarLander) and are resized with PIL. A few classic-control envs draw a small object in the middle of an empty
+canvas; for those (``FRAMING``) the central part of the render is cropped before resizing, so the object covers
+a useful number of pixels at 64x64.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from wm_video.envs.heuristics import EXPERTS, expert_name
 from wm_video.envs.mujoco_render import ensure_gl_backend, free_renderer, make_render_fast, render_rgb
 
 DEFAULT_FPS = 30.0  # used only when an env declares no render_fps
+
+# Central fraction of the render kept (square crop around the centre) before resizing. Pendulum draws a rod of
+# length 1 in a +-2.2 world box on 500x500: uncropped, the rod is 3 px wide at 64x64; 0.6 keeps the whole swing
+# (radius 1.1 with the rod's rounded tip) with a margin and makes it 5 px wide and 24 px long.
+FRAMING = {"Pendulum-v1": 0.6}
 
 
 def is_mujoco_spec(spec: object) -> bool:
@@ -68,7 +75,14 @@ class GymEnv(SimEnv):
     def _frame(self) -> np.ndarray:
         if self._mujoco:
             return np.ascontiguousarray(render_rgb(self._env.unwrapped))
-        return resize_frame(self._env.render(), self.size)
+        frame = self._env.render()
+        keep = FRAMING.get(self.env_id)
+        if keep is not None:
+            h, w = frame.shape[:2]
+            ch, cw = round(h * keep), round(w * keep)
+            top, left = (h - ch) // 2, (w - cw) // 2
+            frame = frame[top:top + ch, left:left + cw]
+        return resize_frame(frame, self.size)
 
     def _reset(self, seed: int | None) -> StepResult:
         obs, info = self._env.reset(seed=seed)

@@ -107,10 +107,18 @@ def export_part(checkpoint: str | Path, out: str | Path) -> Path:
     state, meta = load_state_dict(path)
     model = _rebuild(meta, path)
     weights = part_state_dict(state)
+    # a LoRA fine-tuning checkpoint holds the adapter form: rebuild it, load, then fold the adapters in
+    lora = (((meta.get("hyper_parameters") or {}).get("config") or {}).get("finetune") or {}).get("lora")
+    if lora:
+        from wm_video.training.finetune import LoraOptions, apply_lora, merge_lora
+
+        apply_lora(model, LoraOptions(**lora))
     result = model.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{path}: weights do not fit {type(model).__name__}: missing {result.missing_keys[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
+    if lora:
+        merge_lora(model)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         import shutil

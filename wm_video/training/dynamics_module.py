@@ -145,6 +145,8 @@ def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path, out: str | Path) 
         finetuning = Finetuning(cfg, data)
         cfg = dataclasses.replace(cfg, model=finetuning.model_config(info))
     else:
+        if cfg.finetune.lora is not None:
+            raise ValueError("finetune.lora adapts a pretrained model: name it with --init-from DIR")
         cfg = dataclasses.replace(cfg, model=model_config_for_data(cfg, info, str(data)))
     module = DynamicsModule(cfg)
     if finetuning:
@@ -156,7 +158,8 @@ def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path, out: str | Path) 
     perf = throughput_callback(flops, lambda batch: batch["tokens"][:, :module.frames].numel(),
                                log_every=max(cfg.trainer.log_every_n_steps, 1))
     export = fit_and_export(module, cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction,
-                            cfg.val_batches, out, "dynamics", callbacks=[perf])
+                            cfg.val_batches, out, "dynamics", callbacks=[perf],
+                            before_export=finetuning.before_export if finetuning else None)  # folds LoRA adapters in
     if finetuning:
         finetuning.finish(module.model, out, module.global_step)  # held-out score after: OUT/finetune_eval.json
     return export

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,13 @@ def heldout_loader(data: str | Path, val_fraction: float = 0.1, batch_size: int 
 
 def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, loader_cfg: LoaderConfig,
                    num_shards: int, val_fraction: float, val_batches: int, out: str | Path, what: str,
-                   callbacks: list[Any] | None = None) -> Path:
+                   callbacks: list[Any] | None = None, before_export: Callable[[Any], None] | None = None) -> Path:
     """Fit ``module`` (whose ``.model`` has ``save_pretrained``) on ``data``, resuming from the newest complete
     checkpoint in ``out/checkpoints`` when there is one, and export the model to ``out/export``; returns the
-    export folder. Raises :class:`~wm_video.training.checkpointing.Preempted` (exit status 75) when the
-    preemption signal stopped training."""
+    export folder. ``before_export(module.model)`` runs on every process after training and before the export
+    (e.g. folding LoRA adapters into the weights; not with DeepSpeed, which exports from ``last.ckpt``). Raises
+    :class:`~wm_video.training.checkpointing.Preempted` (exit status 75) when the preemption signal stopped
+    training."""
     trainer_cfg = dataclasses.replace(trainer_cfg, run_dir=str(out))
     trainer = build_trainer(trainer_cfg, callbacks=[*(callbacks or []), _validation_from_the_start()],
                             limit_val_batches=val_batches if val_fraction > 0 else 0)
@@ -103,6 +106,8 @@ def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, lo
                     trainer.global_step)
         raise Preempted()
     export = Path(out) / "export"
+    if before_export is not None and trainer_cfg.strategy not in DEEPSPEED:
+        before_export(module.model)
     if trainer.is_global_zero:
         if trainer_cfg.strategy in DEEPSPEED:
             # ZeRO holds the fp32 weights sharded (stage 3 the parameters too): merge last.ckpt's shards instead

@@ -1,0 +1,55 @@
+"""Planning and policy learning inside the world model.
+
+- :mod:`.scoring`: the imagined environment planners step, the checks a model must pass, batched plan scoring.
+- :mod:`.cem`: CEM / MPPI model-predictive control for continuous actions.
+- :mod:`.mcts`: MuZero-style tree search for discrete actions.
+- :mod:`.imagination`: an actor-critic trained on imagined rollouts (lambda-returns).
+- :mod:`.closed_loop`: planners, actors and the random baseline in the real simulator, with video.
+- :mod:`.starts`: real contexts (dataset clips or simulator frames) to start imagined episodes from.
+"""
+
+from wm_video.planning.cem import CEMConfig, CEMPlanner
+from wm_video.planning.closed_loop import ClosedLoopResult, PlanRenderer, RandomAgent, run_closed_loop, summarize
+from wm_video.planning.imagination import (
+    ActorAgent,
+    ActorCritic,
+    ActorCriticConfig,
+    ImaginationTrainer,
+    ImagineConfig,
+    StartStates,
+    lambda_returns,
+)
+from wm_video.planning.mcts import MCTSConfig, MCTSPlanner
+from wm_video.planning.scoring import (
+    Plan,
+    PlanScores,
+    check_outcome_heads,
+    imagine,
+    model_action_space,
+    score_plans,
+)
+
+__all__ = [
+    "ActorAgent",
+    "ActorCritic",
+    "ActorCriticConfig",
+    "CEMConfig",
+    "CEMPlanner",
+    "ClosedLoopResult",
+    "ImaginationTrainer",
+    "ImagineConfig",
+    "MCTSConfig",
+    "MCTSPlanner",
+    "Plan",
+    "PlanRenderer",
+    "PlanScores",
+    "RandomAgent",
+    "StartStates",
+    "check_outcome_heads",
+    "imagine",
+    "lambda_returns",
+    "model_action_space",
+    "run_closed_loop",
+    "score_plans",
+    "summarize",
+]
