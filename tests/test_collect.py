@@ -151,17 +151,6 @@ def test_every_data_yaml_is_collectable(tmp_path):
         assert info is not None and info.num_samples >= 2, path
 
 
-def test_demo_main_job_runs_end_to_end(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--episodes", "2", "--workers", "1", "--max-episode-steps", "40"]) == 0
-    text = capsys.readouterr().out
-    assert text.count("a loader batch") == 2 and "'frames': (4, 16, 3, 64, 64)" in text
-    for name in ("ALE_Breakout-v5", "metaworld_reach-v3"):
-        assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.gif").exists()
-        assert load_dataset_info(out / name).num_episodes == 2
-    assert main(["demo", "--out", str(out), "--policies", "random"]) == 2  # one policy per env
-
-
 def test_a_task_leaves_other_tasks_temp_files_alone(tmp_path):
     # Array tasks share the output folder: task B must not delete the shard task A is writing right now,
     # but does clear the leftovers of its own shards from a killed run.

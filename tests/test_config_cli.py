@@ -49,6 +49,10 @@ def test_precedence_preset_yaml_flags_overrides(tmp_path):
     assert (cfg.episodes, cfg.noise, cfg.clip_len) == (5, 0.1, 8)  # clip_len from the debug preset
     cfg = load_config(yaml_path=path, flags={"episodes": 7, "size": None}, overrides=["episodes=9", "seed=3"])
     assert (cfg.episodes, cfg.seed, cfg.size, cfg.env) == (9, 3, 64, "CartPole-v1")
+    # YAML 1.1 reads '1e-3' (no dot) as a string; a float field still takes it, a word still is an error
+    assert load_config("train_dynamics", preset_name="tiny", overrides=["optim.lr=1e-3"]).optim.lr == 1e-3
+    with pytest.raises(ConfigError, match="field 'optim.lr' expects float"):
+        load_config("train_dynamics", overrides=["optim.lr=fast"])
 
 
 def test_errors_name_the_field_and_source(tmp_path):

@@ -102,7 +102,7 @@ def add_function(parser: argparse.ArgumentParser, fn: Callable[..., Any]) -> Non
     hints = typing.get_type_hints(fn)
     for p in inspect.signature(fn).parameters.values():
         tp = _unwrap_optional(hints.get(p.name, str))
-        text = helps.get(p.name, "")
+        text = helps.get(p.name, "").replace("%", "%%")  # argparse %-formats help strings
         if p.kind is p.VAR_POSITIONAL:
             parser.add_argument(p.name, nargs="*", metavar="FIELD=VALUE", help=text or "dotted config overrides")
             continue
@@ -143,7 +143,7 @@ def build_parser(verbs: dict[str, Any] | None = None) -> argparse.ArgumentParser
                 fill(child, target)
             else:
                 fn = _resolve(target)
-                child = sub.add_parser(name, help=parse_docstring(fn.__doc__)[0].split("\n")[0])
+                child = sub.add_parser(name, help=parse_docstring(fn.__doc__)[0].split("\n")[0].replace("%", "%%"))
                 add_function(child, fn)
 
     fill(parser, verbs or VERBS)

@@ -282,3 +282,55 @@ def _train_decoder_large() -> DecoderTrainConfig:
                                   run_dir="runs/decoder_large")
     return DecoderTrainConfig(model=_decoder_large(), trainer=trainer, loader=_loader_large(),
                               optim=OptimConfig(lr=1e-4, warmup_steps=5000), frames_per_clip=4)
+
+
+# ---- tiny: the README demo's scale (train all three parts in about 12 minutes on 2 CPU cores) -----------------------
+# The demo's simulator (Pendulum-v1, cropped so the rod is 5 px wide) is a red rod on white: a 256-code tokenizer
+# learns it in a few hundred steps, and a 1.5M-parameter transformer learns the swing in about 500.
+
+
+@register_preset("tokenizer", "tiny")
+def _tokenizer_tiny() -> TokenizerConfig:
+    return dataclasses.replace(_tokenizer_small(), codebook_size=256)
+
+
+@register_preset("train_tokenizer", "tiny")
+def _train_tokenizer_tiny() -> TokenizerTrainConfig:
+    # 8 clips x 2 frames per step: about 2.7 steps/s on 2 cores.
+    trainer = TrainerConfig(max_steps=450, max_minutes=3.5, val_check_interval=225, log_every_n_steps=25,
+                            checkpoint_every_n_steps=225, run_dir="runs/tokenizer_tiny")
+    loader = LoaderConfig(batch_size=8, num_workers=1, shuffle_buffer=256, resampled=True, epoch_length=100_000)
+    return TokenizerTrainConfig(model=_tokenizer_tiny(), trainer=trainer, loader=loader,
+                                optim=OptimConfig(lr=1e-3, warmup_steps=50), frames_per_clip=2, val_batches=2)
+
+
+@register_preset("dynamics", "tiny")
+def _dynamics_tiny() -> DynamicsConfig:
+    # 8x8 tokens from 256 codes; a 12-frame window (4 context + 8 predicted frames in the demo's evaluation).
+    return DynamicsConfig(vocab_size=256, token_h=8, token_w=8, context_frames=12, width=128, depth=4, heads=4,
+                          cond_dim=64)
+
+
+@register_preset("train_dynamics", "tiny")
+def _train_dynamics_tiny() -> DynamicsTrainConfig:
+    # 8 clips x 8-frame crops per step: about 1.5 steps/s on 2 cores.
+    trainer = TrainerConfig(max_steps=550, max_minutes=6.5, val_check_interval=275, log_every_n_steps=25,
+                            checkpoint_every_n_steps=275, run_dir="runs/dynamics_tiny")
+    loader = LoaderConfig(batch_size=8, num_workers=1, shuffle_buffer=256, resampled=True, epoch_length=100_000)
+    return DynamicsTrainConfig(model=_dynamics_tiny(), trainer=trainer, loader=loader,
+                               optim=OptimConfig(lr=1.5e-3, warmup_steps=50), val_batches=2, train_frames=8)
+
+
+@register_preset("decoder", "tiny")
+def _decoder_tiny() -> DecoderConfig:
+    return DecoderConfig(block_channels=[16, 32, 64], attention=[False, False, True], norm_groups=8, **RESIDUAL_EDM)
+
+
+@register_preset("train_decoder", "tiny")
+def _train_decoder_tiny() -> DecoderTrainConfig:
+    trainer = TrainerConfig(max_steps=200, max_minutes=2.0, val_check_interval=200, log_every_n_steps=25,
+                            checkpoint_every_n_steps=200, run_dir="runs/decoder_tiny")
+    loader = LoaderConfig(batch_size=8, num_workers=1, shuffle_buffer=256, resampled=True, epoch_length=100_000)
+    return DecoderTrainConfig(model=_decoder_tiny(), trainer=trainer, loader=loader,
+                              optim=OptimConfig(lr=1e-3, warmup_steps=20), frames_per_clip=2, val_batches=1,
+                              grid_steps=2)

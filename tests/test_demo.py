@@ -1,0 +1,55 @@
+"""The README's main job (``wm-video demo``) end to end on a small budget: every stage runs for real (simulator,
+three trainings, export, generation, evaluation); the full-size run's figures are in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+
+from wm_video.cli import main
+from wm_video.data.reader import load_dataset_info
+from wm_video.generation.video_io import read_video
+from wm_video.world_model import WorldModel
+
+SMALL = ["--episodes", "8", "--max-episode-steps", "40", "--workers", "1", "--tokenizer-steps", "4",
+         "--dynamics-steps", "4", "--decoder-steps", "2", "--max-clips", "4"]
+
+
+def test_demo_builds_generates_and_evaluates_a_world_model_then_resumes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *SMALL]) == 0
+    text = capsys.readouterr().out
+    assert "## PSNR (dB)" in text and "copy_last_frame" in text and "shuffled_actions" in text
+    assert "h=4: model" in text and "h=8: model" in text
+
+    info = load_dataset_info(out / "data")
+    assert info.num_episodes == 8 and info.resolution == [64, 64] and info.action_space.kind == "continuous"
+    assert (out / "data.png").stat().st_size > 1000 and (out / "data.gif").exists()
+    assert load_dataset_info(out / "tokens").frame_storage == "tokens"
+
+    model = WorldModel.from_pretrained(out / "world_model")
+    assert model.decoder is not None and model.resolution == 64 and model.action_type == "continuous"
+
+    # 4 context frames + 12 predicted, prediction and ground truth side by side (2 x 64 px, upscaled 4x)
+    video = read_video(out / "generated.mp4")
+    assert video.shape[0] == 16 and video.shape[2] >= 2 * video.shape[1] - 64
+    trace = json.loads((out / "generated.json").read_text())
+    assert len(trace["steps"]) == 12 and all(len(s["action"]) == 1 for s in trace["steps"])
+    assert (out / "generated.gif").stat().st_size > 0
+
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert set(report["results"]) >= {"model", "copy_last_frame", "shuffled_actions", "tokenizer_ceiling"}
+    assert len(report["results"]["model"]["psnr_db"]) == 8 and report["clips"] == 4
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert set(summary["stage_seconds"]) == {"data", "tokenizer", "tokens", "dynamics", "decoder", "world_model",
+                                             "generate", "eval"}
+    assert summary["peak_memory"]["main_process_gib"] > 0
+    verdict = summary["beats_copy_last_frame"]
+    assert set(verdict["horizons"]) == {"4", "8"}
+    assert verdict["horizons"]["4"]["model_db"] == round(report["results"]["model"]["psnr_db"][3], 2)
+
+    # A rerun skips what is done (data, the three trainings, tokenization) and redoes the cheap end stages.
+    weights = (out / "runs" / "dynamics" / "export" / "model.safetensors").read_bytes()
+    assert main(["demo", "--out", str(out), *SMALL]) == 0
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["skipped"] == ["data", "tokenizer", "tokens", "dynamics", "decoder"]
+    assert (out / "runs" / "dynamics" / "export" / "model.safetensors").read_bytes() == weights
