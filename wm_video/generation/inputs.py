@@ -13,6 +13,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,15 +95,24 @@ def _image_folder(p: Path, resolution: int) -> np.ndarray:
     return np.stack(frames)
 
 
-def _dataset_context(p: Path, pick: str, resolution: int, num_frames: int) -> Context:
-    from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
+def frame_dataset_info(p: str | Path, resolution: int, where: str) -> Any:
+    """The ``DatasetInfo`` of a frame dataset whose frames are ``resolution`` square; ValueError (naming ``where``)
+    for token shards or another resolution."""
+    from wm_video.data.reader import load_dataset_info
 
     info = load_dataset_info(p)
     if info.frame_storage == "tokens":
-        raise ValueError(f"context {p}: holds tokens; give the frame dataset it was tokenized from")
+        raise ValueError(f"{where} {p}: holds tokens; give the frame dataset it was tokenized from")
     if info.resolution != [resolution, resolution]:
-        raise ValueError(f"context {p}: frames are {info.resolution[0]}x{info.resolution[1]}, the model needs "
+        raise ValueError(f"{where} {p}: frames are {info.resolution[0]}x{info.resolution[1]}, the model needs "
                          f"{resolution}x{resolution}")
+    return info
+
+
+def _dataset_context(p: Path, pick: str, resolution: int, num_frames: int) -> Context:
+    from wm_video.data.reader import iter_clips, shard_paths
+
+    info = frame_dataset_info(p, resolution, "context")
     index = int(pick) if pick.isdigit() else None
     i = 0
     for url in shard_paths(p, info):

@@ -50,14 +50,10 @@ def start_states_from_env(sim: Any, count: int, context_frames: int, resolution:
 
 def start_states_from_data(path: str | Path, count: int, context_frames: int, resolution: int) -> StartStates:
     """Windows of ``context_frames`` frames (non-overlapping, in stored order) from a frame dataset's clips."""
-    from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
+    from wm_video.data.reader import iter_clips, shard_paths
+    from wm_video.generation.inputs import frame_dataset_info
 
-    info = load_dataset_info(path)
-    if info.frame_storage == "tokens":
-        raise ValueError(f"start states {path}: holds tokens; give the frame dataset it was tokenized from")
-    if info.resolution != [resolution, resolution]:
-        raise ValueError(f"start states {path}: frames are {info.resolution[0]}x{info.resolution[1]}, the model "
-                         f"needs {resolution}x{resolution}")
+    info = frame_dataset_info(path, resolution, "start states")
     windows, acts = [], []
     for url in shard_paths(path, info):
         for clip in iter_clips(url, info.action_space):
