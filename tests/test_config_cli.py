@@ -51,7 +51,7 @@ def test_precedence_preset_yaml_flags_overrides(tmp_path):
     assert (cfg.episodes, cfg.seed, cfg.size, cfg.env) == (9, 3, 64, "CartPole-v1")
     # YAML 1.1 reads '1e-3' (no dot) as a string; a float field still takes it, a word still is an error
     assert load_config("train_dynamics", preset_name="tiny", overrides=["optim.lr=1e-3"]).optim.lr == 1e-3
-    with pytest.raises(ConfigError, match="field 'optim.lr' expects float"):
+    with pytest.raises(ConfigError, match=r"field 'optim\.lr' expects float"):
         load_config("train_dynamics", overrides=["optim.lr=fast"])
 
 
