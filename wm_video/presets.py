@@ -284,7 +284,7 @@ def _train_decoder_large() -> DecoderTrainConfig:
                               optim=OptimConfig(lr=1e-4, warmup_steps=5000), frames_per_clip=4)
 
 
-# ---- tiny: the README demo's scale (train all three parts in about 12 minutes on 2 CPU cores) -----------------------
+# ---- tiny: the README demo's scale (train all three parts in about 10 minutes on 2 CPU cores) -----------------------
 # The demo's simulator (Pendulum-v1, cropped so the rod is 5 px wide) is a red rod on white: a 256-code tokenizer
 # learns it in a few hundred steps, and a 1.5M-parameter transformer learns the swing in about 500.
 
