@@ -48,6 +48,8 @@ class DemoConfig:
         temperature: token sampling temperature of generation and evaluation. At 0 (argmax) the tiny model's
             rollouts stall after a few frames (the rod stops mid-swing); sampling keeps it swinging.
         seed: seed of collection, training and sampling.
+        overrides: dotted config overrides per part, e.g. ``{"dynamics": ["model.depth=6"]}`` (keys
+            ``tokenizer``, ``dynamics``, ``decoder``; applied to the ``tiny`` training presets).
     """
 
     env: str = "Pendulum-v1"
