@@ -289,6 +289,12 @@ def _train_decoder_large() -> DecoderTrainConfig:
 # learns it in a few hundred steps, and a 1.5M-parameter transformer learns the swing in about 500.
 
 
+@register_preset("loader", "tiny")
+def _loader_tiny() -> LoaderConfig:
+    # 8 clips per step from one worker process; a resampled stream, so short datasets never end an epoch.
+    return LoaderConfig(batch_size=8, num_workers=1, shuffle_buffer=256, resampled=True, epoch_length=100_000)
+
+
 @register_preset("tokenizer", "tiny")
 def _tokenizer_tiny() -> TokenizerConfig:
     return dataclasses.replace(_tokenizer_small(), codebook_size=256)
@@ -299,8 +305,7 @@ def _train_tokenizer_tiny() -> TokenizerTrainConfig:
     # 8 clips x 2 frames per step: about 2.7 steps/s on 2 cores.
     trainer = TrainerConfig(max_steps=450, max_minutes=3.5, val_check_interval=225, log_every_n_steps=25,
                             checkpoint_every_n_steps=225, run_dir="runs/tokenizer_tiny")
-    loader = LoaderConfig(batch_size=8, num_workers=1, shuffle_buffer=256, resampled=True, epoch_length=100_000)
-    return TokenizerTrainConfig(model=_tokenizer_tiny(), trainer=trainer, loader=loader,
+    return TokenizerTrainConfig(model=_tokenizer_tiny(), trainer=trainer, loader=_loader_tiny(),
                                 optim=OptimConfig(lr=1e-3, warmup_steps=50), frames_per_clip=2, val_batches=2)
 
 
@@ -316,8 +321,7 @@ def _train_dynamics_tiny() -> DynamicsTrainConfig:
     # 8 clips x 8-frame crops per step: about 1.5 steps/s on 2 cores.
     trainer = TrainerConfig(max_steps=550, max_minutes=6.5, val_check_interval=275, log_every_n_steps=25,
                             checkpoint_every_n_steps=275, run_dir="runs/dynamics_tiny")
-    loader = LoaderConfig(batch_size=8, num_workers=1, shuffle_buffer=256, resampled=True, epoch_length=100_000)
-    return DynamicsTrainConfig(model=_dynamics_tiny(), trainer=trainer, loader=loader,
+    return DynamicsTrainConfig(model=_dynamics_tiny(), trainer=trainer, loader=_loader_tiny(),
                                optim=OptimConfig(lr=1.5e-3, warmup_steps=50), val_batches=2, train_frames=8)
 
 
@@ -330,7 +334,6 @@ def _decoder_tiny() -> DecoderConfig:
 def _train_decoder_tiny() -> DecoderTrainConfig:
     trainer = TrainerConfig(max_steps=200, max_minutes=2.0, val_check_interval=200, log_every_n_steps=25,
                             checkpoint_every_n_steps=200, run_dir="runs/decoder_tiny")
-    loader = LoaderConfig(batch_size=8, num_workers=1, shuffle_buffer=256, resampled=True, epoch_length=100_000)
-    return DecoderTrainConfig(model=_decoder_tiny(), trainer=trainer, loader=loader,
+    return DecoderTrainConfig(model=_decoder_tiny(), trainer=trainer, loader=_loader_tiny(),
                               optim=OptimConfig(lr=1e-3, warmup_steps=20), frames_per_clip=2, val_batches=1,
                               grid_steps=2)
