@@ -112,6 +112,13 @@ def test_cartpole_expert_outlasts_random():
     assert scripted >= 250 and scripted > 5 * random
 
 
+def test_inverted_pendulum_expert_balances():
+    # MuJoCo cart-pole: random forces drop the pole in about 5 steps; the linear balancer holds it to the cap.
+    with make_env("InvertedPendulum-v5", size=SIZE, max_episode_steps=150) as env:
+        scripted, random = _mean_length(env, "scripted"), _mean_length(env, "random")
+    assert scripted == 150 and random < 30
+
+
 def test_noisy_continuous_actions_in_bounds():
     with make_env("Pendulum-v1", size=SIZE, max_episode_steps=20) as env:
         policy = make_policy("noisy", env, seed=0, noise=1.0)

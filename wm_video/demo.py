@@ -36,6 +36,7 @@ class DemoConfig:
     """Args:
         env: simulator id (``wm-video data envs`` lists them).
         policy: collection policy: ``random``, ``scripted`` or ``noisy``.
+        noise: noise level of the ``noisy`` policy (see :class:`~wm_video.data.collect.CollectConfig`).
         episodes: episodes to collect; 2 per shard, the last 10% of shards are held out.
         max_episode_steps: cap on episode length.
         workers: collection processes.
@@ -54,6 +55,7 @@ class DemoConfig:
 
     env: str = "Pendulum-v1"
     policy: str = "random"
+    noise: float = 0.3
     episodes: int = 64
     max_episode_steps: int = 200
     workers: int = 2
@@ -142,9 +144,9 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     ov = cfg.overrides
 
     def collect_data() -> None:
-        ccfg = CollectConfig(env=cfg.env, episodes=cfg.episodes, policy=cfg.policy, size=64, clip_len=16,
-                             workers=cfg.workers, episodes_per_shard=2, max_episode_steps=cfg.max_episode_steps,
-                             seed=cfg.seed)
+        ccfg = CollectConfig(env=cfg.env, episodes=cfg.episodes, policy=cfg.policy, noise=cfg.noise, size=64,
+                             clip_len=16, workers=cfg.workers, episodes_per_shard=2,
+                             max_episode_steps=cfg.max_episode_steps, seed=cfg.seed)
         collect(ccfg, data)
         summary = inspect_dataset(data, sheet=out / "data.png", gif=out / "data.gif")
         print(format_summary(summary))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-def demo(out: str = "demo_out", env: str = "Pendulum-v1", policy: str = "random", episodes: int = 64,
-         max_episode_steps: int = 200, workers: int = 2, tokenizer_steps: int | None = None,
+def demo(out: str = "demo_out", env: str = "Pendulum-v1", policy: str = "random", noise: float = 0.3,
+         episodes: int = 64, max_episode_steps: int = 200, workers: int = 2, tokenizer_steps: int | None = None,
          dynamics_steps: int | None = None, decoder_steps: int | None = None, horizon: int = 8,
          max_clips: int = 96, num_inference_steps: int = 1, temperature: float = 1.0, seed: int = 0) -> None:
     """Build a whole world model from a simulator on this machine's CPU, in about 12 minutes on 2 cores: collect
@@ -25,6 +25,7 @@ def demo(out: str = "demo_out", env: str = "Pendulum-v1", policy: str = "random"
         out: output folder.
         env: simulator id (the default, Pendulum-v1, is a rod swinging under gravity and the applied torque).
         policy: collection policy: random, scripted or noisy.
+        noise: noise level of the noisy policy (discrete: random-action probability; continuous: Gaussian std).
         episodes: episodes to collect (2 per shard; the last 10% of shards are held out).
         max_episode_steps: cap on episode length.
         workers: collection processes.
@@ -39,7 +40,7 @@ def demo(out: str = "demo_out", env: str = "Pendulum-v1", policy: str = "random"
     """
     from wm_video.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(env=env, policy=policy, episodes=episodes, max_episode_steps=max_episode_steps,
+    cfg = DemoConfig(env=env, policy=policy, noise=noise, episodes=episodes, max_episode_steps=max_episode_steps,
                      workers=workers, tokenizer_steps=tokenizer_steps, dynamics_steps=dynamics_steps,
                      decoder_steps=decoder_steps, horizon=horizon, max_clips=max_clips,
                      num_inference_steps=num_inference_steps, temperature=temperature, seed=seed)

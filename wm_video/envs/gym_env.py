@@ -3,8 +3,9 @@
 MuJoCo envs render directly at ``size`` x ``size`` with shadows, reflections and multisampling off (see
 :mod:`wm_video.envs.mujoco_render`); the others render at their own resolution (600x400 for classic control and
 LunarLander) and are resized with PIL. A few classic-control envs draw a small object in the middle of an empty
-canvas; for those (``FRAMING``) the central part of the render is cropped before resizing, so the object covers
-a useful number of pixels at 64x64.
+canvas; for those (``FRAMING``) a square part of the render around the object is cropped before resizing, so the
+object covers a useful number of pixels at 64x64. A framed MuJoCo env is rendered larger (``size / keep``) and
+cropped to ``size`` without resizing.
 """
 
 from __future__ import annotations
@@ -18,10 +19,22 @@ from wm_video.envs.mujoco_render import ensure_gl_backend, free_renderer, make_r
 
 DEFAULT_FPS = 30.0  # used only when an env declares no render_fps
 
-# Central fraction of the render kept (square crop around the centre) before resizing. Pendulum draws a rod of
-# length 1 in a +-2.2 world box on 500x500: uncropped, the rod is 3 px wide at 64x64; 0.6 keeps the whole swing
-# (radius 1.1 with the rod's rounded tip) with a margin and makes it 5 px wide and 24 px long.
-FRAMING = {"Pendulum-v1": 0.6}
+# (fraction of the render's side kept, vertical centre of the kept square as a fraction of the height): a square crop
+# before resizing. Pendulum draws a rod of length 1 in a +-2.2 world box on 500x500: uncropped, the rod is 3 px wide
+# at 64x64; 0.6 keeps the whole swing (radius 1.1 with the rod's rounded tip) with a margin and makes it 5 px wide
+# and 24 px long. InvertedPendulum's camera follows the cart from afar: its pole is 2 px wide and 20 px long at
+# 64x64, so a tilt of 0.2 rad (where the episode ends) moves its tip by 4 px; rendered at 2x and cropped to the pole
+# (centred above the cart), it is twice that.
+FRAMING = {"Pendulum-v1": (0.6, 0.5), "InvertedPendulum-v5": (0.5, 0.36)}
+
+
+def crop_square(frame: np.ndarray, keep: float, centre_y: float) -> np.ndarray:
+    """The square of side ``keep`` x the frame's side, centred horizontally and at ``centre_y`` of the height."""
+    h, w = frame.shape[:2]
+    side = round(min(h, w) * keep)
+    top = min(max(round(h * centre_y - side / 2), 0), h - side)
+    left = (w - side) // 2
+    return frame[top:top + side, left:left + side]
 
 
 def is_mujoco_spec(spec: object) -> bool:
@@ -50,9 +63,11 @@ class GymEnv(SimEnv):
         spec = gym.spec(env_id)
         self._mujoco = is_mujoco_spec(spec)
         kwargs: dict = {"render_mode": "rgb_array", "disable_env_checker": True}
+        self._framing = FRAMING.get(env_id)
         if self._mujoco:
             require_sim("mujoco")
-            kwargs.update(width=size, height=size)
+            render_size = round(size / self._framing[0]) if self._framing else size
+            kwargs.update(width=render_size, height=render_size)
         if max_episode_steps is not None:
             kwargs["max_episode_steps"] = max_episode_steps
         self._env = gym.make(env_id, **kwargs)
@@ -73,16 +88,12 @@ class GymEnv(SimEnv):
             self.max_episode_steps = spec.max_episode_steps
 
     def _frame(self) -> np.ndarray:
-        if self._mujoco:
-            return np.ascontiguousarray(render_rgb(self._env.unwrapped))
-        frame = self._env.render()
-        keep = FRAMING.get(self.env_id)
-        if keep is not None:
-            h, w = frame.shape[:2]
-            ch, cw = round(h * keep), round(w * keep)
-            top, left = (h - ch) // 2, (w - cw) // 2
-            frame = frame[top:top + ch, left:left + cw]
-        return resize_frame(frame, self.size)
+        frame = render_rgb(self._env.unwrapped) if self._mujoco else self._env.render()
+        if self._framing is not None:
+            frame = crop_square(frame, *self._framing)
+        if frame.shape[:2] != (self.size, self.size):
+            frame = resize_frame(frame, self.size)
+        return np.ascontiguousarray(frame)
 
     def _reset(self, seed: int | None) -> StepResult:
         obs, info = self._env.reset(seed=seed)
