@@ -112,6 +112,27 @@ def test_cartpole_expert_outlasts_random():
     assert scripted >= 250 and scripted > 5 * random
 
 
+def test_crop_square_frames_the_object():
+    from wm_video.envs.gym_env import crop_square
+
+    frame = np.zeros((128, 128, 3), np.uint8)
+    frame[40:50, 60:70] = 255  # the "object", above the middle
+    crop = crop_square(frame, 0.5, 0.36)
+    assert crop.shape == (64, 64, 3)
+    assert crop.sum() == frame.sum()  # all of it kept
+    assert crop_square(frame, 0.5, 0.0).shape == (64, 64, 3)  # a centre near the edge is clamped inside
+
+
+def test_inverted_pendulum_frames_follow_the_pole():
+    # Rendered at 2x and cropped: the upright pole is a tall column of pixels in the middle of the frame.
+    with make_env("InvertedPendulum-v5", size=SIZE) as env:
+        frame = env.reset(seed=0).frame
+    assert frame.shape == (SIZE, SIZE, 3)
+    lit = frame.max(axis=2) > 40
+    rows = np.flatnonzero(lit[:, SIZE // 2 - 2: SIZE // 2 + 3].any(axis=1))
+    assert rows.max() - rows.min() > SIZE // 2
+
+
 def test_inverted_pendulum_expert_balances():
     # MuJoCo cart-pole: random forces drop the pole in about 5 steps; the linear balancer holds it to the cap.
     with make_env("InvertedPendulum-v5", size=SIZE, max_episode_steps=150) as env:
