@@ -59,9 +59,9 @@ def world_model_configs(smoke: bool) -> dict[str, Any]:
         "wm_cart": DemoConfig(env=CART_ENV, policy="noisy", noise=2.0, episodes=96, max_episode_steps=100,
                               dynamics_steps=1200, max_clips=32, overrides={"dynamics": ["trainer.max_minutes=14"]}),
         "wm_pacman": DemoConfig(env=PACMAN_ENV, policy="random", episodes=48, max_episode_steps=400, workers=1,
-                                tokenizer_steps=900, dynamics_steps=1500, max_clips=32,
-                                overrides={"tokenizer": ["trainer.max_minutes=12"],
-                                           "dynamics": ["trainer.max_minutes=30"],
+                                tokenizer_steps=1000, dynamics_steps=1500, max_clips=32,
+                                overrides={"tokenizer": ["trainer.max_minutes=15"],
+                                           "dynamics": ["trainer.max_minutes=40"],
                                            "decoder": ["trainer.max_minutes=4"]}),
     }
 
@@ -69,9 +69,12 @@ def world_model_configs(smoke: bool) -> dict[str, Any]:
 def agent_settings(smoke: bool) -> dict[str, dict[str, Any]]:
     """Keyword arguments of :func:`wm_video.commands.plan.plan` / ``imagine_train`` per stage."""
     episodes = 2 if smoke else 10
-    cem = {"planner": "cem", "episodes": episodes, "max_steps": 10 if smoke else 50, "horizon": 6,
+    # Horizon 12 and sampled rollouts (temperature 1): with horizon 6 at argmax most plans were predicted to survive
+    # the whole horizon and CEM could not tell them apart (see docs/benchmarks.md). Seeds 100-109: the settings
+    # were chosen on seeds 0-9, so the reported run is on fresh episodes.
+    cem = {"planner": "cem", "episodes": episodes, "max_steps": 10 if smoke else 50, "horizon": 12,
            "population": 8 if smoke else 24, "elites": 4 if smoke else 5, "iterations": 2, "maskgit_steps": 1,
-           "video_episodes": 1, "render_steps": 4}
+           "temperature": 1.0, "seed": 100, "video_episodes": 1, "render_steps": 4}
     actor = {"episodes": episodes, "max_steps": 10 if smoke else 50, "iterations": 5 if smoke else 300,
              "batch_size": 16, "horizon": 10, "maskgit_steps": 1, "temperature": 1.0, "video_episodes": 1}
     mcts = {"planner": "mcts", "episodes": episodes, "max_steps": 70 if smoke else 200, "horizon": 6,
