@@ -99,6 +99,11 @@ def test_pretrain_script_runs_ddp_over_gloo_on_two_tasks(cluster, uninterrupted)
     VQTokenizer.from_pretrained(run / "export")
 
 
+def _node_state(cluster) -> str:
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=cluster.env, capture_output=True, text=True)
+    return out.stdout.strip().lower()
+
+
 def _wait_for(predicate, timeout: float, what: str):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -123,6 +128,11 @@ def test_preempted_job_requeues_resumes_and_matches_the_uninterrupted_run(cluste
     subprocess.run(["scancel", "--signal=USR1", job], env=cluster.env, check=True)
     _wait_for(lambda: "JobState=PENDING" in _show(cluster, job), 120,
               f"job was not requeued: {_show(cluster, job)} {read()[-2000:]}")
+    # slurmd refuses a launch whose credential is not newer than the killed attempt's revocation ("Job credential
+    # revoked": the job then ends FAILED, never having run again); timestamps are in seconds, so a release within
+    # the same second loses that race. Let the node finish the killed attempt, and a second pass, first.
+    _wait_for(lambda: _node_state(cluster) == "idle", 120, f"node never came back to idle: {cluster.log_tail()}")
+    time.sleep(2)
     # slurmctld holds a requeued job back (Reason=BeginTime) for minutes; release it now.
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=cluster.env, check=True)
     cluster.wait(job, timeout=240)
