@@ -24,7 +24,7 @@ DEFAULT_FPS = 30.0  # used only when an env declares no render_fps
 # at 64x64; 0.6 keeps the whole swing (radius 1.1 with the rod's rounded tip) with a margin and makes it 5 px wide
 # and 24 px long. InvertedPendulum's camera follows the cart from afar: its pole is 2 px wide and 20 px long at
 # 64x64, so a tilt of 0.2 rad (where the episode ends) moves its tip by 4 px; rendered at 2x and cropped to the pole
-# (centred above the cart), it is twice that. The camera stays put, so the crop shows about +-0.5 of the +-1 rail: a
+# (centred above the cart), it is twice that. The camera stays put, so the crop shows only about half the rail: a
 # cart driven far from the centre leaves the frame (the balancer and short episodes keep it near the middle).
 FRAMING = {"Pendulum-v1": (0.6, 0.5), "InvertedPendulum-v5": (0.5, 0.36)}
 
