@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import time
@@ -112,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['setting']} | {r['decisions_per_s']:.2f} | {r['imagined_frames_per_decision']} | "
               f"{r['imagined_frames_per_s']:.0f} |")
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+        from wm_video.data.writer import atomic_write_json
+
+        atomic_write_json(args.out, result)
     return 0
 
 

@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                    "module docstring; its figure is not in docs/benchmarks.md)")
     p.add_argument("--smoke", action="store_true", help="tiny data, models and episodes: checks the pipeline only")
     args = p.parse_args(argv)
+    from wm_video.data.writer import atomic_write_bytes, atomic_write_json
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -198,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             reports[stage] = json.loads(path.read_text())
     summary = summarize(reports)
     summary["settings"] = {k: settings[k] for k in reports}
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
-    (out / "results.md").write_text(markdown(summary))
+    atomic_write_json(out / "results.json", summary)
+    atomic_write_bytes(out / "results.md", markdown(summary).encode())
     print(markdown(summary))
     print(f"{(time.perf_counter() - t0) / 60:.1f} min; wrote {out / 'results.json'} and {out / 'results.md'}")
     return 0
