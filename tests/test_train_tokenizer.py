@@ -20,7 +20,7 @@ def test_split_holds_out_the_last_shards():
 
 def test_sample_frames_and_grid_shapes():
     x = torch.arange(2 * 6).view(2, 6, 1, 1, 1).expand(2, 6, 3, 4, 4).float()
-    picked = sample_frames(x, 3, torch.Generator().manual_seed(0))
+    picked = sample_frames(x, 3, generator=torch.Generator().manual_seed(0))
     assert picked.shape == (2, 3, 3, 4, 4)
     assert all(set(picked[i, :, 0, 0, 0].tolist()) <= set(x[i, :, 0, 0, 0].tolist()) for i in range(2))
     assert recon_grid(x / 12, x / 12, n=5).shape == (3, 8, 20)

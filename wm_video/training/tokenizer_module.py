@@ -51,13 +51,16 @@ class TokenizerTrainConfig:
     image_every_n_val: int = 1
 
 
-def sample_frames(frames: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``k`` random frames of each clip: ``(b, t, c, h, w)`` -> ``(b, k, c, h, w)``."""
+def sample_frames(frames: torch.Tensor, k: int, *others: torch.Tensor, generator: torch.Generator | None = None
+                  ) -> Any:
+    """``k`` random frames of each clip: ``(b, t, c, h, w)`` -> ``(b, k, c, h, w)``; with ``others`` (tensors whose
+    first two dimensions are ``(b, t)`` too), the same frames of each, returned as a tuple after the frames."""
     b, t = frames.shape[:2]
     if k >= t:
-        return frames
+        return (frames, *others) if others else frames
     idx = torch.stack([torch.randperm(t, generator=generator)[:k] for _ in range(b)])  # (b, k)
-    return frames[torch.arange(b)[:, None], idx]
+    picked = [x[torch.arange(b)[:, None], idx] for x in (frames, *others)]
+    return tuple(picked) if others else picked[0]
 
 
 def recon_grid(frames: torch.Tensor, recon: torch.Tensor, n: int = 8) -> torch.Tensor:
@@ -90,7 +93,16 @@ class TokenizerModule(L.LightningModule):
         self._val_runs = 0
 
     def training_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
-        batch = {**batch, "frames": sample_frames(batch["frames"], self.cfg.frames_per_clip)}
+        frames, k = batch["frames"], self.cfg.frames_per_clip
+        if self.cfg.model.foreground_weight > 0:
+            # The foreground mask needs the whole clip (its median is the background), so it is taken first.
+            from wm_video.models.tokenizer.losses import foreground_mask
+
+            fg = foreground_mask(to_model_frames(frames, batch.get("key")), self.cfg.model.foreground_threshold)
+            frames, fg = sample_frames(frames, k, fg)
+            batch = {**batch, "frames": frames, "foreground": fg}
+        else:
+            batch = {**batch, "frames": sample_frames(frames, k)}
         disc = self.disc if self.disc is not None and self.global_step >= self.cfg.model.disc_start else None
         loss, logs = self.model.compute_loss(batch, self.perceptual, disc)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from diffusers.models.autoencoders.vae import Decoder, Encoder
 from einops import rearrange
 from huggingface_hub import PyTorchModelHubMixin
@@ -121,7 +120,9 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
 
     def compute_loss(self, batch: dict[str, Any], perceptual: nn.Module | None = None, disc: nn.Module | None = None
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Reconstruction (L1/L2) plus commitment loss on ``batch["frames"]`` uint8 ``(b, t, 3, h, w)``; plus
+        """Reconstruction (L1/L2) plus commitment loss on ``batch["frames"]`` uint8 ``(b, t, 3, h, w)``, with
+        foreground pixels weighted up when ``foreground_weight > 0`` (the mask is ``batch["foreground"]`` when
+        given, else computed from the clip: see :func:`~wm_video.models.tokenizer.losses.foreground_mask`); plus
         ``perceptual_weight`` times ``perceptual(recon, frames)`` when a perceptual network is given; plus, when a
         patch discriminator ``disc`` is given, the adversarial terms (training holds both networks, so their
         weights never enter the export).
@@ -132,9 +133,27 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
         optimizer (and Lightning's automatic optimization, gradient clipping and exact resume) serves both."""
         frames = to_model_frames(batch["frames"], batch.get("key"))
         out = self(frames)
-        l1, mse = F.l1_loss(out.recon, frames), F.mse_loss(out.recon, frames)
-        rec = {"l1": l1, "l2": mse, "l1+l2": l1 + mse}[self.config.recon_loss]
+        err = out.recon - frames
+        l1, mse = err.abs().mean(), err.pow(2).mean()
         extra = {}
+        fg = batch.get("foreground")
+        if fg is None and self.config.foreground_weight > 0:
+            from wm_video.models.tokenizer.losses import foreground_mask
+
+            fg = foreground_mask(frames, self.config.foreground_threshold)
+        if fg is not None and self.config.foreground_weight > 0:
+            # Weights 1 + w on foreground pixels, scaled to mean 1 so the loss stays on the unweighted scale.
+            weight = 1 + self.config.foreground_weight * fg.float()
+            weight = weight / weight.mean()
+            w_l1, w_mse = (weight * err.abs()).mean(), (weight * err.pow(2)).mean()
+            n_fg = fg.sum() * 3
+            fg_mse = (err.pow(2) * fg).sum().detach() / n_fg.clamp(min=1)
+            extra["fg_fraction"] = fg.float().mean()
+            if n_fg > 0:
+                extra["fg_psnr"] = 10 * torch.log10(4.0 / fg_mse.clamp(min=1e-10))
+        else:
+            w_l1, w_mse = l1, mse
+        rec = {"l1": w_l1, "l2": w_mse, "l1+l2": w_l1 + w_mse}[self.config.recon_loss]
         if perceptual is not None and self.config.perceptual_weight > 0:
             p = perceptual(out.recon.flatten(0, 1), frames.flatten(0, 1))
             rec = rec + self.config.perceptual_weight * p
