@@ -129,12 +129,9 @@ def falls_finetune(folder: Path, smoke: bool) -> Path:
 
 
 def run_stage(name: str, model: Path, out: Path, settings: dict[str, Any], env: str) -> dict[str, Any]:
-    """One planning/actor stage into ``out/name`` (skipped when its report exists)."""
+    """One planning/actor stage into ``out/name``."""
     from wm_video.commands.plan import imagine_train, plan
 
-    report_path = out / name / "report.json"
-    if report_path.exists():
-        return json.loads(report_path.read_text())
     if name == "actor":
         data = model.parent / "data"
         return imagine_train(model=str(model), env=env, data=str(data), out=str(out / name), **settings)
@@ -196,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     configs, settings = world_model_configs(args.smoke), agent_settings(args.smoke)
     reports, t0 = {}, time.perf_counter()
     for stage in wanted:
+        report = out / stage / "report.json"
+        if report.exists():  # done: its world model is not needed (nor rebuilt)
+            reports[stage] = json.loads(report.read_text())
+            continue
         wm_name, env = ("wm_pacman", PACMAN_ENV) if stage == "mcts" else ("wm_cart", CART_ENV)
         model = build_world_model(wm_name, configs[wm_name], out, args.smoke)
         reports[stage] = run_stage(stage, model, out, settings[stage], env)
