@@ -1,7 +1,7 @@
 """Do the planners and the imagination-trained actor beat random in the real simulator? Build two world models on
 this machine, then control the real simulators with them over paired episode seeds against the random policy.
 
-    python eval/planning/planning_returns.py --out runs/planning_returns     # every stage: about 2.5 hours
+    python eval/planning/planning_returns.py --out runs/planning_returns     # every stage: about 3.5 hours
     python eval/planning/planning_returns.py --out runs/planning_returns --only cem,actor
     python eval/planning/planning_returns.py --smoke --out /tmp/pr_smoke     # minutes; numbers mean nothing
 
