@@ -6,9 +6,10 @@ from __future__ import annotations
 def evaluate(model: str | None = None, data: str | None = None, horizon: int = 8, context_frames: int = 4,
              out: str = "eval_out", max_clips: int = 64, batch_size: int = 8, temperature: float = 0.0,
              maskgit_steps: int = 8, num_inference_steps: int | None = None, seed: int = 0,
-             val_fraction: float = 0.1, device: str = "cpu") -> None:
-    """Open-loop rollouts on held-out clips, scored per horizon against copy-last-frame, shuffled actions and the
-    tokenizer's ceiling; writes OUT/report.json, OUT/report.md and one PNG plot per metric.
+             val_fraction: float = 0.1, guidance_scale: float = 1.0, device: str = "cpu") -> None:
+    """Open-loop rollouts on held-out clips, scored per horizon against copy-last-frame, shuffled actions, the null
+    action and the tokenizer's ceiling, on whole frames, on the pixels that move and on the tokens that change;
+    writes OUT/report.json, OUT/report.md and one PNG plot per metric.
 
     The protocol (wm_video/evaluation/rollout_eval.py) is recorded in the report with every setting.
 
@@ -28,6 +29,8 @@ def evaluate(model: str | None = None, data: str | None = None, horizon: int = 8
         num_inference_steps: diffusion decoder steps (default: the decoder's own).
         seed: random seed of sampling and of the action shuffle.
         val_fraction: held-out fraction of shards, as in training.
+        guidance_scale: classifier-free guidance on actions (1: the plain model; >1 pushes predictions towards what
+            the actions imply, at twice the dynamics cost per frame).
         device: cpu or cuda.
     """
     from wm_video.evaluation import EvalConfig, evaluate_world_model, write_report
@@ -39,7 +42,7 @@ def evaluate(model: str | None = None, data: str | None = None, horizon: int = 8
     wm = WorldModel.from_pretrained(model).to(device)
     cfg = EvalConfig(horizon=horizon, context_frames=context_frames, max_clips=max_clips, batch_size=batch_size,
                      temperature=temperature, maskgit_steps=maskgit_steps, num_inference_steps=num_inference_steps,
-                     seed=seed, val_fraction=val_fraction)
+                     seed=seed, val_fraction=val_fraction, guidance_scale=guidance_scale)
     report = evaluate_world_model(wm, data, cfg)
     report["model"] = str(model)
     paths = write_report(report, out)

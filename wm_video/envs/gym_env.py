@@ -26,7 +26,9 @@ DEFAULT_FPS = 30.0  # used only when an env declares no render_fps
 # 64x64, so a tilt of 0.2 rad (where the episode ends) moves its tip by 4 px; rendered at 2x and cropped to the pole
 # (centred above the cart), it is twice that. The camera stays put, so the crop shows only about half the rail: a
 # cart driven far from the centre leaves the frame (the balancer and short episodes keep it near the middle).
-FRAMING = {"Pendulum-v1": (0.6, 0.5), "InvertedPendulum-v5": (0.5, 0.36)}
+# Reacher's default camera shows its arena as a small tilted square in the middle of the render, with the two-link
+# arm about 1 px wide at 64x64; the crop keeps the arm's whole reach and makes it 2-3 px wide.
+FRAMING = {"Pendulum-v1": (0.6, 0.5), "InvertedPendulum-v5": (0.5, 0.36), "Reacher-v5": (0.45, 0.47)}
 
 
 def crop_square(frame: np.ndarray, keep: float, centre_y: float) -> np.ndarray:

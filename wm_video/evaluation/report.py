@@ -7,8 +7,14 @@ from pathlib import Path
 
 from wm_video.data.writer import atomic_write_bytes, atomic_write_json
 
-LABELS = {"psnr_db": "PSNR (dB)", "ssim": "SSIM", "token_accuracy": "token accuracy", "reward_mae": "reward MAE",
-          "termination_precision": "termination precision", "termination_recall": "termination recall"}
+LABELS = {"psnr_db": "PSNR (dB)", "psnr_moving_db": "PSNR on moving pixels (dB)", "ssim": "SSIM",
+          "token_accuracy": "token accuracy", "changed_token_accuracy": "token accuracy on changing tokens",
+          "reward_mae": "reward MAE", "termination_precision": "termination precision",
+          "termination_recall": "termination recall"}
+
+
+def _cell(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def markdown(report: dict, horizons: list[int] | None = None) -> str:
@@ -25,8 +31,10 @@ def markdown(report: dict, horizons: list[int] | None = None) -> str:
                   "| --- |" + " --- |" * len(shown)]
         for method, res in report["results"].items():
             if metric in res:
-                lines.append(f"| {method} | " + " | ".join(f"{res[metric][h - 1]:.3f}" for h in shown) + " |")
+                lines.append(f"| {method} | " + " | ".join(_cell(res[metric][h - 1]) for h in shown) + " |")
         lines.append("")
+    for method, note in report.get("notes", {}).items():
+        lines.append(f"- {method}: {note}")
     return "\n".join(lines)
 
 
@@ -41,7 +49,8 @@ def plot(report: dict, metric: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
     for method, res in report["results"].items():
         if metric in res:
-            ax.plot(report["horizons"], res[metric], marker="o", ms=3, label=method)
+            ys = [float("nan") if v is None else v for v in res[metric]]
+            ax.plot(report["horizons"], ys, marker="o", ms=3, label=method)
     ax.set_xlabel("horizon (frames ahead)")
     ax.set_ylabel(LABELS[metric])
     ax.grid(alpha=0.3)

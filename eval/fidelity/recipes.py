@@ -1,0 +1,81 @@
+"""The fidelity suite's fixed recipes: one per simulator, each a whole world model built by the project's own verbs.
+
+Every budget is a count of optimizer steps (never minutes), so a busy machine changes how long a run takes, not
+what it produces. The full recipes are sized for about 15 minutes per environment on an idle 2-core CPU; ``smoke``
+shrinks every count so the whole pipeline runs in about a minute per environment (its numbers mean nothing).
+
+Why these environments: in each, the agent's action visibly moves a large part of the frame, so a model that
+follows its actions must score better with the true actions than with shuffled ones.
+
+- ``ALE/Boxing-v5`` (discrete, 18 joystick actions): the player's boxer is a large sprite that walks and punches
+  where the joystick says; the opponent moves on its own.
+- ``Reacher-v5`` (gymnasium MuJoCo, continuous torques on 2 joints): a random torque swings the two-link arm across
+  the arena (rendered cropped around the arena, see ``wm_video.envs.gym_env.FRAMING``).
+- ``metaworld/reach-v3`` (Meta-World, continuous end-effector deltas): the Sawyer arm fills a third of the frame;
+  the noisy scripted expert moves it towards the goal with large random deviations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Recipe:
+    """How one environment's world model is built and scored.
+
+    Args:
+        env: simulator id (``wm-video data envs`` lists them).
+        policy: collection policy (``random``, ``scripted``, ``noisy``).
+        noise: noise of the ``noisy`` policy.
+        episodes: episodes collected; the last 10% of shards are held out and only they are scored.
+        max_episode_steps: cap on episode length (None: the simulator's own).
+        episodes_per_shard: episodes per shard.
+        stride: frames between clip starts (None: no overlap).
+        tokenizer_steps, dynamics_steps: optimizer steps of each part (the ``tiny`` presets otherwise).
+        decoder_steps: optimizer steps of the diffusion decoder; 0 leaves it out and frames come from the VQ
+            decoder (the fidelity targets are about tokens and actions, and the budget goes to dynamics).
+        tokenizer, dynamics: dotted overrides of the ``tiny`` training presets.
+        temperature: token sampling temperature of the evaluation (0: argmax).
+        guidance_scale: classifier-free guidance on actions in the evaluation (1: none).
+        max_clips: held-out clips evaluated.
+    """
+
+    env: str
+    policy: str = "random"
+    noise: float = 0.3
+    episodes: int = 64
+    max_episode_steps: int | None = None
+    episodes_per_shard: int = 4
+    stride: int | None = None
+    tokenizer_steps: int = 600
+    dynamics_steps: int = 800
+    decoder_steps: int = 0
+    tokenizer: list[str] = field(default_factory=list)
+    dynamics: list[str] = field(default_factory=list)
+    temperature: float = 0.0
+    guidance_scale: float = 1.0
+    max_clips: int = 96
+
+
+# Pixels that differ from their clip's median get 30x the reconstruction weight: the moving sprites and arms are a
+# few percent of the pixels, and an unweighted loss learns to leave them out (docs/benchmarks.md, tokenizer).
+FOREGROUND = ["model.foreground_weight=30"]
+
+RECIPES: dict[str, Recipe] = {
+    "ALE/Boxing-v5": Recipe(env="ALE/Boxing-v5", episodes=48, max_episode_steps=300, tokenizer=FOREGROUND),
+    "Reacher-v5": Recipe(env="Reacher-v5", episodes=256, episodes_per_shard=16, stride=8, tokenizer=FOREGROUND),
+    "metaworld/reach-v3": Recipe(env="metaworld/reach-v3", policy="noisy", noise=0.5, episodes=64,
+                                 max_episode_steps=150, tokenizer=FOREGROUND),
+}
+DEFAULT_ENVS = tuple(RECIPES)
+
+
+def recipe_for(env: str, smoke: bool = False) -> Recipe:
+    """The suite's recipe for ``env`` (another id gets the defaults with ``FOREGROUND``); ``smoke``: tiny counts."""
+    r = RECIPES.get(env) or Recipe(env=env, tokenizer=FOREGROUND)
+    if smoke:
+        r = dataclasses.replace(r, episodes=4, episodes_per_shard=1, max_episode_steps=40, tokenizer_steps=4,
+                                dynamics_steps=4, decoder_steps=min(r.decoder_steps, 2), max_clips=4)
+    return r

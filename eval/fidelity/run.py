@@ -1,0 +1,235 @@
+"""The fidelity suite: does the world model follow its actions? One command builds a world model per simulator with
+the project's own verbs and a fixed step-budgeted recipe (:mod:`recipes`), then scores it on held-out episodes.
+
+    python eval/fidelity/run.py --out runs/fidelity                       # 3 environments, ~15 min each on 2 cores
+    python eval/fidelity/run.py --out runs/fidelity --envs ALE/Boxing-v5  # one of them
+    python eval/fidelity/run.py --out /tmp/fid_smoke --smoke              # minutes; the numbers mean nothing
+    make fidelity
+
+Per environment, each stage is one ``wm-video`` command run as its own process, skipped when its output exists
+(rerun the same command to resume; delete a stage's folder to redo it):
+
+    collect -> train tokenizer -> tokenize -> train dynamics [-> train decoder] -> export -> eval
+
+The evaluation (``wm-video eval``, :mod:`wm_video.evaluation.rollout_eval`) gives per horizon 1..8, after 4 context
+frames: PSNR with the true actions, shuffled actions and the null action, copy-last-frame, the tokenizer ceiling,
+PSNR on the pixels that move and token accuracy on the tokens that change. The suite adds the CPU seconds of
+every stage (user + system time of the stage's process tree) and the verdicts on the issue's targets:
+
+- ``beats_copy``: the model beats copy-last-frame at every horizon, by at least 2 dB at h=8;
+- ``follows_actions``: true actions beat shuffled actions by at least 1.5 dB, averaged over h=1..8;
+- ``near_ceiling``: h=1 is within 2 dB of the tokenizer ceiling;
+- ``tokens_keep_motion``: the tokenizer ceiling's PSNR on moving pixels is at least 25 dB (what the agent
+  controls survives tokenization).
+
+Writes ``OUT/<env>/`` (data, runs, world model, eval report) and ``OUT/results.json`` / ``OUT/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipes import DEFAULT_ENVS, Recipe, recipe_for
+
+from wm_video.data.writer import atomic_write_bytes, atomic_write_json
+
+HORIZON, CONTEXT = 8, 4
+TARGETS = {"copy_margin_h8_db": 2.0, "action_margin_db": 1.5, "ceiling_gap_h1_db": 2.0, "moving_ceiling_db": 25.0}
+
+
+def slug(env: str) -> str:
+    return env.replace("/", "_")
+
+
+def check_env_renders(env: str, size: int = 64) -> None:
+    """Make ``env``, reset it and take one step; a clear error naming it when it gives no RGB frames."""
+    import numpy as np
+
+    from wm_video.envs.registry import make_env
+
+    try:
+        sim = make_env(env, size=size)
+    except Exception as e:  # any failure to build it is reported with the env's name
+        raise SystemExit(f"fidelity: environment '{env}' cannot be used: {e}") from e
+    try:
+        first = sim.reset(seed=0).frame
+        step = sim.step(sim.sample_action(np.random.default_rng(0))).frame
+    finally:
+        sim.close()
+    for frame in (first, step):
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != (size, size, 3):
+            got = type(frame).__name__ if not isinstance(frame, np.ndarray) else f"{frame.dtype} {frame.shape}"
+            raise SystemExit(f"fidelity: environment '{env}' renders no {size}x{size} RGB frames (got {got})")
+
+
+def stage_commands(r: Recipe, root: Path) -> list[tuple[str, Path, list[str]]]:
+    """``(stage, output that marks it done, wm-video arguments)`` in order."""
+    data, tokens, runs, wm = root / "data", root / "tokens", root / "runs", root / "world_model"
+    collect = ["data", "collect", "--env", r.env, "--episodes", str(r.episodes), "--policy", r.policy,
+               "--noise", str(r.noise), "--size", "64", "--clip-len", "16", "--workers", "2",
+               "--episodes-per-shard", str(r.episodes_per_shard), "--seed", "0", "--out", str(data)]
+    if r.max_episode_steps:
+        collect += ["--max-episode-steps", str(r.max_episode_steps)]
+    if r.stride:
+        collect += ["--stride", str(r.stride)]
+    stages = [
+        ("collect", data / "dataset.json", collect),
+        ("tokenizer", runs / "tokenizer" / "export", ["train", "tokenizer", "--preset", "tiny", "--data", str(data),
+                                                      "--out", str(runs / "tokenizer"), "--max-steps",
+                                                      str(r.tokenizer_steps), *r.tokenizer]),
+        ("tokenize", tokens / "dataset.json", ["data", "tokenize", "--tokenizer", str(runs / "tokenizer" / "export"),
+                                               "--src", str(data), "--out", str(tokens)]),
+        ("dynamics", runs / "dynamics" / "export", ["train", "dynamics", "--preset", "tiny", "--data", str(tokens),
+                                                    "--out", str(runs / "dynamics"), "--max-steps",
+                                                    str(r.dynamics_steps), *r.dynamics]),
+    ]
+    export = ["export", "--tokenizer", str(runs / "tokenizer"), "--dynamics", str(runs / "dynamics"),
+              "--data", str(data), "--out", str(wm)]
+    if r.decoder_steps:
+        stages.append(("decoder", runs / "decoder" / "export",
+                       ["train", "decoder", "--preset", "tiny", "--data", str(data), "--tokenizer",
+                        str(runs / "tokenizer" / "export"), "--out", str(runs / "decoder"), "--max-steps",
+                        str(r.decoder_steps)]))
+        export += ["--decoder", str(runs / "decoder")]
+    stages.append(("export", wm / "world_model.json", export))
+    ev = ["eval", "--model", str(wm), "--data", str(data), "--horizon", str(HORIZON), "--context-frames",
+          str(CONTEXT), "--max-clips", str(r.max_clips), "--batch-size", "16", "--temperature", str(r.temperature),
+          "--out", str(root / "eval")]
+    if r.guidance_scale != 1.0:
+        ev += ["--guidance-scale", str(r.guidance_scale)]
+    stages.append(("eval", root / "eval" / "report.json", ev))
+    return stages
+
+
+def cpu_seconds_of_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_env(r: Recipe, root: Path) -> dict[str, Any]:
+    """Run (or resume) every stage for one environment; returns its timing record."""
+    root.mkdir(parents=True, exist_ok=True)
+    timings_path = root / "stage_seconds.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    for name, done_marker, args in stage_commands(r, root):
+        if done_marker.exists():
+            print(f"[fidelity] {r.env}: {name} already done, skipped", flush=True)
+            continue
+        print(f"\n[fidelity] {r.env}: {name}: wm-video {' '.join(args)}", flush=True)
+        cpu0, t0 = cpu_seconds_of_children(), time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "wm_video", *args])
+        if proc.returncode != 0:
+            raise SystemExit(f"fidelity: {r.env}: stage '{name}' failed with exit status {proc.returncode} "
+                             f"(command: wm-video {' '.join(args)})")
+        timings[name] = {"cpu_s": round(cpu_seconds_of_children() - cpu0, 1),
+                         "wall_s": round(time.perf_counter() - t0, 1)}
+        atomic_write_json(timings_path, timings)
+    return timings
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def verdicts(report: dict[str, Any]) -> dict[str, Any]:
+    """The targets of the module docstring, from an eval report; a row the report lacks gives ``None``."""
+    res = report["results"]
+    model, copy = res["model"]["psnr_db"], res["copy_last_frame"]["psnr_db"]
+    ceiling = res.get("tokenizer_ceiling", {})
+    margins = [m - c for m, c in zip(model, copy, strict=True)]
+    out: dict[str, Any] = {
+        "copy_margin_db": [round(x, 2) for x in margins],
+        "beats_copy": all(x > 0 for x in margins) and margins[-1] >= TARGETS["copy_margin_h8_db"],
+    }
+    if "shuffled_actions" in res:
+        margin = mean([m - s for m, s in zip(model, res["shuffled_actions"]["psnr_db"], strict=True)])
+        out.update(action_margin_db=round(margin, 2), follows_actions=margin >= TARGETS["action_margin_db"])
+    else:
+        out.update(action_margin_db=None, follows_actions=None,
+                   follows_actions_note=report.get("notes", {}).get("shuffled_actions", "no shuffled-actions row"))
+    if ceiling:
+        gap = ceiling["psnr_db"][0] - model[0]
+        moving = [v for v in ceiling.get("psnr_moving_db", []) if v is not None]
+        out.update(ceiling_gap_h1_db=round(gap, 2), near_ceiling=gap <= TARGETS["ceiling_gap_h1_db"],
+                   ceiling_moving_db=round(mean(moving), 2) if moving else None,
+                   tokens_keep_motion=bool(moving) and mean(moving) >= TARGETS["moving_ceiling_db"])
+    return out
+
+
+ROWS = ("model", "shuffled_actions", "null_actions", "copy_last_frame", "tokenizer_ceiling")
+
+
+def env_table(env: str, report: dict[str, Any], v: dict[str, Any], timings: dict[str, Any]) -> str:
+    res = report["results"]
+    hs = report["horizons"]
+    lines = [f"### {env}", "", f"{report['clips']} held-out clips, context {CONTEXT}, "
+             f"temperature {report['protocol']['temperature']}, "
+             f"guidance {report['protocol'].get('guidance_scale', 1.0)}.", ""]
+    for metric, label in (("psnr_db", "PSNR (dB)"), ("psnr_moving_db", "PSNR on moving pixels (dB)"),
+                          ("changed_token_accuracy", "token accuracy on changing tokens")):
+        lines += [f"| {label} | " + " | ".join(f"h={h}" for h in hs) + " | mean |",
+                  "| --- |" + " --- |" * (len(hs) + 1)]
+        for row in ROWS:
+            vals = res.get(row, {}).get(metric)
+            if vals is None:
+                continue
+            ok = [x for x in vals if x is not None]
+            cells = ["-" if x is None else f"{x:.2f}" if metric != "changed_token_accuracy" else f"{x:.3f}"
+                     for x in vals]
+            avg = f"{mean(ok):.3f}" if ok and metric == "changed_token_accuracy" else f"{mean(ok):.2f}" if ok else "-"
+            lines.append(f"| {row} | " + " | ".join(cells) + f" | {avg} |")
+        lines.append("")
+    for note_row, note in report.get("notes", {}).items():
+        lines.append(f"- {note_row}: {note}")
+    lines += [f"- beats copy-last-frame (every h, >= 2 dB at h=8): **{v['beats_copy']}** "
+              f"(margins {v['copy_margin_db']})",
+              f"- follows its actions (true - shuffled >= 1.5 dB, mean over h): **{v['follows_actions']}** "
+              f"({v['action_margin_db']} dB)",
+              f"- h=1 within 2 dB of the tokenizer ceiling: **{v.get('near_ceiling')}** "
+              f"({v.get('ceiling_gap_h1_db')} dB)",
+              f"- tokens keep what moves (ceiling moving-pixel PSNR >= 25 dB): **{v.get('tokens_keep_motion')}** "
+              f"({v.get('ceiling_moving_db')} dB)",
+              "- CPU seconds per stage: " + ", ".join(f"{k} {t['cpu_s']:.0f}" for k, t in timings.items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", default="runs/fidelity", help="output folder (default runs/fidelity)")
+    p.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS), help=f"environments (default {DEFAULT_ENVS})")
+    p.add_argument("--smoke", action="store_true", help="a few steps per stage: checks the plumbing only")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    for env in args.envs:
+        check_env_renders(env)
+    results: dict[str, Any] = {}
+    md = ["# Fidelity suite", "", f"{datetime.date.today().isoformat()}, {platform.machine()}, "
+          f"command: python eval/fidelity/run.py {' '.join(argv if argv is not None else sys.argv[1:])}", ""]
+    for env in args.envs:
+        r = recipe_for(env, args.smoke)
+        timings = run_env(r, out / slug(env))
+        report = json.loads((out / slug(env) / "eval" / "report.json").read_text())
+        v = verdicts(report)
+        results[env] = {"recipe": r.__dict__, "verdicts": v, "stage_seconds": timings,
+                        "results": report["results"], "notes": report.get("notes", {})}
+        md.append(env_table(env, report, v, timings))
+    summary = {"date": datetime.date.today().isoformat(), "machine": platform.machine(), "smoke": args.smoke,
+               "targets": TARGETS, "envs": results}
+    atomic_write_json(out / "results.json", summary)
+    atomic_write_bytes(out / "results.md", ("\n".join(md) + "\n").encode())
+    print("\n".join(md))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
