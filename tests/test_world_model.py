@@ -163,8 +163,9 @@ def test_eval_cli_scores_horizons_with_baselines_and_writes_the_report(tmp_path,
     report = json.loads((out / "report.json").read_text())
     assert report["clips"] == 3 and report["horizons"] == [1, 2, 3]
     res = report["results"]
-    assert set(res) == {"model", "copy_last_frame", "shuffled_actions", "tokenizer_ceiling"}
-    assert all(len(res["model"][k]) == 3 for k in ("psnr_db", "ssim", "token_accuracy", "reward_mae",
+    assert set(res) == {"model", "copy_last_frame", "shuffled_actions", "null_actions", "tokenizer_ceiling"}
+    assert all(len(res["model"][k]) == 3 for k in ("psnr_db", "ssim", "token_accuracy", "reward_mae", "psnr_moving_db",
+                                                   "changed_token_accuracy",
                                                    "termination_precision", "termination_recall"))
     # copy-last-frame's token accuracy is exactly the share of tokens equal to the last context frame's
     assert all(0 <= v <= 1 for v in res["copy_last_frame"]["token_accuracy"])

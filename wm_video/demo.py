@@ -12,8 +12,9 @@ Stages, each skipped when its output already exists (so an interrupted demo resu
 7. ``generate``: predict a held-out clip's future from 4 context frames and its true actions, written as mp4 and
    GIF beside the ground truth;
 8. ``eval``: the evaluation protocol (:mod:`wm_video.evaluation.rollout_eval`) on the held-out episodes, against
-   copy-last-frame and shuffled actions; the PSNR table is printed, and whether the model beats
-   copy-last-frame at horizons 4 and 8.
+   copy-last-frame, shuffled actions and the null action; the tables are printed with the two verdicts
+   (:mod:`wm_video.evaluation.verdicts`): whether the model beats copy-last-frame, and whether it follows its
+   actions (true actions beat shuffled ones).
 
 Wall time per stage and peak resident memory go to ``OUT/demo_summary.json``.
 """
@@ -27,8 +28,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-CHECK_HORIZONS = (4, 8)
 
 
 @dataclass
@@ -133,6 +132,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     from wm_video.data.writer import atomic_write_json
     from wm_video.evaluation import EvalConfig, evaluate_world_model, write_report
     from wm_video.evaluation.report import markdown
+    from wm_video.evaluation.verdicts import format_verdicts, verdicts
     from wm_video.training.decoder_module import train_decoder
     from wm_video.training.dynamics_module import train_dynamics
     from wm_video.training.tokenizer_module import train_tokenizer
@@ -185,32 +185,17 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         write_report(report, out / "eval")
 
     stages.run("eval", False, evaluate)
-    verdict = beats_copy_last(report, CHECK_HORIZONS)
+    verdict = verdicts(report)
     summary = {"config": dataclasses.asdict(cfg), "stage_seconds": stages.seconds, "skipped": stages.skipped,
-               "total_seconds": stages.total, "peak_memory": peak_memory_gib(), "beats_copy_last_frame": verdict,
+               "total_seconds": stages.total, "peak_memory": peak_memory_gib(), "verdicts": verdict,
                "outputs": {"video": str(video), "gif": str(video.with_suffix(".gif")),
                            "report": str(out / "eval" / "report.md"), "world_model": str(wm_dir),
                            "contact_sheet": str(out / "data.png")},
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     atomic_write_json(out / "demo_summary.json", summary)
     print("\n" + markdown(report, horizons=[h for h in (1, 2, 4, 8, 16) if h in report["horizons"]]))
-    print(format_verdict(verdict))
+    print(format_verdicts(verdict))
     print(f"stage seconds: {json.dumps(stages.seconds)}")
     print(f"total {stages.total / 60:.1f} min; peak memory {summary['peak_memory']}")
     print(f"video: {video} (+ .gif), report: {out / 'eval' / 'report.md'}, world model: {wm_dir}")
     return summary
-
-
-def beats_copy_last(report: dict[str, Any], horizons: tuple[int, ...]) -> dict[str, Any]:
-    """Model PSNR against copy-last-frame PSNR at each horizon (1-based) that the report covers."""
-    res = report["results"]
-    model, copy = res["model"]["psnr_db"], res["copy_last_frame"]["psnr_db"]
-    rows = {str(h): {"model_db": round(model[h - 1], 2), "copy_last_frame_db": round(copy[h - 1], 2),
-                     "beats": bool(model[h - 1] > copy[h - 1])} for h in horizons if h <= len(model)}
-    return {"horizons": rows, "all": bool(rows) and all(r["beats"] for r in rows.values())}
-
-
-def format_verdict(verdict: dict[str, Any]) -> str:
-    lines = [f"h={h}: model {r['model_db']:.2f} dB vs copy-last-frame {r['copy_last_frame_db']:.2f} dB -> "
-             f"{'beats it' if r['beats'] else 'does NOT beat it'}" for h, r in verdict["horizons"].items()]
-    return "\n".join(lines)

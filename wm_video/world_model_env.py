@@ -48,14 +48,22 @@ class WorldModelEnv:
         render: decode frames at every step.
         use_cache: KV cache for the dynamics model (False recomputes the window each step).
         generator: random source of token sampling and decoder noise; the same seed gives the same rollout.
+        guidance_scale: classifier-free guidance on actions, ``s >= 0``: the token logits are
+            ``uncond + s * (cond - uncond)``, ``cond`` given the actions, ``uncond`` with every frame's action (the
+            context's included) replaced by the null action, the unconditional model trained by
+            ``null_action_prob``. 1 (default) is the plain model at no extra cost; ``s > 1`` follows the actions
+            more strongly, 0 ignores them. Any other value than 1 runs the dynamics model on a doubled batch
+            (about twice the compute and KV-cache memory per step); rewards and terminations stay conditional.
     """
 
     def __init__(self, model: WorldModel, maskgit_steps: int = 8, temperature: float = 1.0, top_k: int | None = None,
                  num_inference_steps: int | None = None, sampler: str | None = None, render: bool = True,
-                 use_cache: bool = True, generator: torch.Generator | None = None) -> None:
+                 use_cache: bool = True, generator: torch.Generator | None = None, guidance_scale: float = 1.0
+                 ) -> None:
         self.model = model
         self.render, self.steps, self.sampler, self.generator = render, num_inference_steps, sampler, generator
-        self.rollout = Rollout(model.dynamics, maskgit_steps, temperature, top_k, use_cache, generator)
+        self.rollout = Rollout(model.dynamics, maskgit_steps, temperature, top_k, use_cache, generator,
+                               guidance_scale)
         self._prev: torch.Tensor | None = None
         self.batch_size = 0
         self.t = 0

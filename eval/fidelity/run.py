@@ -14,13 +14,9 @@ Per environment, each stage is one ``wm-video`` command run as its own process, 
 The evaluation (``wm-video eval``, :mod:`wm_video.evaluation.rollout_eval`) gives per horizon 1..8, after 4 context
 frames: PSNR with the true actions, shuffled actions and the null action, copy-last-frame, the tokenizer ceiling,
 PSNR on the pixels that move and token accuracy on the tokens that change. The suite adds the CPU seconds of
-every stage (user + system time of the stage's process tree) and the verdicts on the issue's targets:
-
-- ``beats_copy``: the model beats copy-last-frame at every horizon, by at least 2 dB at h=8;
-- ``follows_actions``: true actions beat shuffled actions by at least 1.5 dB, averaged over h=1..8;
-- ``near_ceiling``: h=1 is within 2 dB of the tokenizer ceiling;
-- ``tokens_keep_motion``: the tokenizer ceiling's PSNR on moving pixels is at least 25 dB (what the agent
-  controls survives tokenization).
+every stage (user + system time of the stage's process tree) and the verdicts of
+:mod:`wm_video.evaluation.verdicts`: beats copy-last-frame (by 2 dB at h=8), follows its actions (true beat
+shuffled actions by 1.5 dB on average), h=1 within 2 dB of the tokenizer ceiling, and the tokens keep what moves.
 
 Writes ``OUT/<env>/`` (data, runs, world model, eval report) and ``OUT/results.json`` / ``OUT/results.md``.
 """
@@ -42,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recipes import DEFAULT_ENVS, Recipe, recipe_for
 
 from wm_video.data.writer import atomic_write_bytes, atomic_write_json
+from wm_video.evaluation.verdicts import Targets, format_verdicts, verdicts
 
 HORIZON, CONTEXT = 8, 4
-TARGETS = {"copy_margin_h8_db": 2.0, "action_margin_db": 1.5, "ceiling_gap_h1_db": 2.0, "moving_ceiling_db": 25.0}
 
 
 def slug(env: str) -> str:
@@ -141,31 +137,6 @@ def mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
-def verdicts(report: dict[str, Any]) -> dict[str, Any]:
-    """The targets of the module docstring, from an eval report; a row the report lacks gives ``None``."""
-    res = report["results"]
-    model, copy = res["model"]["psnr_db"], res["copy_last_frame"]["psnr_db"]
-    ceiling = res.get("tokenizer_ceiling", {})
-    margins = [m - c for m, c in zip(model, copy, strict=True)]
-    out: dict[str, Any] = {
-        "copy_margin_db": [round(x, 2) for x in margins],
-        "beats_copy": all(x > 0 for x in margins) and margins[-1] >= TARGETS["copy_margin_h8_db"],
-    }
-    if "shuffled_actions" in res:
-        margin = mean([m - s for m, s in zip(model, res["shuffled_actions"]["psnr_db"], strict=True)])
-        out.update(action_margin_db=round(margin, 2), follows_actions=margin >= TARGETS["action_margin_db"])
-    else:
-        out.update(action_margin_db=None, follows_actions=None,
-                   follows_actions_note=report.get("notes", {}).get("shuffled_actions", "no shuffled-actions row"))
-    if ceiling:
-        gap = ceiling["psnr_db"][0] - model[0]
-        moving = [v for v in ceiling.get("psnr_moving_db", []) if v is not None]
-        out.update(ceiling_gap_h1_db=round(gap, 2), near_ceiling=gap <= TARGETS["ceiling_gap_h1_db"],
-                   ceiling_moving_db=round(mean(moving), 2) if moving else None,
-                   tokens_keep_motion=bool(moving) and mean(moving) >= TARGETS["moving_ceiling_db"])
-    return out
-
-
 ROWS = ("model", "shuffled_actions", "null_actions", "copy_last_frame", "tokenizer_ceiling")
 
 
@@ -191,15 +162,8 @@ def env_table(env: str, report: dict[str, Any], v: dict[str, Any], timings: dict
         lines.append("")
     for note_row, note in report.get("notes", {}).items():
         lines.append(f"- {note_row}: {note}")
-    lines += [f"- beats copy-last-frame (every h, >= 2 dB at h=8): **{v['beats_copy']}** "
-              f"(margins {v['copy_margin_db']})",
-              f"- follows its actions (true - shuffled >= 1.5 dB, mean over h): **{v['follows_actions']}** "
-              f"({v['action_margin_db']} dB)",
-              f"- h=1 within 2 dB of the tokenizer ceiling: **{v.get('near_ceiling')}** "
-              f"({v.get('ceiling_gap_h1_db')} dB)",
-              f"- tokens keep what moves (ceiling moving-pixel PSNR >= 25 dB): **{v.get('tokens_keep_motion')}** "
-              f"({v.get('ceiling_moving_db')} dB)",
-              "- CPU seconds per stage: " + ", ".join(f"{k} {t['cpu_s']:.0f}" for k, t in timings.items()), ""]
+    lines += ["- " + line for line in format_verdicts(v).splitlines()]
+    lines += ["- CPU seconds per stage: " + ", ".join(f"{k} {t['cpu_s']:.0f}" for k, t in timings.items()), ""]
     return "\n".join(lines)
 
 
@@ -224,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "results": report["results"], "notes": report.get("notes", {})}
         md.append(env_table(env, report, v, timings))
     summary = {"date": datetime.date.today().isoformat(), "machine": platform.machine(), "smoke": args.smoke,
-               "targets": TARGETS, "envs": results}
+               "targets": Targets().__dict__, "envs": results}
     atomic_write_json(out / "results.json", summary)
     atomic_write_bytes(out / "results.md", ("\n".join(md) + "\n").encode())
     print("\n".join(md))

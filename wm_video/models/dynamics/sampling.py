@@ -17,6 +17,14 @@ attention LLMs). Without the cache (``use_cache=False``), every pass recomputes 
 frames from scratch, the first of them conditioned on the null action, exactly as a training clip: the same
 results while the history fits the window, a training-identical view past it, and a cost ``K * context_frames``
 times one frame's.
+
+Classifier-free guidance on actions (``guidance_scale`` ``s``): every pass samples from ``uncond + s * (cond -
+uncond)``, where ``cond`` are the logits given the action history and ``uncond`` those with every frame's
+conditioning, the context's included, set to the null action, as in a clip whose actions were dropped in training
+(``null_action_prob``). ``s = 1`` is the plain model (the unconditional stream is skipped, so it costs nothing),
+``s = 0`` the unconditional one, ``s > 1`` follows the actions more strongly. The two streams run as one doubled
+batch ``[cond; uncond]`` with their own cache rows (or recomputed windows) and are fed the same sampled tokens;
+the reward and termination heads read the conditional stream only.
 """
 
 from __future__ import annotations
@@ -99,7 +107,8 @@ class RolloutStep:
     """One imagined step: ``tokens`` ``(b, h, w)`` the next frame; ``reward`` ``(b,)`` expected reward and
     ``termination`` ``(b,)`` probability that the action ended the episode (the outcome of the action taken at
     the previous frame); ``logits`` ``(b, h, w, k)`` of the last MaskGIT pass; ``reward_logits`` ``(b, bins)``,
-    ``termination_logits`` ``(b,)``."""
+    ``termination_logits`` ``(b,)``. With guidance, ``logits`` are the guided ones and the heads the conditional
+    stream's."""
 
     tokens: torch.Tensor
     reward: torch.Tensor
@@ -130,16 +139,25 @@ class Rollout:
         use_cache: keep temporal keys/values (sliding window of ``context_frames - 1`` frames); False
             recomputes the window every pass (see the module docstring for how the two differ past the window).
         generator: random source for sampling.
+        guidance_scale: classifier-free guidance on actions, ``s >= 0`` (see the module docstring). 1: the plain
+            model at no extra cost; any other value runs a doubled batch (about twice the compute and cache).
     """
 
     def __init__(self, model: DynamicsModel, steps: int = 8, temperature: float = 1.0, top_k: int | None = None,
-                 use_cache: bool = True, generator: torch.Generator | None = None) -> None:
+                 use_cache: bool = True, generator: torch.Generator | None = None,
+                 guidance_scale: float = 1.0) -> None:
+        if not guidance_scale >= 0:  # NaN too
+            raise ValueError(f"guidance_scale must be >= 0 (1: no guidance), got {guidance_scale}")
         self.model = model.eval()
         self.steps, self.temperature, self.top_k = steps, temperature, top_k
         self.use_cache, self.generator = use_cache, generator
+        self.guidance_scale = float(guidance_scale)
+        # A video-only model has cond == uncond: guidance would change nothing but the cost.
+        self.guided = self.guidance_scale != 1 and model.config.action_type != "none"
         self.window = model.config.context_frames - 1
         self.cache: KVCache | None = None
         self._frames = self._conds = self._pooled = None
+        self.batch_size = 0  # b; the streams hold 2b rows with guidance
         self.position = 0  # frame index of the next frame
 
     @torch.no_grad()
@@ -154,17 +172,19 @@ class Rollout:
         if context_actions is not None and context_actions.shape[1:2] == (t0,):
             context_actions = context_actions[:, : t0 - 1]
         acts = model.actions(context_actions, (b, t0 - 1))  # (b, t0-1, c)
-        conds = torch.cat([model.actions(None, (b, 1)), acts], dim=1)
-        frames = rearrange(context_tokens.long(), "b t h w -> b t (h w)")
+        conds = torch.cat([model.actions(None, (b, 1)), acts], dim=1)  # (b, t0, c)
+        frames = self._streams(rearrange(context_tokens.long(), "b t h w -> b t (h w)"))  # (B, t0, n)
+        if self.guided:
+            conds = torch.cat([conds, model.actions(None, (b, t0))])  # (B, t0, c), B = 2b: [cond; uncond]
         if self.use_cache:
             self.cache = KVCache(self.window)
             positions = torch.arange(t0)
             hidden, kv = model.encode(frames, conds, positions, torch.ones(t0, dtype=torch.bool), collect_kv=True)
             self.cache.append(kv, positions)
-            self._pooled = hidden[:, -1].mean(1)  # (b, d)
+            self._pooled = hidden[:b, -1].mean(1)  # (b, d), the conditional stream
         else:
             self._frames, self._conds = frames[:, -self.window:], conds[:, -self.window:]
-        self.position = t0
+        self.batch_size, self.position = b, t0
 
     @torch.no_grad()
     def step(self, action: torch.Tensor | None = None) -> RolloutStep:
@@ -172,13 +192,13 @@ class Rollout:
         -> the next frame and the action's reward and termination."""
         if self.position == 0:
             raise RuntimeError("Rollout.step before start(context_tokens)")
-        model, c = self.model, self.model.config
-        b = (self._pooled if self.use_cache else self._frames).shape[0]
+        model, c, b = self.model, self.model.config, self.batch_size
         act = model.actions(action, (b,))  # (b, c)
+        acts = torch.cat([act, model.actions(None, (b,))]) if self.guided else act  # (B, c): each stream's
         if self.use_cache:
-            gen, pooled = self._generate_cached(act)
+            gen, pooled = self._generate_cached(acts)
         else:
-            gen, pooled = self._generate_recomputed(act)
+            gen, pooled = self._generate_recomputed(acts)
         reward_logits, termination_logits = model.outcome(pooled, act)
         return RolloutStep(tokens=rearrange(gen.tokens, "b (h w) -> b h w", h=c.token_h),
                            reward=model.outcome.expected_reward(reward_logits),
@@ -186,43 +206,60 @@ class Rollout:
                            logits=rearrange(gen.logits, "b (h w) k -> b h w k", h=c.token_h),
                            reward_logits=reward_logits, termination_logits=termination_logits)
 
-    def _maskgit(self, predict: Callable[[torch.Tensor], torch.Tensor], b: int, device: torch.device
-                 ) -> MaskGITOutput:
+    def _streams(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, ...)`` -> ``(B, ...)``: the same input to the conditional and (with guidance) unconditional
+        stream."""
+        return torch.cat([x, x]) if self.guided else x
+
+    def _guide(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(B, n, k)`` -> guided ``(b, n, k)``: ``uncond + s * (cond - uncond)``."""
+        if not self.guided:
+            return logits
+        cond, uncond = logits.chunk(2)
+        return uncond + self.guidance_scale * (cond - uncond)
+
+    def _maskgit(self, predict: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> MaskGITOutput:
+        """Fill the next frame; ``predict`` maps both streams' targets ``(B, n)`` to logits ``(B, n, k)``."""
         c = self.model.config
-        return maskgit_generate(predict, b, c.tokens_per_frame, self.model.mask_id, self.steps, self.temperature,
-                                self.top_k, c.mask_schedule, self.generator, device)
+        return maskgit_generate(lambda target: self._guide(predict(self._streams(target))), self.batch_size,
+                                c.tokens_per_frame, self.model.mask_id, self.steps, self.temperature, self.top_k,
+                                c.mask_schedule, self.generator, device)
 
     def _generate_cached(self, act: torch.Tensor) -> tuple[MaskGITOutput, torch.Tensor]:
+        """``act`` ``(B, c)`` for both streams -> the new frame, and the previous frame's pooled output ``(b, d)``
+        in the conditional stream (for the heads)."""
         model, pooled = self.model, self._pooled
-        pos, cond = torch.tensor([self.position]), act[:, None]  # (1,), (b, 1, c)
+        pos, cond = torch.tensor([self.position]), act[:, None]  # (1,), (B, 1, c)
 
         def predict(target: torch.Tensor) -> torch.Tensor:
             hidden, _ = model.encode(target[:, None], cond, pos, torch.tensor([False]), self.cache)
-            return model.token_head(hidden[:, 0])  # (b, n, k)
+            return model.token_head(hidden[:, 0])  # (B, n, k)
 
-        gen = self._maskgit(predict, act.shape[0], act.device)
-        hidden, kv = model.encode(gen.tokens[:, None], cond, pos, torch.tensor([True]), self.cache, collect_kv=True)
+        gen = self._maskgit(predict, act.device)
+        tokens = self._streams(gen.tokens)[:, None]  # (B, 1, n)
+        hidden, kv = model.encode(tokens, cond, pos, torch.tensor([True]), self.cache, collect_kv=True)
         self.cache.append(kv, pos)
-        self._pooled = hidden[:, 0].mean(1)
+        self._pooled = hidden[: self.batch_size, 0].mean(1)  # (b, d)
         self.position += 1
         return gen, pooled
 
     def _generate_recomputed(self, act: torch.Tensor) -> tuple[MaskGITOutput, torch.Tensor]:
+        """As :meth:`_generate_cached`, recomputing the window ``(B, f, n)`` in every pass."""
         model = self.model
         frames, conds = self._frames, self._conds.clone()
         conds[:, 0] = model.actions(None, (act.shape[0],))  # the window starts like a training clip
         f = frames.shape[1]
         positions, clean = torch.arange(f + 1), torch.arange(f + 1) < f
-        cond = torch.cat([conds, act[:, None]], dim=1)
+        cond = torch.cat([conds, act[:, None]], dim=1)  # (B, f + 1, c)
         last_pooled = []
 
         def predict(target: torch.Tensor) -> torch.Tensor:
             hidden, _ = model.encode(torch.cat([frames, target[:, None]], 1), cond, positions, clean)
-            last_pooled.append(hidden[:, f - 1].mean(1))
-            return model.token_head(hidden[:, f])
+            last_pooled.append(hidden[: self.batch_size, f - 1].mean(1))  # (b, d)
+            return model.token_head(hidden[:, f])  # (B, n, k)
 
-        gen = self._maskgit(predict, act.shape[0], act.device)
-        self._frames = torch.cat([frames, gen.tokens[:, None]], 1)[:, -self.window:]
+        gen = self._maskgit(predict, act.device)
+        self._frames = torch.cat([frames, self._streams(gen.tokens)[:, None]], 1)[:, -self.window:]
         self._conds = torch.cat([self._conds, act[:, None]], 1)[:, -self.window:]
         self.position += 1
         return gen, last_pooled[0]
@@ -231,11 +268,13 @@ class Rollout:
 @torch.no_grad()
 def sample_next_frame(model: DynamicsModel, tokens: torch.Tensor, actions: torch.Tensor | None = None,
                       steps: int = 8, temperature: float = 1.0, top_k: int | None = None,
-                      generator: torch.Generator | None = None) -> RolloutStep:
+                      generator: torch.Generator | None = None, guidance_scale: float = 1.0) -> RolloutStep:
     """One next frame from a clip, without a cache: ``tokens`` ``(b, t, h, w)`` (the last ``context_frames - 1``
-    frames are used) and its aligned ``actions`` ``(b, t, ...)``, whose last entry produces the new frame."""
+    frames are used) and its aligned ``actions`` ``(b, t, ...)``, whose last entry produces the new frame.
+    ``guidance_scale``: classifier-free guidance on actions (:class:`Rollout`)."""
     b, t = tokens.shape[:2]
-    roll = Rollout(model, steps, temperature, top_k, use_cache=False, generator=generator)
+    roll = Rollout(model, steps, temperature, top_k, use_cache=False, generator=generator,
+                   guidance_scale=guidance_scale)
     last = None
     if actions is not None:
         model.actions.check(actions, (b, t))
@@ -248,13 +287,13 @@ def sample_next_frame(model: DynamicsModel, tokens: torch.Tensor, actions: torch
 def rollout(model: DynamicsModel, context_tokens: torch.Tensor, actions: torch.Tensor | None = None,
             context_actions: torch.Tensor | None = None, num_frames: int | None = None, steps: int = 8,
             temperature: float = 1.0, top_k: int | None = None, use_cache: bool = True,
-            generator: torch.Generator | None = None) -> RolloutOutput:
+            generator: torch.Generator | None = None, guidance_scale: float = 1.0) -> RolloutOutput:
     """Imagine ``T`` frames after ``context_tokens`` ``(b, t0, h, w)``: ``actions`` ``(b, T)`` / ``(b, T, a)``
     are taken one per step, the first after the last context frame; with ``actions=None`` give ``num_frames``
-    (null actions)."""
+    (null actions). ``guidance_scale``: classifier-free guidance on actions (:class:`Rollout`)."""
     if actions is None and num_frames is None:
         raise ValueError("rollout: give actions (b, T, ...) or num_frames for an action-free rollout")
-    roll = Rollout(model, steps, temperature, top_k, use_cache, generator)
+    roll = Rollout(model, steps, temperature, top_k, use_cache, generator, guidance_scale)
     roll.start(context_tokens, context_actions)
     outs = [roll.step(None if actions is None else actions[:, i])
             for i in range(num_frames if actions is None else actions.shape[1])]
