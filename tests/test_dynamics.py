@@ -185,6 +185,33 @@ def test_null_action():
     assert torch.isfinite(loss)
 
 
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_action_init_normal_gives_distinct_actions_from_the_start(kind):
+    cfg = tiny(**KINDS[kind], action_init="normal")
+    model = DynamicsModel(cfg).eval()
+    acts = actions_for(cfg, 2, 4)
+    cond = model.actions(acts, (2, 4))  # (b, t, c)
+    null = model.actions(None, (2, 4))
+    assert (cond - null).abs().mean() > 0.1  # unit-scale offsets, not zero
+    # the modulation that reads them is still adaLN-Zero: the fresh model's predictions ignore actions
+    tokens = tokens_for(cfg)
+
+    def uses_actions(m) -> bool:
+        with torch.no_grad():
+            return not torch.allclose(m.eval()(tokens, acts, mask_ratio=1.0).logits,
+                                      m(tokens, None, mask_ratio=1.0).logits)
+
+    assert not uses_actions(model)
+    # After one optimizer step the actions matter; with zero init they do not yet: the action offsets' gradient is
+    # proportional to the modulation weights, which were zero when it was computed.
+    zero = DynamicsModel(dataclasses.replace(cfg, action_init="zero"))
+    for m in (model, zero):
+        fit_losses(m.train(), {"tokens": tokens, "actions": acts}, steps=1)
+    assert uses_actions(model) and not uses_actions(zero)
+    with pytest.raises(ValueError, match="action_init"):
+        tiny(action_init="uniform")
+
+
 def _rolled(cfg, use_cache, context, n_steps, steps, seed=0):
     model = model_for(cfg, seed)
     acts = actions_for(cfg, 2, context + n_steps)

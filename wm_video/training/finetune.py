@@ -35,6 +35,11 @@ scored as in ``eval/dynamics/eval_dynamics.py``: every frame predicted in one sh
 true actions (``mask_ratio=1``, argmax), and again with each clip given another clip's actions and with the null
 action (the gaps measure how much the model uses the actions). Both results go to ``OUT/finetune_eval.json`` and
 the log.
+
+Tokenizer check. Before that first score, the fine-tuning tokens' tokenizer is set against the frames they were made
+from: its reconstruction PSNR there (as ``data tokenize`` measured it) beside its own held-out figure, with a warning
+when it is far below, i.e. a tokenizer from another domain (:mod:`wm_video.data.tokenizer_fit`). The record goes to
+``finetune_eval.json`` (``tokenizer_fit``).
 """
 
 from __future__ import annotations
@@ -154,7 +159,8 @@ def finetune_model_config(cfg: DynamicsTrainConfig, pretrained: DynamicsConfig, 
     from wm_video.training.dynamics_module import model_config_for_data
 
     training = {k: getattr(cfg.model, k) for k in TRAINING_FIELDS}
-    base = dataclasses.replace(pretrained, **training)
+    # A fresh action encoder starts as the null action, so the fine-tune starts exactly as the pretrained model.
+    base = dataclasses.replace(pretrained, **training, action_init="zero")
     config = model_config_for_data(dataclasses.replace(cfg, model=base), info, where)
     wrong = [f"{k}: {getattr(pretrained, k)} in {init_from}, {getattr(config, k)} in {where}"
              for k in ("vocab_size", "token_h", "token_w") if getattr(pretrained, k) != getattr(config, k)]
@@ -371,6 +377,10 @@ class Finetuning:
                                    "adapted_layers": len(adapted)}
         del self.pretrained  # its weights are in ``model`` now
         if _main_process():
+            from wm_video.data.reader import load_dataset_info
+            from wm_video.data.tokenizer_fit import report_token_dataset_fit
+
+            self.record["tokenizer_fit"] = report_token_dataset_fit(load_dataset_info(self.data), self.data)
             self.record["before"] = self._evaluate(model, "before")
 
     def before_export(self, model: DynamicsModel) -> None:

@@ -29,6 +29,7 @@ class ActionEncoder(nn.Module):
         super().__init__()
         c = config
         self.kind, self.num_actions, self.action_dim = c.action_type, c.num_actions, c.action_dim
+        self.init = c.action_init
         # Unit scale (not 0.02): SiLU of it feeds every block's modulation, whose weights learn in proportion.
         self.null = nn.Parameter(torch.randn(c.cond_dim))
         self.embed = self.mlp = None
@@ -43,15 +44,23 @@ class ActionEncoder(nn.Module):
             self.register_buffer("std", std, persistent=False)
 
     def zero_init_(self) -> None:
-        """Real actions start equal to the null action. (Called after the model's generic init, which would
-        leave the MLP's first layer too small for unit-scale inputs of a few dimensions: it gets PyTorch's
-        fan-in init back.)"""
+        """Real actions start equal to the null action (``action_init="zero"``), or at unit scale beside it
+        (``"normal"``, see :class:`DynamicsConfig`). (Called after the model's generic init, which would leave the
+        MLP's first layer too small for unit-scale inputs of a few dimensions: it gets PyTorch's fan-in init
+        back.)"""
         if self.embed is not None:
-            nn.init.zeros_(self.embed.weight)
+            if self.init == "normal":
+                nn.init.normal_(self.embed.weight, std=1.0)
+            else:
+                nn.init.zeros_(self.embed.weight)
         if self.mlp is not None:
             self.mlp[0].reset_parameters()
-            nn.init.zeros_(self.mlp[-1].weight)
-            nn.init.zeros_(self.mlp[-1].bias)
+            last = self.mlp[-1]
+            if self.init == "normal":
+                nn.init.normal_(last.weight, std=last.in_features**-0.5)
+            else:
+                nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def check(self, actions: torch.Tensor | None, lead: tuple[int, ...]) -> None:
         """Clear errors for actions of the wrong type, shape or range; ``lead`` is the expected ``(b, t)`` or

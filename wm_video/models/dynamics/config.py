@@ -48,7 +48,14 @@ class DynamicsConfig:
         action_std: per-dimension standard deviation, as above. Empty: 1.
         null_action_prob: probability, per clip in training, of replacing all its actions with the null action,
             so one model serves action-free generation (and pretraining on action-free video) as well as
-            action-conditioned prediction.
+            action-conditioned prediction; it also trains the unconditional model that classifier-free guidance
+            on actions needs at sampling (``Rollout(guidance_scale=...)``).
+        action_init: how real actions start. ``zero``: each is exactly the null action (so adding an action space
+            to a pretrained model starts from that model; fine-tuning always uses it). ``normal``: discrete
+            embeddings start at N(0, 1), like the null vector, and the continuous MLP's last layer at N(0, 1/c);
+            from scratch, under adaLN-Zero, ``zero`` makes an action's effect the product of two factors that are
+            both zero at the start, each getting gradient only through the other, so the model learns to use its
+            actions late.
         reward_bins: bins of the reward head. Rewards are classified into two-hot bins over ``symlog(r)``
             (DreamerV3): reward scales differ by orders of magnitude across datasets and games, and a
             cross-entropy over fixed symlog bins neither needs per-dataset scaling nor lets large rewards
@@ -82,6 +89,7 @@ class DynamicsConfig:
     action_mean: list[float] = field(default_factory=list)
     action_std: list[float] = field(default_factory=list)
     null_action_prob: float = 0.1
+    action_init: Literal["zero", "normal"] = "zero"
     reward_bins: int = 255
     reward_range: list[float] = field(default_factory=lambda: [-20.0, 20.0])
     termination_pos_weight: float = 10.0
@@ -110,6 +118,8 @@ class DynamicsConfig:
             raise bad("dropout", "must be in [0, 1)")
         if not 0 <= self.null_action_prob <= 1:
             raise bad("null_action_prob", "must be in [0, 1]")
+        if self.action_init not in ("zero", "normal"):
+            raise bad("action_init", "must be 'zero' or 'normal'")
         if self.action_type == "discrete" and self.num_actions < 1:
             raise bad("num_actions", "must be >= 1 for discrete actions")
         if self.action_type == "continuous":
