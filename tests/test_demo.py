@@ -10,8 +10,8 @@ from wm_video.data.reader import load_dataset_info
 from wm_video.generation.video_io import read_video
 from wm_video.world_model import WorldModel
 
-SMALL = ["--episodes", "8", "--max-episode-steps", "40", "--workers", "1", "--tokenizer-steps", "4",
-         "--dynamics-steps", "4", "--decoder-steps", "2", "--max-clips", "4"]
+SMALL = ["--env", "Pendulum-v1", "--episodes", "8", "--max-episode-steps", "40", "--workers", "1",
+         "--tokenizer-steps", "4", "--dynamics-steps", "4", "--decoder-steps", "2", "--max-clips", "4"]
 
 
 def test_demo_builds_generates_and_evaluates_a_world_model_then_resumes(tmp_path, capsys):

@@ -170,6 +170,8 @@ def test_preempted_run_resumes_exactly_and_refuses_another_config(tmp_path, capl
         _train(tmp_path, "b", signal_at=5)
     assert stop.value.code == EXIT_PREEMPTED
     assert not (tmp_path / "b" / "export").exists()  # no export from an unfinished run
+    summary = json.loads((tmp_path / "b" / "train_summary.json").read_text())  # but a summary that says why
+    assert (summary["steps_done"], summary["max_steps"], summary["stop_reason"]) == (6, 12, "preemption")
     path, meta = find_resume_checkpoint(tmp_path / "b")
     assert path.name == "last.ckpt" and meta["global_step"] == 6  # the step boundary after the signal
 

@@ -1,8 +1,9 @@
-"""The README's main job: a whole world model from nothing, on a 2-core CPU, in about 12 minutes.
+"""The README's main job: a whole world model from nothing, on a 2-core CPU, in about 15 minutes.
 
 Stages, each skipped when its output already exists (so an interrupted demo resumes where it stopped):
 
-1. ``data``: collect episodes from a real simulator (Pendulum-v1 with random torques by default) into shards,
+1. ``data``: collect episodes from a real simulator (by default ``DEMO_ENV``, chosen with the fidelity suite as
+   an environment where the actions visibly drive the frames) into shards,
    with a contact sheet and a GIF of sample clips;
 2. ``tokenizer``: train the ``tiny`` VQ tokenizer;
 3. ``tokens``: tokenize the dataset;
@@ -29,45 +30,59 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wm_video.recipes import DEMO_ENV, Recipe, recipe_for
+
 
 @dataclass
 class DemoConfig:
-    """Args:
-        env: simulator id (``wm-video data envs`` lists them).
+    """Every field left at None comes from the environment's recipe (:mod:`wm_video.recipes`, the fidelity suite's),
+    so ``--env`` with any suite environment builds the suite's model of it.
+
+    Args:
+        env: simulator id (``wm-video data envs`` lists them; the recipes cover the fidelity suite's and Pendulum-v1).
         policy: collection policy: ``random``, ``scripted`` or ``noisy``.
         noise: noise level of the ``noisy`` policy (see :class:`~wm_video.data.collect.CollectConfig`).
-        episodes: episodes to collect; 2 per shard, the last 10% of shards are held out.
+        episodes: episodes to collect; the last 10% of shards are held out.
         max_episode_steps: cap on episode length.
         workers: collection processes.
-        tokenizer_steps, dynamics_steps, decoder_steps: optimizer steps of each part (the ``tiny`` presets' own
-            when None); each part also stops at its preset's ``max_minutes``.
+        tokenizer_steps, dynamics_steps, decoder_steps: optimizer steps of each part. Budgets are steps, never
+            minutes: a busy machine makes the demo slower, not worse.
         horizon: predicted frames per held-out clip in the evaluation.
         context_frames: context frames of generation and evaluation.
         max_clips: held-out clips evaluated.
         num_inference_steps: diffusion decoder steps per frame.
-        temperature: token sampling temperature of generation and evaluation. At 0 (argmax) the tiny model's
-            rollouts stall after a few frames (the rod stops mid-swing); sampling keeps it swinging.
+        temperature: token sampling temperature of generation and evaluation (0: argmax).
+        guidance_scale: classifier-free guidance on actions in generation and evaluation (1: none).
         seed: seed of collection, training and sampling.
         overrides: dotted config overrides per part, e.g. ``{"dynamics": ["model.depth=6"]}`` (keys
-            ``tokenizer``, ``dynamics``, ``decoder``; applied to the ``tiny`` training presets).
+            ``tokenizer``, ``dynamics``, ``decoder``; applied to the ``tiny`` training presets after the recipe's).
     """
 
-    env: str = "Pendulum-v1"
-    policy: str = "random"
-    noise: float = 0.3
-    episodes: int = 64
-    max_episode_steps: int = 200
+    env: str = DEMO_ENV
+    policy: str | None = None
+    noise: float | None = None
+    episodes: int | None = None
+    max_episode_steps: int | None = None
     workers: int = 2
     tokenizer_steps: int | None = None
     dynamics_steps: int | None = None
     decoder_steps: int | None = None
     horizon: int = 8
     context_frames: int = 4
-    max_clips: int = 96
+    max_clips: int | None = None
     num_inference_steps: int = 1
-    temperature: float = 1.0
+    temperature: float | None = None
+    guidance_scale: float | None = None
     seed: int = 0
     overrides: dict[str, list[str]] = field(default_factory=dict)
+
+    def resolved(self) -> tuple[DemoConfig, Recipe]:
+        """This config with every None filled from the environment's recipe, and the recipe."""
+        r = recipe_for(self.env)
+        fill = {k: getattr(r, k) for k in ("policy", "noise", "episodes", "max_episode_steps", "tokenizer_steps",
+                                           "dynamics_steps", "decoder_steps", "max_clips", "temperature",
+                                           "guidance_scale") if getattr(self, k) is None}
+        return dataclasses.replace(self, **fill), r
 
 
 class Stages:
@@ -101,12 +116,11 @@ def peak_memory_gib() -> dict[str, float]:
     return {"main_process_gib": round(own, 2), "largest_child_gib": round(child, 2)}
 
 
-def _train_config(kind: str, steps: int | None, seed: int, overrides: list[str]) -> Any:
+def _train_config(kind: str, steps: int, seed: int, overrides: list[str]) -> Any:
     from wm_video.config import load_config
 
     cfg = load_config(kind, preset_name="tiny", overrides=tuple(overrides))
-    trainer = dataclasses.replace(cfg.trainer, seed=seed, **({"max_steps": steps} if steps else {}))
-    return dataclasses.replace(cfg, trainer=trainer)
+    return dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, seed=seed, max_steps=steps))
 
 
 def heldout_clip_key(data: Path) -> str:
@@ -124,6 +138,7 @@ def heldout_clip_key(data: Path) -> str:
 
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     """Run every stage into ``out``; returns the summary (also written to ``out/demo_summary.json``)."""
+    cfg, recipe = cfg.resolved()
     from wm_video.commands.export import export_world_model
     from wm_video.commands.generate import generate
     from wm_video.data.collect import CollectConfig, collect
@@ -141,12 +156,14 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     data, tokens, runs, wm_dir = out / "data", out / "tokens", out / "runs", out / "world_model"
     stages = Stages()
-    ov = cfg.overrides
+    ov = {part: [*getattr(recipe, part, []), *cfg.overrides.get(part, [])] for part in ("tokenizer", "dynamics")}
+    ov["decoder"] = list(cfg.overrides.get("decoder", []))
 
     def collect_data() -> None:
         ccfg = CollectConfig(env=cfg.env, episodes=cfg.episodes, policy=cfg.policy, noise=cfg.noise, size=64,
-                             clip_len=16, workers=cfg.workers, episodes_per_shard=2,
-                             max_episode_steps=cfg.max_episode_steps, seed=cfg.seed)
+                             clip_len=16, stride=recipe.stride, workers=cfg.workers,
+                             episodes_per_shard=recipe.episodes_per_shard, max_episode_steps=cfg.max_episode_steps,
+                             seed=cfg.seed)
         collect(ccfg, data)
         summary = inspect_dataset(data, sheet=out / "data.png", gif=out / "data.gif")
         print(format_summary(summary))
@@ -179,7 +196,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         model = WorldModel.from_pretrained(wm_dir)
         ecfg = EvalConfig(horizon=cfg.horizon, context_frames=cfg.context_frames, max_clips=cfg.max_clips,
                           batch_size=16, temperature=cfg.temperature, num_inference_steps=cfg.num_inference_steps,
-                          seed=cfg.seed)
+                          guidance_scale=cfg.guidance_scale, seed=cfg.seed)
         report.update(evaluate_world_model(model, str(data), ecfg))
         report["model"] = str(wm_dir)
         write_report(report, out / "eval")

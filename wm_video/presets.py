@@ -285,6 +285,8 @@ def _train_decoder_large() -> DecoderTrainConfig:
 
 
 # ---- tiny: the README demo's scale (train all three parts in about 10 minutes on 2 CPU cores) -----------------------
+# Budgets are optimizer steps only, never minutes: a minute cap on a busy machine stopped the tokenizer at 60 of 450
+# steps, and it drew every frame as one flat colour. trainer.max_minutes remains an opt-in safety limit.
 # The demo's simulator (Pendulum-v1, cropped so the rod is 5 px wide) is a red rod on white: a 256-code tokenizer
 # learns it in a few hundred steps, and a 1.5M-parameter transformer learns the swing in about 500.
 
@@ -303,7 +305,7 @@ def _tokenizer_tiny() -> TokenizerConfig:
 @register_preset("train_tokenizer", "tiny")
 def _train_tokenizer_tiny() -> TokenizerTrainConfig:
     # 8 clips x 2 frames per step: about 2.7 steps/s on 2 cores.
-    trainer = TrainerConfig(max_steps=450, max_minutes=3.5, val_check_interval=225, log_every_n_steps=25,
+    trainer = TrainerConfig(max_steps=450, val_check_interval=225, log_every_n_steps=25,
                             checkpoint_every_n_steps=225, run_dir="runs/tokenizer_tiny")
     return TokenizerTrainConfig(model=_tokenizer_tiny(), trainer=trainer, loader=_loader_tiny(),
                                 optim=OptimConfig(lr=1e-3, warmup_steps=50), frames_per_clip=2, val_batches=2)
@@ -319,7 +321,7 @@ def _dynamics_tiny() -> DynamicsConfig:
 @register_preset("train_dynamics", "tiny")
 def _train_dynamics_tiny() -> DynamicsTrainConfig:
     # 8 clips x 8-frame crops per step: about 1.5 steps/s on 2 cores.
-    trainer = TrainerConfig(max_steps=550, max_minutes=6.5, val_check_interval=275, log_every_n_steps=25,
+    trainer = TrainerConfig(max_steps=550, val_check_interval=275, log_every_n_steps=25,
                             checkpoint_every_n_steps=275, run_dir="runs/dynamics_tiny")
     return DynamicsTrainConfig(model=_dynamics_tiny(), trainer=trainer, loader=_loader_tiny(),
                                optim=OptimConfig(lr=1.5e-3, warmup_steps=50), val_batches=2, train_frames=8)
@@ -332,7 +334,7 @@ def _decoder_tiny() -> DecoderConfig:
 
 @register_preset("train_decoder", "tiny")
 def _train_decoder_tiny() -> DecoderTrainConfig:
-    trainer = TrainerConfig(max_steps=200, max_minutes=2.0, val_check_interval=200, log_every_n_steps=25,
+    trainer = TrainerConfig(max_steps=200, val_check_interval=200, log_every_n_steps=25,
                             checkpoint_every_n_steps=200, run_dir="runs/decoder_tiny")
     return DecoderTrainConfig(model=_decoder_tiny(), trainer=trainer, loader=_loader_tiny(),
                               optim=OptimConfig(lr=1e-3, warmup_steps=20), frames_per_clip=2, val_batches=1,

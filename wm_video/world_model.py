@@ -3,9 +3,13 @@
 A world-model folder holds one export per part and an index::
 
     world_model.json      resolution, fps, action space, normalisation statistics, part fingerprints, versions
-    tokenizer/            config.json + model.safetensors
-    dynamics/             config.json + model.safetensors
-    decoder/              config.json + model.safetensors   (absent: frames are rendered by the VQ decoder)
+    tokenizer/            config.json + model.safetensors (+ quality.json)
+    dynamics/             config.json + model.safetensors (+ quality.json)
+    decoder/              config.json + model.safetensors (+ quality.json)   (absent: frames come from the VQ decoder)
+
+A part's ``quality.json`` (written by ``wm-video train``, :mod:`wm_video.training.quality`) holds its held-out
+metrics and quality-gate verdicts; :attr:`WorldModel.quality` carries them, and :attr:`WorldModel.head_quality` tells
+generation which of the dynamics model's reward and termination heads passed (a failed head's captions are left out).
 
 ``WorldModel.from_pretrained(dir)`` reads the index, loads each part with its own ``from_pretrained`` and checks
 that the parts fit together (vocabulary, token grid, the decoder's tokenizer fingerprint). ``save_pretrained``
@@ -27,6 +31,7 @@ from torch import nn
 
 from wm_video.models.decoder import DiffusionDecoder
 from wm_video.models.dynamics import DynamicsModel
+from wm_video.models.export import QUALITY, read_quality
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
 
@@ -54,10 +59,11 @@ class WorldModelInfo:
 
 
 class WorldModel(nn.Module):
-    """The three parts, checked to fit together. ``decoder`` None renders frames with the tokenizer's VQ decoder."""
+    """The three parts, checked to fit together. ``decoder`` None renders frames with the tokenizer's VQ decoder.
+    ``quality``: each part's ``quality.json`` by part name (``tokenizer``, ``dynamics``, ``decoder``), where known."""
 
     def __init__(self, tokenizer: VQTokenizer, dynamics: DynamicsModel, decoder: DiffusionDecoder | None = None,
-                 info: WorldModelInfo | None = None) -> None:
+                 info: WorldModelInfo | None = None, quality: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__()
         t, d = tokenizer.config, dynamics.config
         mismatch = [f"{name}: tokenizer {a}, dynamics {b}" for name, a, b in (
@@ -72,6 +78,7 @@ class WorldModel(nn.Module):
         if decoder is not None:
             decoder.eval()
         self.info = info or WorldModelInfo(resolution=t.resolution)
+        self.quality = {k: v for k, v in (quality or {}).items() if v is not None}
         if self.info.resolution != t.resolution:
             raise ValueError(f"world model: index resolution {self.info.resolution} but the tokenizer is built for "
                              f"{t.resolution}")
@@ -88,6 +95,13 @@ class WorldModel(nn.Module):
     @property
     def action_type(self) -> str:
         return self.dynamics.config.action_type
+
+    @property
+    def head_quality(self) -> dict[str, bool | None]:
+        """Whether the dynamics model's ``reward`` and ``termination`` heads passed their quality gates: True, False
+        (at their constant baseline: their predictions mean nothing), None (not checkable: the data had none); an
+        empty dict when the dynamics part has no ``quality.json`` (made outside ``wm-video train``)."""
+        return dict((self.quality.get("dynamics") or {}).get("heads") or {})
 
     @property
     def device(self) -> torch.device:
@@ -129,6 +143,9 @@ class WorldModel(nn.Module):
             self.dynamics.save_pretrained(tmp / "dynamics")
             if self.decoder is not None:
                 self.decoder.save_pretrained(tmp / "decoder")
+            for part, record in self.quality.items():
+                if (tmp / part).is_dir():
+                    (tmp / part / QUALITY).write_text(json.dumps(record, indent=2) + "\n")
             (tmp / INDEX).write_text(json.dumps(self.index(), indent=2) + "\n")
             if path.exists():
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -186,4 +203,4 @@ class WorldModel(nn.Module):
         info = WorldModelInfo(resolution=index["resolution"], fps=index.get("fps", 15.0),
                               action_space=index.get("action_space", {"kind": "none"}), stats=index.get("stats", {}),
                               source=index.get("source", {}))
-        return cls(tok, dyn, dec, info)
+        return cls(tok, dyn, dec, info, {part: read_quality(path / folder) for part, folder in parts.items()})

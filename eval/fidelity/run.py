@@ -1,5 +1,5 @@
 """The fidelity suite: does the world model follow its actions? One command builds a world model per simulator with
-the project's own verbs and a fixed step-budgeted recipe (:mod:`recipes`), then scores it on held-out episodes.
+the project's own verbs and a fixed step-budgeted recipe (:mod:`wm_video.recipes`), then scores it on held-out episodes.
 
     python eval/fidelity/run.py --out runs/fidelity                       # 3 environments, ~15 min each on 2 cores
     python eval/fidelity/run.py --out runs/fidelity --envs ALE/Boxing-v5  # one of them
@@ -9,7 +9,9 @@ the project's own verbs and a fixed step-budgeted recipe (:mod:`recipes`), then 
 Per environment, each stage is one ``wm-video`` command run as its own process, skipped when its output exists
 (rerun the same command to resume; delete a stage's folder to redo it):
 
-    collect -> train tokenizer -> tokenize -> train dynamics [-> train decoder] -> export -> eval
+    collect -> train tokenizer -> tokenize -> train dynamics [-> train decoder (--decoder)] -> export -> eval
+
+The recipes (:mod:`wm_video.recipes`) are those ``wm-video demo --env E`` builds from.
 
 The evaluation (``wm-video eval``, :mod:`wm_video.evaluation.rollout_eval`) gives per horizon 1..8, after 4 context
 frames: PSNR with the true actions, shuffled actions and the null action, copy-last-frame, the tokenizer ceiling,
@@ -34,11 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import DEFAULT_ENVS, Recipe, recipe_for
-
 from wm_video.data.writer import atomic_write_bytes, atomic_write_json
 from wm_video.evaluation.verdicts import Targets, format_verdicts, verdicts
+from wm_video.recipes import DEFAULT_ENVS, Recipe, recipe_for
 
 HORIZON, CONTEXT = 8, 4
 
@@ -68,7 +68,7 @@ def check_env_renders(env: str, size: int = 64) -> None:
             raise SystemExit(f"fidelity: environment '{env}' renders no {size}x{size} RGB frames (got {got})")
 
 
-def stage_commands(r: Recipe, root: Path) -> list[tuple[str, Path, list[str]]]:
+def stage_commands(r: Recipe, root: Path, decoder: bool = False) -> list[tuple[str, Path, list[str]]]:
     """``(stage, output that marks it done, wm-video arguments)`` in order."""
     data, tokens, runs, wm = root / "data", root / "tokens", root / "runs", root / "world_model"
     collect = ["data", "collect", "--env", r.env, "--episodes", str(r.episodes), "--policy", r.policy,
@@ -91,7 +91,7 @@ def stage_commands(r: Recipe, root: Path) -> list[tuple[str, Path, list[str]]]:
     ]
     export = ["export", "--tokenizer", str(runs / "tokenizer"), "--dynamics", str(runs / "dynamics"),
               "--data", str(data), "--out", str(wm)]
-    if r.decoder_steps:
+    if decoder:
         stages.append(("decoder", runs / "decoder" / "export",
                        ["train", "decoder", "--preset", "tiny", "--data", str(data), "--tokenizer",
                         str(runs / "tokenizer" / "export"), "--out", str(runs / "decoder"), "--max-steps",
@@ -112,12 +112,12 @@ def cpu_seconds_of_children() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def run_env(r: Recipe, root: Path) -> dict[str, Any]:
+def run_env(r: Recipe, root: Path, decoder: bool = False) -> dict[str, Any]:
     """Run (or resume) every stage for one environment; returns its timing record."""
     root.mkdir(parents=True, exist_ok=True)
     timings_path = root / "stage_seconds.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    for name, done_marker, args in stage_commands(r, root):
+    for name, done_marker, args in stage_commands(r, root, decoder):
         if done_marker.exists():
             print(f"[fidelity] {r.env}: {name} already done, skipped", flush=True)
             continue
@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default="runs/fidelity", help="output folder (default runs/fidelity)")
     p.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS), help=f"environments (default {DEFAULT_ENVS})")
     p.add_argument("--smoke", action="store_true", help="a few steps per stage: checks the plumbing only")
+    p.add_argument("--decoder", action="store_true", help="train the diffusion decoder too and score its frames "
+                   "(default: frames from the VQ decoder)")
     args = p.parse_args(argv)
     out = Path(args.out)
     for env in args.envs:
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"command: python eval/fidelity/run.py {' '.join(argv if argv is not None else sys.argv[1:])}", ""]
     for env in args.envs:
         r = recipe_for(env, args.smoke)
-        timings = run_env(r, out / slug(env))
+        timings = run_env(r, out / slug(env), args.decoder)
         report = json.loads((out / slug(env) / "eval" / "report.json").read_text())
         v = verdicts(report)
         results[env] = {"recipe": r.__dict__, "verdicts": v, "stage_seconds": timings,

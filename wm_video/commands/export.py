@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def export(checkpoint: str | None = None, out: str | None = None, tokenizer: str | None = None,
            dynamics: str | None = None, decoder: str | None = None, data: str | None = None) -> None:
@@ -11,7 +13,8 @@ def export(checkpoint: str | None = None, out: str | None = None, tokenizer: str
     World-model mode: each part may be an export folder, a run folder (its export/ is used) or a training
     checkpoint (consolidated first); --decoder is optional (frames then come from the VQ decoder). --data, the
     dataset the parts were trained on (frames or tokens), gives the index its fps, action space and statistics.
-    The parts are checked to fit together before anything is written.
+    The parts are checked to fit together before anything is written. Each part's quality.json (its held-out
+    metrics and quality-gate verdicts, from 'wm-video train') is copied beside it; a checkpoint has none.
 
     A DeepSpeed ZeRO checkpoint (a folder such as OUT/checkpoints/last.ckpt/ written by a deepspeed_stage_*
     strategy) has its shards merged into full fp32 weights on this machine's CPU, whatever the number of ranks
@@ -50,10 +53,18 @@ def export(checkpoint: str | None = None, out: str | None = None, tokenizer: str
     print(f"exported to {path}")
 
 
+def part_folder(spec: str) -> Path | None:
+    """The export folder a part ``spec`` names (itself, or a run folder's ``export/``); None for a checkpoint."""
+    p = Path(spec)
+    for folder in (p, p / "export"):
+        if (folder / "config.json").exists():
+            return folder
+    return None
+
+
 def load_part(spec: str, cls: type, kind: str) -> object:
     """A part from an export folder, a run folder (``spec/export``) or a training checkpoint."""
     import tempfile
-    from pathlib import Path
 
     from wm_video.training.consolidate import export_part
 
@@ -74,6 +85,7 @@ def load_part(spec: str, cls: type, kind: str) -> object:
 def export_world_model(tokenizer: str, dynamics: str, decoder: str | None, data: str | None, out: str) -> object:
     from wm_video.models.decoder import DiffusionDecoder
     from wm_video.models.dynamics import DynamicsModel
+    from wm_video.models.export import read_quality
     from wm_video.models.tokenizer import VQTokenizer
     from wm_video.world_model import WorldModel, WorldModelInfo
 
@@ -87,4 +99,6 @@ def export_world_model(tokenizer: str, dynamics: str, decoder: str | None, data:
 
         d = load_dataset_info(data)
         info.fps, info.action_space, info.stats = d.fps, d.action_space.to_dict(), d.stats
-    return WorldModel(tok, dyn, dec, info).save_pretrained(out)
+    specs = {"tokenizer": tokenizer, "dynamics": dynamics, "decoder": decoder}
+    quality = {part: read_quality(folder) for part, spec in specs.items() if spec and (folder := part_folder(spec))}
+    return WorldModel(tok, dyn, dec, info, quality).save_pretrained(out)

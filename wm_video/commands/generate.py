@@ -10,9 +10,10 @@ def generate(model: str | None = None, context: str | None = None, actions: str 
              device: str = "cpu") -> None:
     """Predict the future of a context video under a sequence of actions; write mp4 (+ GIF) and a JSON trace.
 
-    Predicted reward and termination probability are drawn under each frame and written, per step, to
-    OUT.json. With a dataset clip as context, its own actions are used when --actions is left out, and
-    --side-by-side puts the ground truth beside the prediction.
+    Predicted reward and termination probability are drawn under each frame (a head that did not pass its quality
+    gate in training, per the dynamics part's quality.json, is left out) and written, per step, to OUT.json. With a
+    dataset clip as context, its own actions are used when --actions is left out, and --side-by-side puts the
+    ground truth beside the prediction.
 
     Example:
         wm-video generate --model runs/wm --context data/breakout#3 --num-frames 16 --out pred.mp4 --gif --side-by-side
@@ -45,7 +46,7 @@ def generate(model: str | None = None, context: str | None = None, actions: str 
     from wm_video.data.writer import atomic_write_json
     from wm_video.generation.inputs import check_actions, load_actions, load_context
     from wm_video.generation.pipeline import WorldModelPipeline
-    from wm_video.generation.video_io import annotate, upscale, write_gif, write_mp4
+    from wm_video.generation.video_io import annotate, prediction_captions, upscale, write_gif, write_mp4
     from wm_video.generation.video_io import side_by_side as beside
 
     pipe = WorldModelPipeline.from_pretrained(model)
@@ -79,7 +80,7 @@ def generate(model: str | None = None, context: str | None = None, actions: str 
     rewards, terms = result.rewards[0], result.terminations[0]
     video = upscale(np.concatenate([ctx.frames, pred]), scale)
     captions = [f"context {i + 1}/{n_ctx}" for i in range(n_ctx)]
-    captions += [f"t+{i + 1} r={rewards[i]:+.2f} end={terms[i]:.2f}" for i in range(len(pred))]
+    captions += prediction_captions(rewards[: len(pred)], terms[: len(pred)], wm.head_quality)
     video = annotate(video, captions)
     if side_by_side:
         if ctx.future is None:
@@ -93,6 +94,7 @@ def generate(model: str | None = None, context: str | None = None, actions: str 
     out_path = write_mp4(video, out, fps)
     trace = {"model": str(model), "context": ctx.source, "context_frames": n_ctx, "num_frames": len(pred),
              "seed": seed, "temperature": temperature, "num_inference_steps": num_inference_steps,
+             "head_quality": wm.head_quality,
              "steps": [{"t": i + 1, "action": None if acts is None else np.asarray(acts[i]).tolist(),
                         "reward": float(rewards[i]), "termination_prob": float(terms[i])} for i in range(len(pred))]}
     trace_path = out_path.with_suffix(".json")

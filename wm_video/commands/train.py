@@ -8,7 +8,9 @@ def tokenizer(*overrides: str, data: str | None = None, out: str | None = None, 
     """Train the VQ tokenizer on episode-clip shards; ends with an export in OUT/export.
 
     Rerunning the same command with the same --out resumes from OUT/checkpoints/last.ckpt. Logs (TensorBoard,
-    with reconstruction grids) go to OUT/tb.
+    with reconstruction grids) go to OUT/tb. The run ends with a summary (steps done, why it stopped, held-out
+    codebook usage and PSNR against their quality-gate floors) printed and written to OUT/train_summary.json and
+    OUT/export/quality.json.
 
     Example:
         wm-video train tokenizer --config configs/tokenizer/atari_small.yaml --data data/pong --out runs/tok_pong
@@ -20,7 +22,8 @@ def tokenizer(*overrides: str, data: str | None = None, out: str | None = None, 
         config: YAML with ``kind: train_tokenizer`` (see configs/tokenizer/).
         preset: starting preset when the YAML names none: debug, small, base, large.
         max_steps: optimizer steps (overrides trainer.max_steps).
-        max_minutes: wall-clock limit in minutes (overrides trainer.max_minutes).
+        max_minutes: opt-in wall-clock safety cap in minutes, counted over every resume (overrides
+            trainer.max_minutes; budgets are max_steps).
     """
     from wm_video.training.tokenizer_module import train_tokenizer
 
@@ -44,6 +47,10 @@ def dynamics(*overrides: str, data: str | None = None, out: str | None = None, c
     whole model (merged into the weights at export), and the held-out score before and after goes to
     OUT/finetune_eval.json (configs/dynamics/finetune_small.yaml is a starting point).
 
+    The run ends with a summary (steps done, why it stopped, held-out token accuracy against copying the last
+    frame, reward and termination heads against their constant baselines) printed and written to
+    OUT/train_summary.json and OUT/export/quality.json.
+
     Example:
         wm-video train dynamics --config configs/dynamics/atari_small.yaml --data data/pong_tokens --out runs/dyn
         wm-video train dynamics --init-from runs/dyn_video/export --data data/robot_tokens --out runs/dyn_robot
@@ -55,7 +62,8 @@ def dynamics(*overrides: str, data: str | None = None, out: str | None = None, c
         config: YAML with ``kind: train_dynamics`` (see configs/dynamics/).
         preset: starting preset when the YAML names none: debug, small, base, large.
         max_steps: optimizer steps (overrides trainer.max_steps).
-        max_minutes: wall-clock limit in minutes (overrides trainer.max_minutes).
+        max_minutes: opt-in wall-clock safety cap in minutes, counted over every resume (overrides
+            trainer.max_minutes; budgets are max_steps).
         init_from: pretrained dynamics export folder to fine-tune (sets finetune.init_from).
     """
     import dataclasses
@@ -77,7 +85,9 @@ def decoder(*overrides: str, data: str | None = None, tokenizer: str | None = No
     Tokens are computed on the fly by the frozen tokenizer; the decoder copies its codebook and decoder stack and
     records its fingerprint, so it later refuses another tokenizer's tokens. Rerunning the same command with the
     same --out resumes from OUT/checkpoints/last.ckpt. Logs (TensorBoard: EDM loss, sample grids of ground truth,
-    VQ decoder, 1-step and many-step renders) go to OUT/tb.
+    VQ decoder, 1-step and many-step renders) go to OUT/tb. The run ends with a summary (steps done, why it stopped,
+    held-out PSNR of the 1-step render against the VQ decoder's) in OUT/train_summary.json and
+    OUT/export/quality.json.
 
     Example:
         wm-video train decoder --config configs/decoder/atari_small.yaml --data data/breakout \
@@ -91,7 +101,8 @@ def decoder(*overrides: str, data: str | None = None, tokenizer: str | None = No
         config: YAML with ``kind: train_decoder`` (see configs/decoder/).
         preset: starting preset when the YAML names none: debug, small, base, large.
         max_steps: optimizer steps (overrides trainer.max_steps).
-        max_minutes: wall-clock limit in minutes (overrides trainer.max_minutes).
+        max_minutes: opt-in wall-clock safety cap in minutes, counted over every resume (overrides
+            trainer.max_minutes; budgets are max_steps).
     """
     from wm_video.training.decoder_module import train_decoder
 

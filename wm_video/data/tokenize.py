@@ -2,6 +2,10 @@
 actions, rewards, terminations and metadata, frames replaced by tokens ``(t, h', w')`` stored in the smallest
 unsigned type that holds the vocabulary. Each source shard becomes one token shard of the same name, written
 atomically, so a rerun skips finished shards and an interrupted run loses at most the shard in progress.
+
+Before tokenizing, the tokenizer's reconstruction PSNR on the first frames is measured and set beside its own
+held-out figure (:mod:`wm_video.data.tokenizer_fit`): far below means a tokenizer from another domain, warned about
+before the long job starts, and recorded in the token dataset's ``dataset.json`` (``tokens.fit``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 
 from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
 from wm_video.data.schema import Clip, DatasetInfo
+from wm_video.data.tokenizer_fit import check_fit, measure_fit
 from wm_video.data.writer import ShardWriter, ensure_writable_dir, finalize_dataset, read_sidecar
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.utils import progress
@@ -62,6 +67,7 @@ def tokenize_dataset(tokenizer: str | Path, src: str | Path, out: str | Path, ba
                          f"{tokenizer} takes {res}x{res}")
     dev = _resolve_device(device)
     model.to(dev)
+    fit = check_fit(*measure_fit(model, src, info), tokenizer, str(src))
     dtype = token_dtype(model.vocab_size)
     out = ensure_writable_dir(out)
     srcs = shard_paths(src, info)
@@ -87,7 +93,7 @@ def tokenize_dataset(tokenizer: str | Path, src: str | Path, out: str | Path, ba
     bar.close()
     grid = res // model.config.downsample
     tokens = {"vocab_size": model.vocab_size, "dtype": dtype.name, "tokenizer": str(tokenizer),
-              "frame_resolution": info.resolution, "tokens_per_frame": grid * grid}
+              "frame_resolution": info.resolution, "tokens_per_frame": grid * grid, "fit": fit}
     return finalize_dataset(out, [out / Path(u).name for u in srcs], resolution=[grid, grid], fps=info.fps,
                             clip_len=info.clip_len, storage="tokens", action_space=info.action_space,
                             source={**info.source, "tokenized_from": str(src)}, tokens=tokens)

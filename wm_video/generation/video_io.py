@@ -1,13 +1,16 @@
 """Writing generated video: mp4 (H.264 through PyAV), GIF (Pillow), side by side with the ground truth, with the
-predicted reward and termination drawn on each frame. Every file is written under a temporary name and then
-renamed."""
+predicted reward and termination drawn on each frame (only for the heads that passed their quality gates). Every
+file is written under a temporary name and then renamed."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
@@ -38,6 +41,21 @@ def annotate(frames: np.ndarray, lines: list[str]) -> np.ndarray:
         ImageDraw.Draw(img).text((2, h + 1), text, fill=(255, 255, 255))
         out[i] = np.asarray(img)
     return out
+
+
+def prediction_captions(rewards: np.ndarray, terminations: np.ndarray, heads: dict[str, bool | None] | None = None
+                        ) -> list[str]:
+    """``t+i r=... end=...`` for each predicted step, leaving out the reward or termination of a head whose quality
+    gate did not pass (``heads``: ``WorldModel.head_quality``; False: failed, None: the data had nothing to check it
+    on; a head missing from it, as for models trained before the gates, is drawn). One log line says why."""
+    heads = heads or {}
+    show = {name: heads.get(name, True) is True for name in ("reward", "termination")}
+    for name, shown in show.items():
+        if not shown:
+            why = "failed its quality gate" if heads.get(name) is False else "could not be checked on its data"
+            log.info("the dynamics model's %s head %s (its quality.json): its captions are left out", name, why)
+    return [" ".join([f"t+{i + 1}", *([f"r={rewards[i]:+.2f}"] if show["reward"] else []),
+                      *([f"end={terminations[i]:.2f}"] if show["termination"] else [])]) for i in range(len(rewards))]
 
 
 def _atomic(path: Path, write) -> Path:

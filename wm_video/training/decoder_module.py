@@ -5,7 +5,9 @@
 
 The tokenizer is held outside the module's parameters (it is neither trained nor checkpointed; the decoder
 keeps its own copy of the codebook and decoder stack). Sample grids (ground truth, the VQ decoder's render,
-1-step and N-step diffusion renders) go to TensorBoard; the run ends with an export in ``OUT/export``.
+1-step and N-step diffusion renders) go to TensorBoard; the run ends with an export in ``OUT/export`` and a summary
+whose quality gate sets the held-out PSNR of the 1-step render beside the VQ decoder's (``quality.*``, see
+:mod:`wm_video.training.quality`).
 Rerunning the command in the same ``--out`` resumes from ``checkpoints/last.ckpt``; resuming with a different
 tokenizer is refused.
 """
@@ -25,6 +27,7 @@ from wm_video.models.decoder import DecoderConfig, DiffusionDecoder
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.training.optim import OptimConfig, build_optimizer
+from wm_video.training.quality import QualityConfig, assess_decoder
 from wm_video.training.run import fit_and_export
 from wm_video.training.tokenizer_module import sample_frames
 from wm_video.training.trainer import TrainerConfig
@@ -45,6 +48,7 @@ class DecoderTrainConfig:
         val_batches: validation batches per validation run.
         grid_steps: sampling steps of the many-step row of the logged sample grid.
         image_every_n_val: log a sample grid every this many validation runs.
+        quality: floors of the end-of-training quality gate (1-step render against the VQ decoder).
     """
 
     model: DecoderConfig = field(default_factory=DecoderConfig)
@@ -56,6 +60,7 @@ class DecoderTrainConfig:
     val_batches: int = 4
     grid_steps: int = 8
     image_every_n_val: int = 1
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 def consecutive_frames(frames: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -155,4 +160,6 @@ def train_decoder(cfg: DecoderTrainConfig, data: str | Path, tokenizer: str | Pa
     if cfg.model.prev_frame and min(cfg.frames_per_clip, info.clip_len) < 2:
         raise ValueError("decoder: model.prev_frame needs frames_per_clip >= 2 and clips of >= 2 frames")
     return fit_and_export(DecoderModule(cfg, tok), cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction,
-                          cfg.val_batches, out, "decoder")
+                          cfg.val_batches, out, "decoder",
+                          assess=lambda model, heldout: assess_decoder(model, tok, heldout, cfg.quality,
+                                                                        seed=cfg.trainer.seed))

@@ -7,7 +7,9 @@ the continuous actions' normalisation statistics are copied from it into the mod
 termination class weight follows the data's termination rate unless set. Clips longer than the model's window
 are cropped to a random window each step. Logs: masked-token cross-entropy and accuracy, the teacher-forced
 next-frame accuracy against copying the last frame (validation), reward and termination losses, tokens/s and
-MFU. The run ends with an export in ``OUT/export``; rerunning the command resumes from ``last.ckpt``.
+MFU. The run ends with an export in ``OUT/export`` and a summary whose quality gates check, on held-out clips, that
+the model beats copying the last frame and that its reward and termination heads beat their constant baselines
+(``quality.*``, see :mod:`wm_video.training.quality`); rerunning the command resumes from ``last.ckpt``.
 
 With ``finetune.init_from`` (``--init-from DIR``) the run starts from a pretrained export instead, keeping its
 architecture and weights and adding the data's action space; see :mod:`wm_video.training.finetune`.
@@ -30,6 +32,7 @@ from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
 from wm_video.models.dynamics.config import training_flops_per_token
 from wm_video.training.finetune import FinetuneConfig, Finetuning
 from wm_video.training.optim import OptimConfig, build_optimizer
+from wm_video.training.quality import QualityConfig, assess_dynamics
 from wm_video.training.run import fit_and_export
 from wm_video.training.throughput import throughput_callback
 from wm_video.training.trainer import TrainerConfig
@@ -55,6 +58,7 @@ class DynamicsTrainConfig:
         termination_pos_weight_from_data: set ``model.termination_pos_weight`` to the data's ratio of
             non-terminal to terminal steps (clamped to [1, 1000]) instead of the config's value.
         finetune: start from a pretrained export (``finetune.init_from``), freeze parts, evaluate before/after.
+        quality: floors of the end-of-training quality gates (reward and termination heads).
     """
 
     model: DynamicsConfig = field(default_factory=DynamicsConfig)
@@ -66,6 +70,7 @@ class DynamicsTrainConfig:
     train_frames: int | None = None
     termination_pos_weight_from_data: bool = True
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 def model_config_for_data(cfg: DynamicsTrainConfig, info: DatasetInfo, where: str) -> DynamicsConfig:
@@ -159,7 +164,8 @@ def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path, out: str | Path) 
                                log_every=max(cfg.trainer.log_every_n_steps, 1))
     export = fit_and_export(module, cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction,
                             cfg.val_batches, out, "dynamics", callbacks=[perf],
-                            before_export=finetuning.before_export if finetuning else None)  # folds LoRA adapters in
+                            before_export=finetuning.before_export if finetuning else None,  # folds LoRA adapters in
+                            assess=lambda model, heldout: assess_dynamics(model, heldout, cfg.quality, info.stats))
     if finetuning:
         finetuning.finish(module.model, out, module.global_step)  # held-out score after: OUT/finetune_eval.json
     return export

@@ -6,6 +6,10 @@ same command in the same folder resumes from the newest complete checkpoint ther
 included (:mod:`wm_video.training.checkpointing`); a different model or stream config is refused, naming the
 fields. A run stopped by the preemption signal exits with status 75 after its checkpoint (and, under SLURM,
 after requeueing its job); it exports only when training is over.
+
+Every run ends with a summary (:mod:`wm_video.training.quality`): steps done out of planned, why training stopped
+(step budget, time cap, preemption), held-out metrics beside their baselines and the quality gates' verdicts,
+printed and written to ``OUT/train_summary.json``; the metrics and verdicts also go to ``OUT/export/quality.json``.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import contextlib
 import dataclasses
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from wm_video.data.loader import ClipLoader, LoaderConfig
 from wm_video.training.checkpointing import (
@@ -28,6 +35,7 @@ from wm_video.training.checkpointing import (
     requeue_slurm_job,
     weights_only_loads,
 )
+from wm_video.training.quality import finish_training, stop_record
 from wm_video.training.strategy import DEEPSPEED
 from wm_video.training.trainer import TrainerConfig, build_trainer
 
@@ -70,11 +78,14 @@ def heldout_loader(data: str | Path, val_fraction: float = 0.1, batch_size: int 
 
 def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, loader_cfg: LoaderConfig,
                    num_shards: int, val_fraction: float, val_batches: int, out: str | Path, what: str,
-                   callbacks: list[Any] | None = None, before_export: Callable[[Any], None] | None = None) -> Path:
+                   callbacks: list[Any] | None = None, before_export: Callable[[Any], None] | None = None,
+                   assess: Callable[[Any, Any], dict[str, Any]] | None = None) -> Path:
     """Fit ``module`` (whose ``.model`` has ``save_pretrained``) on ``data``, resuming from the newest complete
     checkpoint in ``out/checkpoints`` when there is one, and export the model to ``out/export``; returns the
     export folder. ``before_export(module.model)`` runs on every process after training and before the export
-    (e.g. folding LoRA adapters into the weights; not with DeepSpeed, which exports from ``last.ckpt``). Raises
+    (e.g. folding LoRA adapters into the weights; not with DeepSpeed, which exports from ``last.ckpt``).
+    ``assess(model, heldout_batches)`` scores the exported model on the held-out shards for the summary and the
+    quality gates (:mod:`wm_video.training.quality`), on the main process. Raises
     :class:`~wm_video.training.checkpointing.Preempted` (exit status 75) when the preemption signal stopped
     training."""
     trainer_cfg = dataclasses.replace(trainer_cfg, run_dir=str(out))
@@ -94,10 +105,16 @@ def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, lo
     log.info("training %s: %d train shards, %d held-out; %s", what, len(train_idx), len(val_idx),
              f"resuming from {ckpt} (step {int(found[1]['global_step'])})" if found else "from scratch")
     # Checkpoints hold plain values only: never unpickle code (DeepSpeed's own loads included).
+    started = time.perf_counter()
     with weights_only_loads() if trainer_cfg.strategy in DEEPSPEED else contextlib.nullcontext():
         trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=ckpt, weights_only=True)
     preemption = preemption_callback(trainer)
-    if preemption is not None and preemption.preempted:
+    preempted = preemption is not None and preemption.preempted
+    stop = stop_record(trainer, trainer_cfg.max_steps, trainer_cfg.max_minutes, preempted,
+                       time.perf_counter() - started) if trainer.is_global_zero else {}
+    if preempted:
+        if trainer.is_global_zero:
+            finish_training(what, out, None, stop)
         if trainer.is_global_zero and trainer_cfg.requeue:
             requeue_slurm_job()
         # No rank exits before the requeue: srun --kill-on-bad-exit would end rank 0 before it requeued the job.
@@ -117,6 +134,15 @@ def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, lo
             export_part(Path(out) / "checkpoints" / "last.ckpt", export)
         else:
             export_model(module.model, export)
+        # The held-out shards whole, on this process alone: the validation loader holds only this rank's part.
+        heldout = None
+        if val_idx:
+            heldout = ClipLoader(data, dataclasses.replace(loader_cfg, resampled=False, shuffle_buffer=0, num_workers=0,
+                                                           drop_last=False), shards=val_idx, rank=0, world=1)
+        # ZeRO holds the weights sharded across processes: score the merged export instead.
+        model = type(module.model).from_pretrained(export) if trainer_cfg.strategy in DEEPSPEED else module.model
+        on_gpu = torch.cuda.is_available() and trainer_cfg.accelerator != "cpu"
+        finish_training(what, out, export, stop, assess, model, heldout, "cuda" if on_gpu else "cpu")
     trainer.strategy.barrier("export")
     return export
 

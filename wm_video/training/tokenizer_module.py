@@ -3,8 +3,9 @@
     wm-video train tokenizer --config configs/tokenizer/atari_small.yaml --data data/pong --out runs/tok_pong
 
 Held-out validation uses the last shards of the dataset (``val_fraction``); reconstruction grids go to
-TensorBoard; the run ends with an export (``OUT/export``: config.json + model.safetensors). Rerunning the
-command in the same ``--out`` resumes from ``checkpoints/last.ckpt``.
+TensorBoard; the run ends with an export (``OUT/export``: config.json + model.safetensors) and a summary whose quality
+gates check held-out codebook usage and reconstruction PSNR against floors (``quality.*``, see
+:mod:`wm_video.training.quality`). Rerunning the command in the same ``--out`` resumes from ``checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from wm_video.data.loader import LoaderConfig
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.training.optim import OptimConfig, build_optimizer
+from wm_video.training.quality import QualityConfig, assess_tokenizer
 from wm_video.training.run import fit_and_export
 from wm_video.training.trainer import TrainerConfig
 
@@ -39,6 +41,7 @@ class TokenizerTrainConfig:
         val_fraction: fraction of shards held out for validation (at least one when there are two or more).
         val_batches: validation batches per validation run.
         image_every_n_val: log a reconstruction grid every this many validation runs.
+        quality: floors of the end-of-training quality gates (codebook usage, held-out PSNR).
     """
 
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -49,6 +52,7 @@ class TokenizerTrainConfig:
     val_fraction: float = 0.1
     val_batches: int = 8
     image_every_n_val: int = 1
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 def sample_frames(frames: torch.Tensor, k: int, *others: torch.Tensor, generator: torch.Generator | None = None
@@ -146,4 +150,5 @@ def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path, out: str | Path
         raise ValueError(f"{data}: frames are {info.resolution[0]}x{info.resolution[1]} but the tokenizer is built "
                          f"for {res}x{res} (set model.resolution)")
     return fit_and_export(TokenizerModule(cfg), cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction,
-                          cfg.val_batches, out, "tokenizer")
+                          cfg.val_batches, out, "tokenizer",
+                          assess=lambda model, heldout: assess_tokenizer(model, heldout, cfg.quality))

@@ -43,7 +43,15 @@ class TrainerConfig:
             (parameters too). DeepSpeed needs CUDA GPUs; on CPUs use ``ddp``.
         precision: ``auto`` (bf16-mixed on GPU, 32-true on CPU), or any Lightning precision string.
         max_steps: optimizer steps to train for.
-        max_minutes: also stop after this much wall-clock training time (None: no limit).
+        max_minutes: an opt-in safety limit: also stop after this much wall-clock training time (None, the
+            default and every preset's: no limit, so results never depend on machine load). It is Lightning's
+            ``max_time`` (the ``Timer`` callback), which counts in total over every resume of a run, not per
+            invocation: the training time (from the start of the fit loop, validation included, process start-up
+            not) is saved in each checkpoint and a resumed run continues from the figure in the checkpoint it
+            resumes from (a preemption checkpoint is written at the signal; time after the last checkpoint before a
+            crash is lost to the count). A resumed run whose cap is already spent stops at once, with no step
+            trained; raise the cap to continue. A run cut short by it logs a warning naming the steps done and
+            planned, and its summary says ``time cap``.
         val_check_interval: run validation every this many training batches (None: once per epoch).
         limit_val_batches: validation batches per validation run.
         log_every_n_steps: logging interval in steps.
