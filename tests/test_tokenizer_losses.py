@@ -12,6 +12,7 @@ from wm_video.models.tokenizer.losses import (
     adaptive_weight,
     generator_loss,
     hinge_d_loss,
+    temporal_stability_loss,
     vgg16_features,
 )
 
@@ -103,3 +104,39 @@ def test_adversarial_terms_give_each_side_only_its_own_gradients():
     model.zero_grad()
     model.compute_loss(batch)[0].backward()
     assert not torch.allclose(model.encoder.conv_in.weight.grad, enc_grad)
+
+
+def test_temporal_stability_loss_counts_only_static_cells():
+    frames = torch.full((1, 2, 3, 4, 4), -1.0)  # two 4x4 frames, 2x2 cells of 2x2 pixels
+    frames[0, 1, :, 0, 0] = 1.0  # a pixel of the top-left cell moves
+    lookup = torch.zeros(1, 2, 2, 2, 2)  # (b, t, c, h', w')
+    lookup[0, 1, :, 0, 0] = 5.0  # the moving cell's vector changes a lot: not penalised
+    lookup[0, 1, 0, 1, 1] = 0.5  # a static cell's vector changes: squared distance 0.25
+    loss = temporal_stability_loss(lookup, frames)
+    assert torch.isclose(loss, torch.tensor(0.25 / 3))  # 3 static cells
+    lookup.requires_grad_(True)
+    temporal_stability_loss(lookup, frames).backward()
+    assert lookup.grad[0, :, :, 0, 0].abs().sum() == 0 and lookup.grad[0, :, 0, 1, 1].abs().sum() > 0
+    still = torch.zeros(1, 2, 3, 4, 4)
+    frames_all_moving = torch.stack([still[:, 0], still[:, 1] + 1], 1)
+    assert temporal_stability_loss(lookup.detach(), frames_all_moving) == 0  # nothing static: nothing to pull
+
+
+def test_temporal_stability_trains_with_consecutive_pairs():
+    from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
+    from wm_video.training.tokenizer_module import sample_pairs
+
+    x = torch.arange(2 * 6).view(2, 6, 1, 1, 1).expand(2, 6, 3, 8, 8)
+    pairs = sample_pairs(x, 4, generator=torch.Generator().manual_seed(0))
+    assert pairs.shape[:2] == (2, 4)
+    assert ((pairs[:, 1::2] - pairs[:, ::2]) == 1).all()  # each pair is two consecutive frames, in order
+    torch.manual_seed(0)
+    cfg = TokenizerConfig(resolution=16, downsample=4, base_channels=8, channel_mult=[1, 1, 1], norm_groups=4,
+                          latent_channels=8, codebook_size=16, codebook_dim=4, temporal_weight=1.0)
+    model = VQTokenizer(cfg)
+    frames = torch.randint(0, 256, (2, 2, 3, 16, 16), dtype=torch.uint8)
+    frames[:, 1, :, :8] = frames[:, 0, :, :8]  # the top half does not change: its cells are static
+    loss, logs = model.compute_loss({"frames": frames})
+    assert "temporal" in logs and logs["temporal"] > 0 and torch.isfinite(loss)
+    with pytest.raises(ValueError, match="temporal_weight"):
+        TokenizerConfig(temporal_weight=-1)

@@ -67,6 +67,19 @@ def sample_frames(frames: torch.Tensor, k: int, *others: torch.Tensor, generator
     return tuple(picked) if others else picked[0]
 
 
+def sample_pairs(frames: torch.Tensor, k: int, *others: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> Any:
+    """As :func:`sample_frames`, but ``k`` frames made of ``k // 2`` pairs of consecutive frames (at least one pair),
+    in time order within each pair, for the temporal stability loss: ``(b, t, ...)`` -> ``(b, 2 * max(1, k // 2),
+    ...)``. Pairs start at distinct random frames."""
+    b, t = frames.shape[:2]
+    n = max(1, k // 2)
+    starts = torch.stack([torch.randperm(t - 1, generator=generator)[:n] for _ in range(b)])  # (b, n)
+    idx = torch.stack([starts, starts + 1], -1).flatten(1)  # (b, 2n): s0, s0+1, s1, s1+1, ...
+    picked = [x[torch.arange(b)[:, None], idx] for x in (frames, *others)]
+    return tuple(picked) if others else picked[0]
+
+
 def recon_grid(frames: torch.Tensor, recon: torch.Tensor, n: int = 8) -> torch.Tensor:
     """Originals above reconstructions, ``n`` frames wide: ``(3, 2h, n*w)`` in [0, 1] for TensorBoard."""
     x = frames.flatten(0, 1)[:n].float()  # (n, c, h, w), [-1, 1]
@@ -98,15 +111,16 @@ class TokenizerModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
         frames, k = batch["frames"], self.cfg.frames_per_clip
+        sample = sample_pairs if self.cfg.model.temporal_weight > 0 else sample_frames
         if self.cfg.model.foreground_weight > 0:
             # The foreground mask needs the whole clip (its median is the background), so it is taken first.
             from wm_video.models.tokenizer.losses import foreground_mask
 
             fg = foreground_mask(to_model_frames(frames, batch.get("key")), self.cfg.model.foreground_threshold)
-            frames, fg = sample_frames(frames, k, fg)
+            frames, fg = sample(frames, k, fg)
             batch = {**batch, "frames": frames, "foreground": fg}
         else:
-            batch = {**batch, "frames": sample_frames(frames, k)}
+            batch = {**batch, "frames": sample(frames, k)}
         disc = self.disc if self.disc is not None and self.global_step >= self.cfg.model.disc_start else None
         loss, logs = self.model.compute_loss(batch, self.perceptual, disc)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)

@@ -46,6 +46,10 @@ class TokenizerConfig:
             of the pixels, and an unweighted loss learns to drop them; 20-50 makes them count. Training only.
         foreground_threshold: how far (in [-1, 1] units, any channel) a pixel must be from the clip's median to
             count as foreground.
+        temporal_weight: weight of the temporal stability loss (0: off): on pairs of consecutive frames, the
+            quantizer inputs of token cells whose pixels did not change are pulled together, so their tokens stop
+            flickering (:func:`~wm_video.models.tokenizer.losses.temporal_stability_loss`). Training samples
+            consecutive frame pairs when it is on. Training only.
     """
 
     resolution: int = 64
@@ -72,10 +76,13 @@ class TokenizerConfig:
     disc_layers: int = 3
     foreground_weight: float = 0.0
     foreground_threshold: float = 0.1
+    temporal_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.foreground_weight < 0:
             raise ValueError(f"tokenizer: field 'foreground_weight' must be >= 0, got {self.foreground_weight}")
+        if self.temporal_weight < 0:
+            raise ValueError(f"tokenizer: field 'temporal_weight' must be >= 0, got {self.temporal_weight}")
         if self.downsample not in (4, 8, 16):
             raise ValueError(f"tokenizer: field 'downsample' must be 4, 8 or 16, got {self.downsample}")
         if self.channel_mult and len(self.channel_mult) < self.num_stages:

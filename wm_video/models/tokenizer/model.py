@@ -120,7 +120,8 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
 
     def compute_loss(self, batch: dict[str, Any], perceptual: nn.Module | None = None, disc: nn.Module | None = None
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Reconstruction (L1/L2) plus commitment loss on ``batch["frames"]`` uint8 ``(b, t, 3, h, w)``, with
+        """Reconstruction (L1/L2) plus commitment loss on ``batch["frames"]`` uint8 ``(b, t, 3, h, w)``, plus
+        ``temporal_weight`` times the temporal stability loss when on (frames must then be consecutive), with
         foreground pixels weighted up when ``foreground_weight > 0`` (the mask is ``batch["foreground"]`` when
         given, else computed from the clip: see :func:`~wm_video.models.tokenizer.losses.foreground_mask`); plus
         ``perceptual_weight`` times ``perceptual(recon, frames)`` when a perceptual network is given; plus, when a
@@ -159,6 +160,13 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
             rec = rec + self.config.perceptual_weight * p
             extra["perceptual"] = p.detach()
         loss = rec + out.quant.loss
+        if self.config.temporal_weight > 0 and frames.shape[1] >= 2 and out.quant.lookup is not None:
+            from wm_video.models.tokenizer.losses import temporal_stability_loss
+
+            lookup = rearrange(out.quant.lookup, "(b t) c h w -> b t c h w", b=frames.shape[0])
+            stab = temporal_stability_loss(lookup, frames)
+            loss = loss + self.config.temporal_weight * stab
+            extra["temporal"] = stab.detach()
         if disc is not None:
             adv, adv_logs = self._adversarial(disc, rec, frames.flatten(0, 1), out.recon.flatten(0, 1))
             loss = loss + adv

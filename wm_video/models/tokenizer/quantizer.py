@@ -23,12 +23,15 @@ from torch import nn
 @dataclass
 class QuantizerOutput:
     """``codes`` ``(b, d, h, w)`` (straight-through: gradients reach the encoder), ``indices`` ``(b, h, w)``
-    int64, ``loss`` the commitment loss (0 for FSQ), ``counts`` ``(k,)`` code assignments in this batch."""
+    int64, ``loss`` the commitment loss (0 for FSQ), ``counts`` ``(k,)`` code assignments in this batch,
+    ``lookup`` ``(b, c, h, w)`` the vectors the codes were chosen for, before quantization (VQ: the unit vectors of
+    the cosine lookup; FSQ: the bounded values before rounding), with gradients."""
 
     codes: torch.Tensor
     indices: torch.Tensor
     loss: torch.Tensor
     counts: torch.Tensor
+    lookup: torch.Tensor | None = None
 
     @property
     def perplexity(self) -> torch.Tensor:
@@ -96,7 +99,8 @@ class VectorQuantizerEMA(nn.Module):
         loss = self.commitment_weight * F.mse_loss(x, q.detach())
         q = x + (q - x).detach()  # straight-through: forward uses the code, backward the encoder output
         codes = rearrange(self.proj_out(q), "(b h w) d -> b d h w", b=b, h=h, w=w)
-        return QuantizerOutput(codes, idx.view(b, h, w), loss, counts)
+        return QuantizerOutput(codes, idx.view(b, h, w), loss, counts,
+                               rearrange(x, "(b h w) c -> b c h w", b=b, h=h, w=w))
 
     @torch.no_grad()
     def _initialize(self, x: torch.Tensor) -> None:
@@ -203,7 +207,7 @@ class FiniteScalarQuantizer(nn.Module):
         idx = self.codes_to_indices(normalized.detach())
         counts = torch.bincount(idx.flatten(), minlength=self.codebook_size).float()
         codes = rearrange(self.proj_out(normalized), "b h w d -> b d h w")
-        return QuantizerOutput(codes, idx, z.new_zeros(()), counts)
+        return QuantizerOutput(codes, idx, z.new_zeros(()), counts, rearrange(x / half_width, "b h w d -> b d h w"))
 
 
 def make_quantizer(kind: str, dim: int, *, codebook_size: int, codebook_dim: int, fsq_levels: list[int],
