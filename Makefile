@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test lint format bench fidelity clean
 
 venv:
 	@bash scripts/venv.sh
@@ -19,6 +19,9 @@ lint: venv
 
 format: venv
 	$(BIN)/ruff format .
+
+fidelity: venv   # the fidelity suite: a world model per suite simulator, scored on held-out episodes (~15 min each)
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(BIN)/python eval/fidelity/run.py --out runs/fidelity
 
 bench: venv
 	$(BIN)/python eval/benchmarks/bench_collect.py

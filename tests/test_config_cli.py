@@ -120,3 +120,16 @@ def test_user_errors_exit_2_with_a_message(capsys):
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "wm_video", "--help"], capture_output=True, text=True, check=True)
     assert "data" in out.stdout and "demo" in out.stdout
+
+
+def test_cli_makes_openmp_threads_wait_passively_unless_told_otherwise():
+    import os
+    import subprocess
+    import sys
+
+    code = "import wm_video.cli, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "PASSIVE"
+    assert subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True,
+                          text=True, check=True).stdout.strip() == "ACTIVE"

@@ -12,12 +12,19 @@ import argparse
 import importlib
 import inspect
 import logging
+import os
 import re
 import sys
 import types
 import typing
 from collections.abc import Callable
 from typing import Any, Union
+
+# OpenMP threads that wait for each other by sleeping, not spinning, unless the user chose otherwise. It must be set
+# before torch loads its OpenMP runtime, so here, before any verb imports torch. On a shared machine spinning threads
+# fight whatever else holds a core: the tiny tokenizer trained 2.4x faster with this beside other work, and a minute
+# cap had starved it into drawing flat colour (eval/benchmarks/bench_threads.py, docs/benchmarks.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # verb path -> "module:function"; nested dicts are verb groups.
 VERBS: dict[str, Any] = {
