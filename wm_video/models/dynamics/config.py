@@ -55,7 +55,9 @@ class DynamicsConfig:
             embeddings start at N(0, 1), like the null vector, and the continuous MLP's last layer at N(0, 1/c);
             from scratch, under adaLN-Zero, ``zero`` makes an action's effect the product of two factors that are
             both zero at the start, each getting gradient only through the other, so the model learns to use its
-            actions late.
+            actions late: on Atari Boxing after 800 steps of the ``tiny`` preset, ``zero`` left the held-out token
+            cross-entropy with true and shuffled actions 0.009 nats apart, ``normal`` 0.149 (docs/fidelity.md, E3).
+            Either way the adaLN-Zero modulation starts at zero, so a fresh model's predictions ignore its actions.
         reward_bins: bins of the reward head. Rewards are classified into two-hot bins over ``symlog(r)``
             (DreamerV3): reward scales differ by orders of magnitude across datasets and games, and a
             cross-entropy over fixed symlog bins neither needs per-dataset scaling nor lets large rewards
@@ -89,7 +91,7 @@ class DynamicsConfig:
     action_mean: list[float] = field(default_factory=list)
     action_std: list[float] = field(default_factory=list)
     null_action_prob: float = 0.1
-    action_init: Literal["zero", "normal"] = "zero"
+    action_init: Literal["zero", "normal"] = "normal"
     reward_bins: int = 255
     reward_range: list[float] = field(default_factory=lambda: [-20.0, 20.0])
     termination_pos_weight: float = 10.0
