@@ -111,6 +111,19 @@ def fit_losses(model, batch: dict, steps: int, log_key: str = "loss", lr: float 
     return losses
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a test module. The 2 test cores are shared with other work: torch's two OpenMP
+    threads then spin against other processes and a step of the tiny test models takes many times longer. One
+    thread is as deterministic and far faster there."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def dataset(tmp_path):
     root = tmp_path / "ds"

@@ -24,14 +24,7 @@ from wm_video.models.dynamics import (
 )
 from wm_video.models.dynamics.heads import symexp, symlog, two_hot, two_hot_decode
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matmuls: a second thread costs more than it gives (several times slower on a shared 2-core machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
 
 
 def tiny(**kw) -> DynamicsConfig:

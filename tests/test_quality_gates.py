@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import write_dataset, write_token_dataset
 from test_decoder import make_tokenizer
 
@@ -34,14 +33,7 @@ FAST = ["loader.resampled=true", "loader.epoch_length=100000", "loader.batch_siz
         "trainer.checkpoint_every_n_steps=1000", "trainer.logger=none"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The 2 test cores are shared with other work: torch's two OpenMP threads then spin against other processes and
-    # a step of these tiny models takes ~50x longer. One thread is as deterministic and far faster there.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
 
 
 def write_colour_dataset(root: Path, shards: int = 4, clips: int = 6, t: int = 4, size: int = 16) -> None:
