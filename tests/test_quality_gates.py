@@ -147,26 +147,29 @@ def test_tiny_presets_have_no_minute_caps():
 def test_a_step_budget_gives_the_same_weights_on_an_idle_and_a_busy_machine(tmp_path):
     write_dataset(tmp_path / "ds", shards=2, clips_per_shard=2, t=4, size=64)
 
-    def run(out: Path) -> bytes:
-        # The real command in its own process, as a user runs it (the CLI's thread settings included). No loader
-        # worker processes: a starved forked worker is not what this test is about, and a hang must fail, not stall.
-        args = [sys.executable, "-m", "wm_video", "train", "tokenizer", "--preset", "tiny", "--data",
-                str(tmp_path / "ds"), "--out", str(out), "--max-steps", "3", "trainer.logger=none",
-                "loader.num_workers=0"]
-        subprocess.run(args, check=True, timeout=600, capture_output=True)
+    def run(out: Path, burners: int) -> bytes:
+        # The real command in its own process, as a user runs it (the CLI's thread settings included), started by a
+        # small driver process that also starts the CPU burners: forking the large pytest process while both cores
+        # are burning stalled in the kernel for minutes on this machine, forking the small driver does not. No loader
+        # worker processes, and a timeout, so a stall fails instead of hanging the suite.
+        cmd = [sys.executable, "-m", "wm_video", "train", "tokenizer", "--preset", "tiny", "--data",
+               str(tmp_path / "ds"), "--out", str(out), "--max-steps", "3", "trainer.logger=none",
+               "loader.num_workers=0"]
+        driver = ("import subprocess, sys\n"
+                  f"burn = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range({burners})]\n"
+                  "try:\n"
+                  f"    subprocess.run({cmd!r}, check=True, timeout=600, capture_output=True)\n"
+                  "finally:\n"
+                  "    for p in burn:\n"
+                  "        p.kill()\n"
+                  "        p.wait()\n")
+        subprocess.run([sys.executable, "-c", driver], check=True, timeout=900)
         summary = read_json(out / "train_summary.json")
         assert (summary["steps_done"], summary["stop_reason"]) == (3, "step budget")
         return (out / "export" / "model.safetensors").read_bytes()
 
-    idle = run(tmp_path / "idle")
-    # two processes that burn CPU for the whole second run (the machine has 2 cores)
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
-    try:
-        busy = run(tmp_path / "busy")
-    finally:
-        for p in burners:
-            p.kill()
-            p.wait()
+    idle = run(tmp_path / "idle", burners=0)
+    busy = run(tmp_path / "busy", burners=2)  # two processes burn CPU for the whole run (the machine has 2 cores)
     assert busy == idle
 
 
