@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -166,7 +167,9 @@ def test_a_step_budget_gives_the_same_weights_on_an_idle_and_a_busy_machine(tmp_
             while not stop.is_set():
                 x = torch.tanh(x @ x)
 
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # One torch thread in both runs: the same arithmetic, and no thread of the run waiting on a starved other.
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         burners = [threading.Thread(target=burn, daemon=True) for _ in range(2 if busy else 0)]
         for t in burners:
             t.start()
