@@ -145,8 +145,6 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
     loader, shards = heldout_loader(data, cfg.val_fraction, cfg.batch_size)
     scores = {m: HorizonScores(hz) for m in cfg.methods}
     gen = torch.Generator().manual_seed(cfg.seed)
-    # Passed only when guidance is asked for, so an unguided evaluation needs nothing new of the environment.
-    guidance = {"guidance_scale": cfg.guidance_scale} if cfg.guidance_scale != 1.0 else {}
     has_actions = False
     clips = skipped = 0
     has_outcomes = False
@@ -184,7 +182,7 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
                 # shuffled: every clip gets its neighbour's actions; null: no actions at all, context included
                 acts = acts[torch.roll(torch.arange(b), 1)] if m == "shuffled_actions" else None
             env = WorldModelEnv(model, cfg.maskgit_steps, cfg.temperature, None, cfg.num_inference_steps,
-                                generator=gen, **guidance)
+                                generator=gen, guidance_scale=cfg.guidance_scale)
             env.reset(frames[:, :c], None if acts is None else acts[:, : c - 1])
             for i in range(hz):
                 out = env.step(None if acts is None else acts[:, c - 1 + i])
