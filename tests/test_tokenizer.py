@@ -220,3 +220,48 @@ def test_foreground_weight_weights_the_moving_pixels_up():
     assert float(logs["fg_psnr"]) < float(logs["psnr"]) and float(weighted.detach()) > float(plain.detach())
     with pytest.raises(ValueError, match="foreground_weight"):
         tiny(foreground_weight=-1)
+
+
+@pytest.mark.parametrize("downsample", [4, 8])
+def test_the_patch_encoder_is_local_a_still_patch_keeps_its_token(downsample):
+    torch.manual_seed(0)
+    model = VQTokenizer(tiny(encoder="patch", downsample=downsample)).eval()
+    x = frames(b=1, t=1)
+    y = x.clone()
+    y[..., 5, 9] = -x[..., 5, 9]  # one pixel changes, in cell (5 // f, 9 // f)
+    changed = (5 // downsample, 9 // downsample)
+    zx = model.encoder(x[:, 0])
+    zy = model.encoder(y[:, 0])
+    diff = (zx - zy).abs().amax(1)[0]  # (h', w')
+    assert diff[changed] > 0
+    diff[changed] = 0
+    assert torch.equal(diff, torch.zeros_like(diff))  # every other cell's latent is bit-identical
+    tx, ty = model.tokenize(x), model.tokenize(y)
+    same = tx == ty
+    same[0, 0][changed] = True
+    assert same.all()
+    # the convolutional encoder, by contrast, lets the pixel reach cells outside its patch
+    conv = VQTokenizer(tiny(downsample=downsample)).eval()
+    d = (conv.encoder(x[:, 0]) - conv.encoder(y[:, 0])).abs().amax(1)[0]
+    assert int((d > 0).sum()) > 1
+
+
+def test_a_patch_encoder_tokenizer_trains_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = VQTokenizer(tiny(encoder="patch")).train()
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    centers = torch.rand(8, 2) * 2 - 1
+    imgs = torch.stack([torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) * 8) for cx, cy in centers])
+    batch = {"frames": (imgs[:, None, None].expand(8, 1, 3, 32, 32) * 255).to(torch.uint8)}
+    losses = fit_losses(model, batch, 60, "rec_mse")
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    model.eval().save_pretrained(tmp_path)
+    loaded = VQTokenizer.from_pretrained(tmp_path).eval()
+    assert loaded.config.encoder == "patch"
+    x = frames()
+    assert torch.equal(model.tokenize(x), loaded.tokenize(x))
+
+
+def test_an_unknown_encoder_is_refused_by_name():
+    with pytest.raises(ValueError, match="'encoder'"):
+        tiny(encoder="vit")

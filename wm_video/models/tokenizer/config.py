@@ -20,6 +20,9 @@ class TokenizerConfig:
         layers_per_block: residual blocks per stage.
         norm_groups: GroupNorm groups (must divide every stage's width).
         mid_attention: self-attention in the bottleneck (costly on CPU; helps at 256x256).
+        encoder: ``conv`` (the convolutional VAE stack: every cell sees most of the frame) or ``patch`` (each cell's
+            latent is a function of its own ``f x f`` pixel patch only, so a patch whose pixels did not change keeps
+            its token exactly: :mod:`~wm_video.models.tokenizer.patch_encoder`). The decoder is the same for both.
         latent_channels: encoder output channels before the quantizer.
         quantizer: ``vq`` (EMA codebook, cosine lookup, dead-code restart) or ``fsq`` (finite scalar
             quantization, no codebook to learn).
@@ -59,6 +62,7 @@ class TokenizerConfig:
     layers_per_block: int = 1
     norm_groups: int = 32
     mid_attention: bool = False
+    encoder: Literal["conv", "patch"] = "conv"
     latent_channels: int = 64
     quantizer: Literal["vq", "fsq"] = "vq"
     codebook_size: int = 1024
@@ -83,6 +87,8 @@ class TokenizerConfig:
             raise ValueError(f"tokenizer: field 'foreground_weight' must be >= 0, got {self.foreground_weight}")
         if self.temporal_weight < 0:
             raise ValueError(f"tokenizer: field 'temporal_weight' must be >= 0, got {self.temporal_weight}")
+        if self.encoder not in ("conv", "patch"):
+            raise ValueError(f"tokenizer: field 'encoder' must be 'conv' or 'patch', got {self.encoder!r}")
         if self.downsample not in (4, 8, 16):
             raise ValueError(f"tokenizer: field 'downsample' must be 4, 8 or 16, got {self.downsample}")
         if self.channel_mult and len(self.channel_mult) < self.num_stages:

@@ -25,9 +25,21 @@ from torch import nn
 
 from wm_video.models.export import check_export
 from wm_video.models.tokenizer.config import TokenizerConfig
+from wm_video.models.tokenizer.patch_encoder import PatchEncoder
 from wm_video.models.tokenizer.quantizer import QuantizerOutput, make_quantizer
 
 REQUIRED_FIELDS = {"resolution", "downsample", "quantizer"}  # config fields every tokenizer export has
+
+
+def build_encoder(c: TokenizerConfig) -> nn.Module:
+    """The tokenizer's encoder (pixels ``(n, 3, h, w)`` -> latents ``(n, latent, h', w')``): the convolutional stack
+    or the patch-local one (``c.encoder``)."""
+    if c.encoder == "patch":
+        return PatchEncoder(3, c.latent_channels, c.block_channels, c.layers_per_block)
+    return Encoder(in_channels=3, out_channels=c.latent_channels,
+                   down_block_types=("DownEncoderBlock2D",) * c.num_stages, block_out_channels=tuple(c.block_channels),
+                   layers_per_block=c.layers_per_block, norm_num_groups=c.norm_groups, act_fn="silu", double_z=False,
+                   mid_block_add_attention=c.mid_attention)
 
 
 def build_quantizer(c: TokenizerConfig) -> nn.Module:
@@ -64,11 +76,7 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
         config = TokenizerConfig(**config) if isinstance(config, dict) else config
         self.config = config
         c = config
-        self.encoder = Encoder(in_channels=3, out_channels=c.latent_channels,
-                               down_block_types=("DownEncoderBlock2D",) * c.num_stages,
-                               block_out_channels=tuple(c.block_channels), layers_per_block=c.layers_per_block,
-                               norm_num_groups=c.norm_groups, act_fn="silu", double_z=False,
-                               mid_block_add_attention=c.mid_attention)
+        self.encoder = build_encoder(c)
         self.quantizer = build_quantizer(c)
         self.decoder = build_decoder(c)
 
