@@ -58,6 +58,22 @@ class WorldModelInfo:
     source: dict[str, Any] = field(default_factory=dict)
 
 
+def keep_still_patches(frames: torch.Tensor, tokens: torch.Tensor, prev_frame: torch.Tensor,
+                       prev_tokens: torch.Tensor) -> torch.Tensor:
+    """Frames ``(b, t, 3, h, w)`` drawn from ``tokens`` ``(b, t, h', w')``, with every patch whose token equals the
+    previous frame's token replaced by that frame's pixels, frame after frame from ``prev_frame`` ``(b, 3, h, w)``
+    and its tokens ``prev_tokens`` ``(b, h', w')``. A patch that never changes keeps the true pixels of the last real
+    frame through a whole rollout, as copying the last frame would, and only what changed is drawn by the decoder."""
+    fy, fx = frames.shape[-2] // tokens.shape[-2], frames.shape[-1] // tokens.shape[-1]
+    out = []
+    for i in range(tokens.shape[1]):
+        still = (tokens[:, i] == prev_tokens).repeat_interleave(fy, -2).repeat_interleave(fx, -1)  # (b, h, w)
+        prev_frame = torch.where(still[:, None], prev_frame, frames[:, i])
+        prev_tokens = tokens[:, i]
+        out.append(prev_frame)
+    return torch.stack(out, 1)
+
+
 class WorldModel(nn.Module):
     """The three parts, checked to fit together. ``decoder`` None renders frames with the tokenizer's VQ decoder.
     ``quality``: each part's ``quality.json`` by part name (``tokenizer``, ``dynamics``, ``decoder``), where known."""
@@ -78,6 +94,7 @@ class WorldModel(nn.Module):
         if decoder is not None:
             decoder.eval()
         self.info = info or WorldModelInfo(resolution=t.resolution)
+        self.keep_still: bool | None = None  # see keeps_still_patches
         self.quality = {k: v for k, v in (quality or {}).items() if v is not None}
         if self.info.resolution != t.resolution:
             raise ValueError(f"world model: index resolution {self.info.resolution} but the tokenizer is built for "
@@ -122,15 +139,29 @@ class WorldModel(nn.Module):
         self.check_frames(frames)
         return self.tokenizer.tokenize(to_model_frames(frames).to(self.device))
 
+    @property
+    def keeps_still_patches(self) -> bool:
+        """Whether VQ rendering keeps the previous frame's pixels where a token did not change: on for a patch-local
+        tokenizer (``encoder="patch"``), whose token of a patch changes whenever its pixels do, so an unchanged token
+        means an unchanged patch. Set ``keep_still`` to override (False: every patch drawn by the VQ decoder)."""
+        return self.keep_still if self.keep_still is not None else self.tokenizer.config.encoder == "patch"
+
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, prev_frame: torch.Tensor | None = None,
                num_inference_steps: int | None = None, sampler: str | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, prev_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Tokens ``(b, t, h', w')`` -> frames ``(b, t, 3, h, w)`` in [-1, 1], by the diffusion decoder when there
-        is one (``prev_frame`` conditions it when it was trained to), else by the VQ decoder."""
-        if self.decoder is None:
-            return self.tokenizer.detokenize(tokens).clamp(-1, 1)
-        return self.decoder.render(tokens, prev_frame, num_inference_steps, sampler, generator)
+        is one (``prev_frame`` conditions it when it was trained to), else by the VQ decoder. With the VQ decoder,
+        ``prev_frame`` ``(b, 3, h, w)`` and its tokens ``prev_tokens`` ``(b, h', w')``, and
+        :attr:`keeps_still_patches`, each frame keeps the pixels of the frame before it wherever its token equals that
+        frame's token (:func:`keep_still_patches`)."""
+        if self.decoder is not None:
+            return self.decoder.render(tokens, prev_frame, num_inference_steps, sampler, generator)
+        frames = self.tokenizer.detokenize(tokens).clamp(-1, 1)
+        if prev_frame is None or prev_tokens is None or not self.keeps_still_patches:
+            return frames
+        return keep_still_patches(frames, tokens, to_model_frames(prev_frame).to(frames.device),
+                                  prev_tokens.to(tokens.device))
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write the folder (parts + index) under a temporary name, then rename it into place."""

@@ -64,7 +64,8 @@ class WorldModelEnv:
         self.render, self.steps, self.sampler, self.generator = render, num_inference_steps, sampler, generator
         self.rollout = Rollout(model.dynamics, maskgit_steps, temperature, top_k, use_cache, generator,
                                guidance_scale)
-        self._prev: torch.Tensor | None = None
+        self._prev: torch.Tensor | None = None  # the last frame (b, 3, h, w) and its tokens (b, h', w')
+        self._prev_tokens: torch.Tensor | None = None
         self.batch_size = 0
         self.t = 0
 
@@ -96,6 +97,7 @@ class WorldModelEnv:
         tokens = model.encode(context_frames)
         self.rollout.start(tokens, context_actions if t0 > 1 else None)
         self._prev = to_model_frames(context_frames[:, -1]).to(model.device)
+        self._prev_tokens = tokens[:, -1]
         self.batch_size, self.t = b, 0
         return tokens
 
@@ -108,7 +110,9 @@ class WorldModelEnv:
         out = self.rollout.step(None if actions is None else actions.to(self.model.device))
         frames = None
         if self.render:
-            frames = self.model.decode(out.tokens[:, None], self._prev, self.steps, self.sampler, self.generator)[:, 0]
+            frames = self.model.decode(out.tokens[:, None], self._prev, self.steps, self.sampler, self.generator,
+                                       self._prev_tokens)[:, 0]
             self._prev = frames
+        self._prev_tokens = out.tokens
         self.t += 1
         return EnvStep(tokens=out.tokens, frames=frames, rewards=out.reward, terminations=out.termination)

@@ -17,7 +17,9 @@ Baselines in the same run, on the same clips: ``copy_last_frame`` (the last cont
 tokens), ``shuffled_actions`` (the model, each clip given another clip's actions: the gap to the model is its
 action sensitivity), ``null_actions`` (the model with every action, context included, replaced by the learned null
 action: what it predicts without knowing the actions), and ``tokenizer_ceiling`` (PSNR of the tokenizer's own
-reconstruction of the true frame: the best any token prediction can reach). On an action-free dataset the shuffled
+reconstruction of the true frame, drawn as the rollouts draw theirs: the best any token prediction can reach; with a
+patch-local tokenizer the frames keep the last true frame's pixels where tokens did not change, see
+``WorldModel.keeps_still_patches``). On an action-free dataset the shuffled
 and null rows are absent, and ``notes`` says why. Sampling is seeded; every number records the protocol that made
 it.
 """
@@ -34,7 +36,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from wm_video.metrics.moving import MovingScores
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.utils import progress
-from wm_video.world_model import WorldModel
+from wm_video.world_model import WorldModel, keep_still_patches
 from wm_video.world_model_env import WorldModelEnv
 
 
@@ -172,6 +174,8 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
                 continue
             if m == "tokenizer_ceiling":
                 recon = model.tokenizer.detokenize(true_tokens[:, c:]).clamp(-1, 1)
+                if model.decoder is None and model.keeps_still_patches:  # drawn as the rollouts draw their frames
+                    recon = keep_still_patches(recon, true_tokens[:, c:], x[:, c - 1], true_tokens[:, c - 1])
                 for i in range(hz):
                     scores[m].add(i, recon[:, i], truth[:, i], x[:, c - 1 + i])
                 continue
