@@ -265,3 +265,9 @@ def test_a_patch_encoder_tokenizer_trains_and_round_trips(tmp_path):
 def test_an_unknown_encoder_is_refused_by_name():
     with pytest.raises(ValueError, match="'encoder'"):
         tiny(encoder="vit")
+
+
+@pytest.mark.parametrize("field", ["resolution", "norm_groups", "codebook_size", "layers_per_block"])
+def test_zero_or_negative_sizes_are_refused_by_name(field):
+    with pytest.raises(ValueError, match=f"'{field}' must be >= 1"):
+        TokenizerConfig(**{field: 0})

@@ -94,6 +94,28 @@ def test_parts_that_do_not_fit_are_refused(tmp_path):
         WorldModel.from_pretrained(tmp_path / "tok")
 
 
+@pytest.mark.parametrize("part", ["tokenizer", "dynamics"])
+def test_a_part_swapped_after_export_is_refused_without_a_decoder(tmp_path, part):
+    wm = make_world_model(decoder=False)
+    wm.save_pretrained(tmp_path / "wm")
+    other = make_world_model(decoder=False)
+    getattr(other, part).load_state_dict({k: v + 0.01 if v.is_floating_point() else v
+                                          for k, v in getattr(other, part).state_dict().items()})
+    getattr(other, part).save_pretrained(tmp_path / "wm" / part)  # same shapes, other weights
+    with pytest.raises(ValueError, match=f"'fingerprints.{part}' does not match"):
+        WorldModel.from_pretrained(tmp_path / "wm")
+
+
+def test_an_index_without_fingerprints_is_refused(tmp_path):
+    make_world_model(decoder=False).save_pretrained(tmp_path / "wm")
+    index_file = tmp_path / "wm" / "world_model.json"
+    index = json.loads(index_file.read_text())
+    del index["fingerprints"]
+    index_file.write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"field 'fingerprints' must give a fingerprint.*wm-video export"):
+        WorldModel.from_pretrained(tmp_path / "wm")
+
+
 def test_context_inputs_video_images_and_dataset_clip(tmp_path):
     from PIL import Image
 

@@ -108,7 +108,12 @@ def apply(cfg: T, values: dict[str, Any], source: str = "overrides", prefix: str
             changes[key] = apply(current, value, source, f"{path}.")
         else:
             changes[key] = _coerce(value, hints[key], path, source)
-    return dataclasses.replace(cfg, **changes)
+    try:
+        return dataclasses.replace(cfg, **changes)  # runs the config's own checks (__post_init__)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, ArithmeticError) as e:
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or type(cfg).__name__}: {e}") from e
 
 
 def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:

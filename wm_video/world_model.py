@@ -13,15 +13,15 @@ generation which of the dynamics model's reward and termination heads passed (a 
 
 ``WorldModel.from_pretrained(dir)`` reads the index, loads each part with its own ``from_pretrained`` and checks
 that the parts fit together (vocabulary, token grid, the decoder's tokenizer fingerprint). ``save_pretrained``
-writes the whole folder under a temporary name and renames it into place, so a reader never sees half of one.
+writes the whole folder under a temporary name and moves it into place, so a reader never sees half of one; it
+replaces a previous world-model folder but never deletes what it did not write
+(:func:`wm_video.utils.atomic.write_folder`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,14 @@ from torch import nn
 
 from wm_video.models.decoder import DiffusionDecoder
 from wm_video.models.dynamics import DynamicsModel
-from wm_video.models.export import QUALITY, read_quality
+from wm_video.models.export import QUALITY, read_json_object, read_quality
 from wm_video.models.tokenizer import VQTokenizer
-from wm_video.models.tokenizer.model import to_model_frames
+from wm_video.models.tokenizer.model import to_model_frames, weights_fingerprint
+from wm_video.utils.atomic import write_folder
 
 INDEX = "world_model.json"
 FORMAT_VERSION = 1
+FOLDER_ENTRIES = (INDEX, "tokenizer", "dynamics", "decoder")  # all that save_pretrained writes (and replaces)
 
 
 @dataclass
@@ -163,32 +165,30 @@ class WorldModel(nn.Module):
         return keep_still_patches(frames, tokens, to_model_frames(prev_frame).to(frames.device),
                                   prev_tokens.to(tokens.device))
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write the folder (parts + index) under a temporary name, then rename it into place."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            self.tokenizer.save_pretrained(tmp / "tokenizer")
-            self.dynamics.save_pretrained(tmp / "dynamics")
-            if self.decoder is not None:
-                self.decoder.save_pretrained(tmp / "decoder")
-            for part, record in self.quality.items():
-                if (tmp / part).is_dir():
-                    (tmp / part / QUALITY).write_text(json.dumps(record, indent=2) + "\n")
-            (tmp / INDEX).write_text(json.dumps(self.index(), indent=2) + "\n")
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(tmp)
-        return path
+    def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the folder (parts + index) under a temporary name, then move it into place; returns ``path``.
+
+        ``path`` may be absent, empty or a previous world-model folder (replaced); a folder holding anything else
+        is refused (:class:`~wm_video.utils.atomic.OutputRefused`) unless ``overwrite``, and even then only the
+        :data:`FOLDER_ENTRIES` in it are replaced, the rest kept."""
+        return write_folder(path, self._write_folder, previous=is_world_model_folder, marker=INDEX,
+                            owned=FOLDER_ENTRIES, what="world-model export", overwrite=overwrite)
+
+    def _write_folder(self, tmp: Path) -> None:
+        self.tokenizer.save_pretrained(tmp / "tokenizer")
+        self.dynamics.save_pretrained(tmp / "dynamics")
+        if self.decoder is not None:
+            self.decoder.save_pretrained(tmp / "decoder")
+        for part, record in self.quality.items():
+            if (tmp / part).is_dir():
+                (tmp / part / QUALITY).write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / INDEX).write_text(json.dumps(self.index(), indent=2) + "\n")
+
+    def fingerprints(self) -> dict[str, str]:
+        """A hash of every weight of each part, by part name: the index records them, and loading checks them, so
+        a part swapped or edited after export is refused."""
+        parts = {"tokenizer": self.tokenizer, "dynamics": self.dynamics, "decoder": self.decoder}
+        return {name: weights_fingerprint(part) for name, part in parts.items() if part is not None}
 
     def index(self) -> dict[str, Any]:
         import diffusers
@@ -202,6 +202,7 @@ class WorldModel(nn.Module):
                 "action_space": self.info.action_space, "stats": self.info.stats, "source": self.info.source,
                 "context_frames": self.context_frames, "tokens_per_frame": self.dynamics.config.tokens_per_frame,
                 "vocab_size": self.tokenizer.vocab_size, "tokenizer_fingerprint": self.tokenizer.fingerprint(),
+                "fingerprints": self.fingerprints(),
                 "parts": parts, "versions": {"wm_video": wm_video.__version__, "torch": torch.__version__,
                                              "diffusers": diffusers.__version__}}
 
@@ -215,23 +216,59 @@ class WorldModel(nn.Module):
             if (path / "config.json").exists():
                 hint = " (this looks like a single part's export; build a world model with 'wm-video export')"
             raise FileNotFoundError(f"{path} is not a world-model folder: no {INDEX}{hint}")
-        index = json.loads(index_file.read_text())
+        index = read_json_object(index_file)
         if index.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{index_file}: field 'format_version' is {index.get('format_version')!r}; this "
                              f"version of wm-video reads {FORMAT_VERSION}")
-        parts = index.get("parts", {})
-        missing = [p for p in ("tokenizer", "dynamics") if p not in parts]
-        if missing:
-            raise ValueError(f"{index_file}: field 'parts' lacks {missing}")
-        tok = VQTokenizer.from_pretrained(path / parts["tokenizer"], map_location=map_location)
-        dyn = DynamicsModel.from_pretrained(path / parts["dynamics"], map_location=map_location)
+        resolution, fps = index.get("resolution"), index.get("fps", 15.0)
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+            raise ValueError(f"{index_file}: field 'resolution' must be a positive integer, got {resolution!r}")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+            raise ValueError(f"{index_file}: field 'fps' must be a positive number, got {fps!r}")
+        parts = part_folders(path, index.get("parts", {}))
+        tok = VQTokenizer.from_pretrained(parts["tokenizer"], map_location=map_location)
+        dyn = DynamicsModel.from_pretrained(parts["dynamics"], map_location=map_location)
         dec = None
         if "decoder" in parts:
-            dec = DiffusionDecoder.from_pretrained(path / parts["decoder"], map_location=map_location)
-        if index.get("tokenizer_fingerprint") not in (None, tok.fingerprint()):
-            raise ValueError(f"{index_file}: field 'tokenizer_fingerprint' does not match {path / parts['tokenizer']}"
-                             " (the folder was edited after export)")
-        info = WorldModelInfo(resolution=index["resolution"], fps=index.get("fps", 15.0),
-                              action_space=index.get("action_space", {"kind": "none"}), stats=index.get("stats", {}),
-                              source=index.get("source", {}))
-        return cls(tok, dyn, dec, info, {part: read_quality(path / folder) for part, folder in parts.items()})
+            dec = DiffusionDecoder.from_pretrained(parts["decoder"], map_location=map_location)
+        recorded = index.get("fingerprints")
+        if not isinstance(recorded, dict) or set(recorded) != set(parts):
+            raise ValueError(f"{index_file}: field 'fingerprints' must give a fingerprint for each of {sorted(parts)}, "
+                             f"got {recorded!r} (a folder made by an older wm-video, or edited: rebuild it with "
+                             "'wm-video export')")
+        loaded = {"tokenizer": tok, "dynamics": dyn, "decoder": dec}
+        for part, fp in recorded.items():
+            if weights_fingerprint(loaded[part]) != fp:
+                raise ValueError(f"{index_file}: field 'fingerprints.{part}' does not match the weights in "
+                                 f"{parts[part]} (the part was replaced or edited after export)")
+        info = WorldModelInfo(resolution=resolution, fps=fps, action_space=index.get("action_space", {"kind": "none"}),
+                              stats=index.get("stats", {}), source=index.get("source", {}))
+        return cls(tok, dyn, dec, info, {part: read_quality(folder) for part, folder in parts.items()})
+
+
+def part_folders(path: Path, parts: Any) -> dict[str, Path]:
+    """``world_model.json``'s ``parts`` (``{"tokenizer": "tokenizer", ...}``) as folders, each confined to the world
+    model's folder ``path``: an index that names ``../..`` or an absolute path (or a link out of the folder) is
+    refused, so a downloaded world model cannot make a load read files elsewhere."""
+    index_file = path / INDEX
+    if not isinstance(parts, dict):
+        raise ValueError(f"{index_file}: field 'parts' must be an object {{part: folder}}, got {parts!r}")
+    missing = [p for p in ("tokenizer", "dynamics") if p not in parts]
+    if missing:
+        raise ValueError(f"{index_file}: field 'parts' lacks {missing}")
+    root, folders = path.resolve(), {}
+    for part, name in parts.items():
+        folder = path / name if isinstance(name, str) and name else None
+        if folder is None or Path(name).is_absolute() or not folder.resolve().is_relative_to(root):
+            raise ValueError(f"{index_file}: field 'parts.{part}' must name a folder inside {path}, got {name!r}")
+        folders[part] = folder
+    return folders
+
+
+def is_world_model_folder(path: Path) -> bool:
+    """Whether ``path`` holds a world-model folder this project wrote (a ``world_model.json`` with its format)."""
+    try:
+        index = json.loads((path / INDEX).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(index, dict) and "format_version" in index

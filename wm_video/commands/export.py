@@ -6,7 +6,8 @@ from pathlib import Path
 
 
 def export(checkpoint: str | None = None, out: str | None = None, tokenizer: str | None = None,
-           dynamics: str | None = None, decoder: str | None = None, data: str | None = None) -> None:
+           dynamics: str | None = None, decoder: str | None = None, data: str | None = None,
+           overwrite: bool = False) -> None:
     """Consolidate a training checkpoint into a part's export folder (config.json + model.safetensors), or, with
     --tokenizer and --dynamics, assemble a world-model folder from the parts.
 
@@ -22,19 +23,29 @@ def export(checkpoint: str | None = None, out: str | None = None, tokenizer: str
     and the result loads with the part's from_pretrained (VQTokenizer, DynamicsModel, DiffusionDecoder).
     Training-only networks (a discriminator) are left out. Files are read with weights_only loading.
 
+    Nothing is lost at --out: a new or empty folder, or a previous export of the same kind (a part's config.json +
+    model.safetensors, a world model's world_model.json), is written (the previous export replaced once the new one
+    is complete); any other folder is refused before any work, unless --overwrite, which replaces only the export's
+    own entries there (config.json, model.safetensors, quality.json, README.md; or world_model.json, tokenizer/,
+    dynamics/, decoder/) and keeps everything else. A file at --out is never replaced.
+
     Example:
         wm-video export --checkpoint runs/dyn_base/checkpoints/last.ckpt --out runs/dyn_base/export
         wm-video export --tokenizer runs/tok --dynamics runs/dyn --decoder runs/dec --data data/pong --out runs/wm
 
     Args:
         checkpoint: a .ckpt file or a DeepSpeed checkpoint folder.
-        out: export folder to write (replaced when it exists, once the new one is complete).
+        out: export folder to write: new, empty or a previous export of the same kind.
         tokenizer: world-model mode: the tokenizer (export folder, run folder or checkpoint).
         dynamics: world-model mode: the dynamics model (export folder, run folder or checkpoint).
         decoder: world-model mode: the diffusion decoder (optional).
         data: world-model mode: the training dataset folder (fps, action space, statistics for the index).
+        overwrite: write into a non-empty --out that holds no export of this kind, replacing only the export's own
+            entries there.
     """
-    from wm_video.training.consolidate import export_part
+    from wm_video.training.consolidate import PART_FILES, export_part, is_part_export
+    from wm_video.utils.atomic import check_output_folder
+    from wm_video.world_model import FOLDER_ENTRIES, is_world_model_folder
 
     if not out:
         raise ValueError("--out is required")
@@ -44,12 +55,14 @@ def export(checkpoint: str | None = None, out: str | None = None, tokenizer: str
                              "model)")
         if not (tokenizer and dynamics):
             raise ValueError("a world model needs both --tokenizer and --dynamics")
-        path = export_world_model(tokenizer, dynamics, decoder, data, out)
+        check_output_folder(out, is_world_model_folder, FOLDER_ENTRIES, "world-model export", overwrite)
+        path = export_world_model(tokenizer, dynamics, decoder, data, out, overwrite)
         print(f"world model exported to {path}")
         return
     if not checkpoint:
         raise ValueError("--checkpoint (one part) or --tokenizer and --dynamics (a world model) are required")
-    path = export_part(checkpoint, out)
+    check_output_folder(out, is_part_export, PART_FILES, "part export", overwrite)
+    path = export_part(checkpoint, out, overwrite)
     print(f"exported to {path}")
 
 
@@ -82,7 +95,8 @@ def load_part(spec: str, cls: type, kind: str) -> object:
     return model
 
 
-def export_world_model(tokenizer: str, dynamics: str, decoder: str | None, data: str | None, out: str) -> object:
+def export_world_model(tokenizer: str, dynamics: str, decoder: str | None, data: str | None, out: str,
+                       overwrite: bool = False) -> object:
     from wm_video.models.decoder import DiffusionDecoder
     from wm_video.models.dynamics import DynamicsModel
     from wm_video.models.export import read_quality
@@ -101,4 +115,4 @@ def export_world_model(tokenizer: str, dynamics: str, decoder: str | None, data:
         info.fps, info.action_space, info.stats = d.fps, d.action_space.to_dict(), d.stats
     specs = {"tokenizer": tokenizer, "dynamics": dynamics, "decoder": decoder}
     quality = {part: read_quality(folder) for part, spec in specs.items() if spec and (folder := part_folder(spec))}
-    return WorldModel(tok, dyn, dec, info, quality).save_pretrained(out)
+    return WorldModel(tok, dyn, dec, info, quality).save_pretrained(out, overwrite=overwrite)

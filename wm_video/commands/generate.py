@@ -24,7 +24,7 @@ def generate(model: str | None = None, context: str | None = None, actions: str 
         actions: .npy, .json or .csv with one action per predicted frame (default: the dataset clip's own).
         num_frames: frames to predict (default: as many as there are actions).
         context_frames: context frames to use (default: 4, at most the model's window).
-        out: output mp4 path; the trace goes beside it as .json, the GIF as .gif.
+        out: output mp4 file (not a folder); the trace goes beside it as .json, the GIF as .gif.
         gif: also write a GIF.
         side_by_side: put the ground truth (dataset contexts) to the right of the prediction.
         num_inference_steps: diffusion decoder steps per frame (default: the decoder's own).
@@ -39,6 +39,7 @@ def generate(model: str | None = None, context: str | None = None, actions: str 
 
     if not model or not context:
         raise ValueError("--model and --context are required")
+    _check_out(out, gif)
 
     import numpy as np
     import torch
@@ -102,3 +103,21 @@ def generate(model: str | None = None, context: str | None = None, actions: str 
     print(f"wrote {out_path} ({len(video)} frames at {fps:g} fps) and {trace_path}")
     if gif:
         print(f"wrote {write_gif(video, out_path.with_suffix('.gif'), fps)}")
+
+
+def _check_out(file: str, gif: bool) -> None:
+    """Refuse, before any work, an --out that is a folder (or whose trace or GIF would land on one): it names the
+    mp4 file to write."""
+    from pathlib import Path
+
+    from wm_video.utils.atomic import OutputRefused
+
+    out = Path(file)
+
+    for path in (out, out.with_suffix(".json"), *([out.with_suffix(".gif")] if gif else [])):
+        if path.is_dir():
+            raise OutputRefused(f"--out {out}: {path} is a folder; --out names the mp4 file to write, e.g. "
+                                f"{out / 'generated.mp4'}")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise OutputRefused(f"--out {out}: {parent} is a file, not a folder; give a path in a folder")

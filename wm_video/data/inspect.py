@@ -8,16 +8,19 @@ from typing import Any
 
 import numpy as np
 
-from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
+from wm_video.data.reader import ClipChecks, iter_clips, load_dataset_info, shard_paths
 from wm_video.data.schema import Clip, DatasetInfo
+from wm_video.data.writer import DATASET_FILE
 
 
 def sample_clips(root: str | Path, info: DatasetInfo, num_clips: int) -> list[Clip]:
-    """Up to ``num_clips`` clips spread over the shards: the first few of each shard in turn."""
+    """Up to ``num_clips`` clips spread over the shards: the first few of each shard in turn, each held to what
+    ``dataset.json`` promises (frame size, clip length, value ranges)."""
     per_shard = max(1, -(-num_clips // max(len(info.shards), 1)))
+    checks = ClipChecks.from_info(info, Path(root) / DATASET_FILE)
     clips: list[Clip] = []
     for url in shard_paths(root, info):
-        clips += list(itertools.islice(iter_clips(url, info.action_space), per_shard))
+        clips += list(itertools.islice(iter_clips(url, info.action_space, checks), per_shard))
         if len(clips) >= num_clips:
             break
     return clips[:num_clips]

@@ -7,6 +7,10 @@ and carries on with exactly the samples the interrupted run would have produced.
 round-robin over workers; on restore the workers' roles are rotated so the first batch comes from the worker
 whose turn it was.
 
+Lost data is counted in clips against ``dataset.json``: a shard that ends early (truncated, corrupt, missing)
+loses the clips it records but did not deliver, an undecodable or out-of-range clip loses one, and past
+``max_bad_fraction`` of the clips the loader stops with an error naming the shards and their losses.
+
 Batches (token shards give ``tokens`` int64 ``(b, t, h, w)`` in place of ``frames``):
 ``frames`` uint8 ``(b, t, 3, h, w)`` (a channels-last view: ``.contiguous()`` where a kernel needs it);
 ``actions`` int64 ``(b, t)`` or float32 ``(b, t, a)``; ``rewards`` float32 ``(b, t)``; ``terminations`` bool
@@ -29,8 +33,16 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.filters import _shuffle
 
-from wm_video.data.reader import decode_sample, iter_raw_samples, load_dataset_info, shard_paths
-from wm_video.data.schema import Clip, DatasetInfo
+from wm_video.data.reader import (
+    ClipChecks,
+    DatasetMismatchError,
+    decode_sample,
+    iter_raw_samples,
+    load_dataset_info,
+    shard_paths,
+)
+from wm_video.data.schema import Clip, DatasetInfo, SchemaError
+from wm_video.data.writer import DATASET_FILE
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +62,10 @@ class LoaderConfig:
         resampled: draw shards with replacement forever, cut into epochs of ``epoch_length`` samples.
         epoch_length: samples per epoch over all ranks and workers (required when ``resampled``).
         seed: base seed of every random choice in the stream.
-        max_bad_fraction: stop with an error when more than this fraction of samples are unreadable.
-        min_samples_for_bad_check: samples a worker sees before the fraction is checked mid-epoch
+        max_bad_fraction: stop with an error when more than this fraction of a worker's clips are lost (in
+            [0, 1]; clips a shard should hold per ``dataset.json`` but did not deliver count, as do clips that fail
+            to decode or hold out-of-range values).
+        min_samples_for_bad_check: clips a worker accounts for before the fraction is checked mid-epoch
             (it is always checked at the end of an epoch).
         drop_last: drop each worker's final partial batch.
     """
@@ -66,6 +80,10 @@ class LoaderConfig:
     min_samples_for_bad_check: int = 100
     drop_last: bool = True
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"loader.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+
 
 def _seed(*parts: int) -> int:
     """A stable seed from integers (Python's hash of tuples is not stable across processes)."""
@@ -77,24 +95,46 @@ def _seed(*parts: int) -> int:
 
 @dataclass
 class _BadCounter:
+    """One worker's clips this epoch: ``seen`` delivered, ``bad`` lost, and the losses per shard."""
+
     seen: int = 0
     bad: int = 0
-    last: list[str] = field(default_factory=list)
+    by_shard: dict[str, list] = field(default_factory=dict)  # url -> [clips lost, last reason]
 
-    def record(self, url: str, reason: str) -> None:
-        self.bad += 1
-        self.last = [url, reason]
-        log.warning("skipping unreadable data in %s: %s", url, reason)
+    def record(self, url: str, reason: str, clips: int = 1) -> None:
+        self.bad += clips
+        entry = self.by_shard.setdefault(url, [0, ""])
+        entry[0] += clips
+        entry[1] = reason
+        log.warning("skipping %d clip%s of %s: %s", clips, "" if clips == 1 else "s", url, reason)
 
     def check(self, cfg: LoaderConfig, final: bool = False) -> None:
         total = self.seen + self.bad
         if not total or (not final and total < cfg.min_samples_for_bad_check):
             return
         if self.bad / total > cfg.max_bad_fraction:
-            raise DataError(
-                f"{self.bad} of {total} samples unreadable (> max_bad_fraction={cfg.max_bad_fraction}); "
-                f"last in {self.last[0]}: {self.last[1]}"
-            )
+            worst = sorted(self.by_shard.items(), key=lambda kv: -kv[1][0])
+            shards = "; ".join(f"{url}: {n} lost ({why})" for url, (n, why) in worst[:5])
+            more = f"; and {len(worst) - 5} more shards" if len(worst) > 5 else ""
+            raise DataError(f"{self.bad} of {total} clips unreadable (> max_bad_fraction={cfg.max_bad_fraction}) "
+                            f"in {len(worst)} shard{'' if len(worst) == 1 else 's'}: {shards}{more}")
+
+
+def _why(e: Exception) -> str:
+    """An exception in a line: webdataset appends `` @ <stream>`` and the stream and url to the arguments."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{type(e).__name__}: {e.strerror}"
+    first = str(e.args[0]).split(" @ ")[0] if e.args else str(e)
+    return f"{type(e).__name__}: {first}"
+
+
+def _worker_message(e: Exception) -> str | None:
+    """The message a DataLoader worker raised ``e`` with, or None when ``e`` was raised here. DataLoader re-raises
+    a worker's exception with the worker's traceback folded into the message, many lines where one is meant."""
+    prefix, msg = f"{type(e).__module__}.{type(e).__qualname__}: ", str(e)
+    if not msg.startswith("Caught ") or prefix not in msg:
+        return None
+    return msg.rsplit(prefix, 1)[1].strip()
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -113,6 +153,8 @@ class ClipStream(IterableDataset):
     def __init__(self, root: str, info: DatasetInfo, cfg: LoaderConfig, rank: int, world: int) -> None:
         self.root, self.info, self.cfg, self.rank, self.world = root, info, cfg, rank, world
         self.urls = shard_paths(root, info)
+        self.expected = {url: s.samples for url, s in zip(self.urls, info.shards, strict=True)}  # clips per shard
+        self.checks = ClipChecks.from_info(info, os.path.join(root, DATASET_FILE))
         self.epoch = 0
         self.positions: dict[int, int] = {}  # logical worker -> raw samples consumed this epoch
         self.rotation = 0  # physical worker w plays logical worker (w + rotation) % num_workers
@@ -138,12 +180,19 @@ class ClipStream(IterableDataset):
         yield from order[slot::slots]
 
     def _raw(self, worker: int, bad: _BadCounter) -> Iterator[dict[str, Any]]:
-        def on_error(url: str, e: Exception) -> None:
-            bad.record(url, f"shard read error ({type(e).__name__}: {e})")
-            bad.check(self.cfg)  # a resampled stream over unreadable shards would otherwise spin forever
-
         for url in self._shards(worker):
-            yield from iter_raw_samples(url, on_error)
+            errors: list[Exception] = []
+            read = 0
+            for sample in iter_raw_samples(url, lambda u, e, errors=errors: errors.append(e)):
+                read += 1
+                yield sample
+            # Reached only when the shard was read to its end (not when the epoch's quota closed the stream).
+            expected = self.expected[url]
+            if errors or read < expected:
+                why = f"shard read error ({_why(errors[0])})" if errors else "shard ended early"
+                bad.record(url, f"{why}; read {read} of the {expected} clips {DATASET_FILE} records",
+                           max(expected - read, 0))
+                bad.check(self.cfg)  # a resampled stream over unreadable shards would otherwise spin forever
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         wi = get_worker_info()
@@ -159,10 +208,13 @@ class ClipStream(IterableDataset):
             if quota is not None and pos >= quota:  # raw samples, bad ones included: exact under restore
                 break
             pos += 1
-            if pos <= skip:  # consumed before the restore: read, not decoded
+            if pos <= skip:  # consumed before the restore: read, not decoded, counted as delivered
+                bad.seen += 1
                 continue
             try:
-                clip = decode_sample(sample, self.info.action_space)
+                clip = decode_sample(sample, self.info.action_space, self.checks)
+            except DatasetMismatchError:
+                raise  # dataset.json describes other data: every clip would be skipped
             except Exception as e:
                 bad.record(sample.get("__url__", "?"), str(e))
                 bad.check(cfg)
@@ -223,7 +275,7 @@ class ClipLoader:
             self.info = dataclasses.replace(self.info, shards=[self.info.shards[i] for i in shards])
         self.stream = ClipStream(str(root), self.info, self.cfg, self.rank, self.world)
         self.lookahead = 0  # batches handed out that the consumer has not used yet
-        self.bad_samples: dict[int, int] = {}  # worker -> unreadable samples skipped this epoch
+        self.bad_samples: dict[int, int] = {}  # worker -> clips lost this epoch (skipped or never delivered)
         self._batches_in_epoch = 0
         self._next_worker = 0  # the logical worker whose batch comes next
         self._history: deque[dict[str, Any]] = deque([self._snapshot()], maxlen=8)  # state after each batch
@@ -242,15 +294,25 @@ class ClipLoader:
         self._history = deque([self._snapshot()], maxlen=8)
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.cfg.num_workers,
                             persistent_workers=False, prefetch_factor=2 if self.cfg.num_workers else None)
-        for batch in loader:
-            w = batch.pop("_worker")
-            self.stream.positions[w] = batch.pop("_pos")
-            self.bad_samples[w] = batch.pop("_bad")
-            self._batches_in_epoch += 1
-            # Next batch comes from the following worker: keep the rotation that makes it so after a restore.
-            self._next_worker = (w + 1) % n
-            self._history.append(self._snapshot())
-            yield batch
+        batches = iter(loader)
+        try:
+            for batch in batches:
+                w = batch.pop("_worker")
+                self.stream.positions[w] = batch.pop("_pos")
+                self.bad_samples[w] = batch.pop("_bad")
+                self._batches_in_epoch += 1
+                # Next batch comes from the following worker: keep the rotation that makes it so after a restore.
+                self._next_worker = (w + 1) % n
+                self._history.append(self._snapshot())
+                yield batch
+        except Exception as e:
+            # The traceback keeps the iterator and its workers alive until the garbage collector reaches them (then
+            # a 5 s join, or an error when that happens in a forked child): stop them now.
+            getattr(batches, "_shutdown_workers", lambda: None)()
+            message = _worker_message(e) if isinstance(e, (DataError, SchemaError)) else None
+            if message is None:
+                raise
+            raise type(e)(message) from e  # one line for the CLI; the worker's traceback stays in the chain
         self.set_epoch(self.stream.epoch + 1)  # whatever was handed out was used: the epoch is over
 
     def _snapshot(self) -> dict[str, Any]:

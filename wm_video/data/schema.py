@@ -7,7 +7,10 @@ field changes meaning, and keep :func:`DatasetInfo.from_dict` reading every olde
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +21,10 @@ FrameStorage = Literal["raw", "png", "mp4", "tokens"]
 FRAME_STORAGES: tuple[str, ...] = ("raw", "png", "mp4", "tokens")  # "tokens": a token-shard dataset
 TOKEN_DTYPES = (np.uint8, np.uint16, np.uint32)
 ARRAY_FIELDS: tuple[str, ...] = ("actions", "rewards", "terminations")  # optional per-clip arrays, in order
+# Largest magnitude a stored action or reward may have. No simulator, robot or game gets near it (raw joint
+# positions, encoder ticks and Atari scores are all far below); finite values past it are garbage (1e30 from an
+# uninitialised buffer, a unit bug) that would otherwise train silently. Writers and readers refuse them.
+MAX_ABS_VALUE = 1e6
 
 
 class SchemaError(ValueError):
@@ -36,15 +43,22 @@ class ActionSpace:
     high: list[float] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind == "discrete" and (self.n is None or self.n < 1):
-            raise SchemaError(f"discrete action space needs n >= 1, got n={self.n}")
+        if self.kind == "discrete" and not (_is_int(self.n) and self.n >= 1):
+            raise SchemaError(f"discrete action space needs n >= 1, got n={self.n!r}")
         if self.kind == "continuous":
-            if self.dim is None or self.dim < 1:
-                raise SchemaError(f"continuous action space needs dim >= 1, got dim={self.dim}")
+            if not (_is_int(self.dim) and self.dim >= 1):
+                raise SchemaError(f"continuous action space needs dim >= 1, got dim={self.dim!r}")
             for name in ("low", "high"):
                 bound = getattr(self, name)
-                if bound is not None and len(bound) != self.dim:
+                if bound is None:
+                    continue
+                if not isinstance(bound, (list, tuple)) or not all(_is_finite(x) for x in bound):
+                    raise SchemaError(f"action space '{name}' must be a list of finite numbers, got {bound!r}")
+                if len(bound) != self.dim:
                     raise SchemaError(f"action space '{name}' has {len(bound)} values, expected dim={self.dim}")
+            if self.low is not None and self.high is not None and any(
+                    lo > hi for lo, hi in zip(self.low, self.high, strict=True)):
+                raise SchemaError(f"action space 'low' {self.low} exceeds 'high' {self.high}")
         if self.kind not in ("discrete", "continuous", "none"):
             raise SchemaError(f"unknown action space kind '{self.kind}'")
 
@@ -68,6 +82,7 @@ class ActionSpace:
                 )
             if not np.isfinite(actions).all():
                 raise SchemaError(f"{where}: field 'actions' holds NaN or inf")
+            check_magnitude(actions, "actions", where)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -144,32 +159,150 @@ class DatasetInfo:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "dataset.json") -> DatasetInfo:
+    def from_dict(cls, d: Any, where: str = "dataset.json") -> DatasetInfo:
+        """Build from parsed JSON, refusing what a trainer would misread; every error names ``where`` and the field."""
+        if not isinstance(d, dict):
+            raise SchemaError(f"{where}: expected a JSON object {{...}} at the top level, got {_json_type(d)}")
         if d.get("format") != FORMAT_NAME:
             raise SchemaError(f"{where}: field 'format' is {d.get('format')!r}, expected {FORMAT_NAME!r}")
-        if int(d.get("schema_version", 0)) > SCHEMA_VERSION:
-            raise SchemaError(
-                f"{where}: schema_version {d['schema_version']} is newer than supported ({SCHEMA_VERSION})"
-            )
+        version = _count(_get(d, "schema_version", where), "schema_version", where)
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"{where}: schema_version {version} is newer than supported ({SCHEMA_VERSION})")
         if d.get("frame_storage") not in FRAME_STORAGES:
             raise SchemaError(
                 f"{where}: field 'frame_storage' must be one of {FRAME_STORAGES}, got {d.get('frame_storage')!r}"
             )
+        resolution = _get(d, "resolution", where)
+        pair = isinstance(resolution, list) and len(resolution) == 2
+        if not (pair and all(_is_int(x) and x > 0 for x in resolution)):
+            raise SchemaError(f"{where}: field 'resolution' must be [h, w], two integers > 0, got {resolution!r}")
+        fps = _get(d, "fps", where)
+        if not (_is_finite(fps) and fps > 0):
+            raise SchemaError(f"{where}: field 'fps' must be a finite number > 0, got {fps!r}")
+        clip_len = _count(_get(d, "clip_len", where), "clip_len", where)
+        if clip_len < 1:
+            raise SchemaError(f"{where}: field 'clip_len' must be >= 1, got {clip_len}")
+        space = _get(d, "action_space", where)
         try:
-            return cls(
-                resolution=[int(x) for x in d["resolution"]],
-                fps=float(d["fps"]),
-                clip_len=int(d["clip_len"]),
-                frame_storage=d["frame_storage"],
-                action_space=ActionSpace(**d["action_space"]),
-                shards=[ShardRecord(**s) for s in d.get("shards", [])],
-                stats=d.get("stats", {}),
-                source=d.get("source", {}),
-                tokens=d.get("tokens"),
-                schema_version=int(d["schema_version"]),
-            )
-        except (KeyError, TypeError) as e:
-            raise SchemaError(f"{where}: malformed or missing field: {e}") from e
+            action_space = ActionSpace(**space) if isinstance(space, dict) else None
+        except (SchemaError, TypeError) as e:
+            raise SchemaError(f"{where}: field 'action_space': {e}") from e
+        if action_space is None:
+            raise SchemaError(f"{where}: field 'action_space' must be an object, got {_json_type(space)}")
+        shards = _shard_records(d.get("shards", []), where)
+        for name, total in (("num_samples", sum(s.samples for s in shards)),
+                            ("num_episodes", sum(s.episodes for s in shards))):
+            if name in d and _count(d[name], name, where) != total:
+                raise SchemaError(f"{where}: field '{name}' is {d[name]} but the shards listed add up to {total}")
+        for name in ("stats", "source"):
+            if not isinstance(d.get(name, {}), dict):
+                raise SchemaError(f"{where}: field '{name}' must be an object, got {_json_type(d[name])}")
+        _check_stats(d.get("stats", {}), action_space, where)
+        if d.get("tokens") is not None and not isinstance(d["tokens"], dict):
+            raise SchemaError(f"{where}: field 'tokens' must be an object or null, got {_json_type(d['tokens'])}")
+        return cls(resolution=list(resolution), fps=float(fps), clip_len=clip_len, frame_storage=d["frame_storage"],
+                   action_space=action_space, shards=shards, stats=d.get("stats", {}), source=d.get("source", {}),
+                   tokens=d.get("tokens"), schema_version=version)
+
+
+def _json_type(x: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(x), "a number" if isinstance(x, (int, float)) else type(x).__name__)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_finite(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _get(d: dict[str, Any], name: str, where: str) -> Any:
+    if name not in d:
+        raise SchemaError(f"{where}: field '{name}' missing")
+    return d[name]
+
+
+def _count(x: Any, name: str, where: str) -> int:
+    """A non-negative integer (a count, a size, a version)."""
+    if not (_is_int(x) and x >= 0):
+        raise SchemaError(f"{where}: field '{name}' must be an integer >= 0, got {x!r}")
+    return int(x)
+
+
+def _shard_records(shards: Any, where: str) -> list[ShardRecord]:
+    """``shards`` entries with their counts checked and their paths confined to the dataset folder: a path that is
+    absolute or climbs out with ``..`` would read (and train on) files the dataset does not own."""
+    if not isinstance(shards, list):
+        raise SchemaError(f"{where}: field 'shards' must be a list, got {_json_type(shards)}")
+    records, seen = [], set()
+    for i, s in enumerate(shards):
+        name = f"shards[{i}]"
+        if not isinstance(s, dict) or not {"path", "samples", "frames", "episodes"} <= set(s):
+            raise SchemaError(f"{where}: field '{name}' must be an object with path, samples, frames and episodes, "
+                              f"got {s!r}")
+        path = s["path"]
+        if not isinstance(path, str) or not path.strip():
+            raise SchemaError(f"{where}: field '{name}.path' must be a non-empty string, got {path!r}")
+        posix, win = PurePosixPath(path), PureWindowsPath(path)
+        if posix.is_absolute() or win.is_absolute() or win.drive or ".." in posix.parts or ".." in win.parts:
+            raise SchemaError(f"{where}: field '{name}.path' is {path!r}, outside the dataset folder; shard paths "
+                              f"must be relative and stay inside it")
+        key = posix.as_posix()
+        if key in seen:
+            raise SchemaError(f"{where}: field '{name}.path' {path!r} is listed twice (its clips would count double)")
+        seen.add(key)
+        records.append(ShardRecord(path, *(_count(s[k], f"{name}.{k}", where) for k in ("samples", "frames",
+                                                                                           "episodes"))))
+    return records
+
+
+def _check_stats(stats: dict[str, Any], space: ActionSpace, where: str) -> None:
+    """Counts are non-negative integers; mean/std/min/max lists of finite numbers with std >= 0 and min <= max. The
+    continuous actions' std divides every action in the model (normalisation), so there it must be > 0."""
+    for name in ("frames", "terminations"):
+        if name in stats:
+            _count(stats[name], f"stats.{name}", where)
+    for block_name, block in stats.items():
+        if not isinstance(block, dict):
+            continue
+        prefix = f"stats.{block_name}"
+        if "count" in block:
+            _count(block["count"], f"{prefix}.count", where)
+        for i, c in enumerate(block.get("counts", [])):
+            _count(c, f"{prefix}.counts[{i}]", where)
+        lists = {}
+        for stat in ("mean", "std", "min", "max"):
+            if stat not in block:
+                continue
+            values = block[stat]
+            if not (isinstance(values, list) and all(_is_finite(x) for x in values)):
+                raise SchemaError(f"{where}: field '{prefix}.{stat}' must be a list of finite numbers, got {values!r}")
+            lists[stat] = values
+        if len({len(v) for v in lists.values()}) > 1:
+            raise SchemaError(f"{where}: field '{prefix}' has lists of different lengths ("
+                              + ", ".join(f"{k} {len(v)}" for k, v in lists.items()) + ")")
+        normalising = block_name == "actions" and space.kind == "continuous"
+        if normalising and lists and len(next(iter(lists.values()))) != space.dim:
+            raise SchemaError(f"{where}: field '{prefix}' has {len(next(iter(lists.values())))} dimensions, "
+                              f"the action space {space.dim}")
+        for i, sd in enumerate(lists.get("std", [])):
+            # 0 is a real statistic (the Meta-World expert never moves its gripper): normalisation treats it as 1
+            if sd < 0:
+                raise SchemaError(f"{where}: field '{prefix}.std[{i}]' is {sd}; a standard deviation cannot be "
+                                  "negative")
+        for i, (lo, hi) in enumerate(zip(lists.get("min", []), lists.get("max", []), strict=False)):
+            if lo > hi:
+                raise SchemaError(f"{where}: field '{prefix}.min[{i}]' ({lo}) exceeds '{prefix}.max[{i}]' ({hi})")
+
+
+def check_magnitude(arr: np.ndarray, name: str, where: str) -> None:
+    """Refuse finite values beyond :data:`MAX_ABS_VALUE` (NaN and inf are checked by the caller)."""
+    if arr.size and np.abs(arr).max() > MAX_ABS_VALUE:
+        at = np.unravel_index(int(np.abs(arr).argmax()), arr.shape)
+        raise SchemaError(f"{where}: field '{name}' holds {float(arr[at]):g} at index {list(map(int, at))}, beyond "
+                          f"the sanity limit |x| <= {MAX_ABS_VALUE:g}")
 
 
 @dataclass
@@ -212,8 +345,10 @@ class Clip:
                 raise SchemaError(
                     f"{where}: field '{name}' must be {np.dtype(dtype)} ({t},), got {arr.dtype} {arr.shape}"
                 )
-            if name == "rewards" and not np.isfinite(arr).all():
-                raise SchemaError(f"{where}: field 'rewards' holds NaN or inf")
+            if name == "rewards":
+                if not np.isfinite(arr).all():
+                    raise SchemaError(f"{where}: field 'rewards' holds NaN or inf")
+                check_magnitude(arr, "rewards", where)
 
 
 def fields_of(clip: Clip) -> list[str]:

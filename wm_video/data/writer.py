@@ -7,7 +7,6 @@ an interrupted or failed write leaves nothing a reader or a rerun would mistake 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import io
 import json
@@ -21,6 +20,7 @@ import numpy as np
 from wm_video.data.codecs import encode_frames
 from wm_video.data.schema import ActionSpace, Clip, DatasetInfo, ShardRecord, fields_of
 from wm_video.data.stats import ClipStats
+from wm_video.utils.atomic import AtomicFile
 
 DATASET_FILE = "dataset.json"
 
@@ -31,17 +31,10 @@ class DataWriteError(OSError):
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with AtomicFile(path) as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    except OSError as e:  # the temporary is gone already
         raise DataWriteError(e.errno, f"could not write {path}: {_why(e)}") from e
 
 
@@ -85,14 +78,14 @@ class ShardWriter:
                  crf: int = 10) -> None:
         self.path = Path(path)
         self.action_space, self.storage, self.fps, self.crf = action_space, storage, fps, crf
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.stats = ClipStats()
         self.samples = 0
         self.episodes: set[str] = set()
         try:
-            self._file = open(self.tmp, "wb")
+            self._out = AtomicFile(self.path)  # .NAME.tmp-PID until close()
         except OSError as e:
             raise DataWriteError(e.errno, f"could not create shard {self.path}: {_why(e)}") from e
+        self._file = self._out.file
 
     def write(self, clip: Clip) -> None:
         clip.validate(self.action_space, where=f"{self.path.name}: clip {clip.key}")
@@ -114,10 +107,7 @@ class ShardWriter:
         """Finish the tar, rename it into place, then write the sidecar that marks it complete."""
         try:
             self._file.write(b"\0" * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self.tmp, self.path)
+            self._out.commit()
         except OSError as e:
             self.abort()
             raise DataWriteError(e.errno, f"could not finish shard {self.path}: {_why(e)}") from e
@@ -127,10 +117,7 @@ class ShardWriter:
         return record
 
     def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self.tmp.unlink()
+        self._out.abort()
 
     def __enter__(self) -> ShardWriter:
         return self

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ import numpy as np
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+# Context images are scaled down to the model's resolution (at most a few hundred pixels), so nothing needs more than
+# 4096x4096; the size is read from the header, before an image is decoded (8192x8192 RGB alone is 200 MB).
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 @dataclass
@@ -85,8 +89,14 @@ def _image_folder(p: Path, resolution: int) -> np.ndarray:
     frames = []
     for f in files:
         try:
-            img = Image.open(f).convert("RGB")
-        except OSError as e:
+            with warnings.catch_warnings():  # PIL warns, then refuses, past its own (much larger) pixel limit
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(f)  # reads the header only
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise ValueError(f"context {f}: {img.width}x{img.height} pixels, more than a context image may "
+                                     f"have ({MAX_IMAGE_PIXELS} pixels); scale it down first")
+                img = img.convert("RGB")
+        except (OSError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise ValueError(f"context {f}: unreadable image ({e})") from e
         w, h = img.size
         s = min(w, h)
@@ -118,6 +128,9 @@ def _dataset_context(p: Path, pick: str, resolution: int, num_frames: int) -> Co
     for url in shard_paths(p, info):
         for clip in iter_clips(url, info.action_space):
             if (index is None and (not pick or clip.key == pick)) or index == i:
+                if clip.frames.shape[1:] != (resolution, resolution, 3):
+                    raise ValueError(f"context {p}#{clip.key}: frames of shape {clip.frames.shape[1:]} in {url}, "
+                                     f"though its dataset.json says {resolution}x{resolution} RGB")
                 if len(clip.frames) < num_frames:
                     raise ValueError(f"context {p}#{pick or 0}: clip has {len(clip.frames)} frames, the "
                                      f"generation needs {num_frames} context frames")
@@ -151,7 +164,7 @@ def load_actions(path: str, num_frames: int, action_type: str, num_actions: int 
                 arr = arr[:, 0]
         else:
             raise ValueError(f"actions {p}: expected a .npy, .json or .csv file")
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, EOFError, OSError) as e:
         if str(e).startswith(f"actions {p}"):
             raise
         raise ValueError(f"actions {p}: unreadable ({type(e).__name__}: {e})") from e
@@ -162,6 +175,11 @@ def check_actions(arr: np.ndarray, num_frames: int, action_type: str, num_action
                   where: str) -> np.ndarray:
     if action_type == "none":
         raise ValueError(f"actions {where}: the model is action-free (action_type 'none'); leave actions out")
+    arr = np.asarray(arr)
+    if arr.ndim == 0:
+        raise ValueError(f"actions {where}: a single value (shape ()), expected one action per frame")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"actions {where}: expected numbers, got dtype {arr.dtype}")
     if len(arr) < num_frames:
         raise ValueError(f"actions {where}: {len(arr)} steps, the generation needs {num_frames} (one per frame)")
     arr = arr[:num_frames]
@@ -169,9 +187,12 @@ def check_actions(arr: np.ndarray, num_frames: int, action_type: str, num_action
         bad = np.argwhere(~np.isfinite(arr))[0].tolist()
         raise ValueError(f"actions {where}: NaN or infinite value at {bad}")
     if action_type == "discrete":
-        if arr.ndim != 1 or (np.issubdtype(arr.dtype, np.floating) and (arr != np.round(arr)).any()):
+        if arr.ndim != 1:
             raise ValueError(f"actions {where}: expected {num_frames} integer action ids (shape ({num_frames},)), "
                              f"got shape {arr.shape}")
+        if np.issubdtype(arr.dtype, np.floating) and (arr != np.round(arr)).any():
+            bad = int(np.argwhere(arr != np.round(arr))[0, 0])
+            raise ValueError(f"actions {where}: expected integer action ids, got {arr[bad]} at step {bad}")
         if arr.min() < 0 or arr.max() >= num_actions:
             raise ValueError(f"actions {where}: ids must be in [0, {num_actions}), got [{arr.min()}, {arr.max()}]")
         return arr.astype(np.int64)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wm_video.utils.atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 
@@ -60,12 +62,8 @@ def prediction_captions(rewards: np.ndarray, terminations: np.ndarray, heads: di
 
 def _atomic(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:  # the encoders are told the format: the temporary's name has no .mp4/.gif
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

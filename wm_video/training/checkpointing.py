@@ -8,10 +8,11 @@ for :mod:`wm_video.training.consolidate`. Random numbers need no saved state:
 so far)``, so validation runs, sanity checks and loader start-up between two steps cannot shift what the next
 step draws, and a resumed run draws exactly what the uninterrupted one would have.
 
-Writes: a file goes to ``NAME.tmp-PID`` then ``os.replace`` (atomic on POSIX); a DeepSpeed folder is written as
-``NAME.tmp`` by every rank and renamed by rank 0 (see :mod:`wm_video.training.strategy`). A half-written
-checkpoint therefore never has a final name, and :func:`find_resume_checkpoint` still checks each candidate
-(loadable, with the keys a resume needs) and skips a corrupt one with a warning.
+Writes: a file goes to ``.NAME.tmp-PID`` then ``os.replace`` (atomic on POSIX, :mod:`wm_video.utils.atomic`; a
+run that starts in the folder removes those a killed one left); a DeepSpeed folder is written as ``NAME.tmp`` by
+every rank and renamed by rank 0 (see :mod:`wm_video.training.strategy`). A half-written checkpoint therefore
+never has a final name, and :func:`find_resume_checkpoint` still checks each candidate (loadable, with the keys a
+resume needs) and skips a corrupt one with a warning.
 
 Preemption: SLURM sends ``--signal=SIGUSR1@120`` (configurable: ``trainer.preemption_signal``) to every task.
 :class:`Preemption` only records it; at the next optimizer-step boundary all ranks agree (one all-reduce), save
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from wm_video.utils.atomic import AtomicFile
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +64,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary name in the same folder, flushed to disk, then renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with AtomicFile(path) as f:
+        torch.save(obj, f.file)
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

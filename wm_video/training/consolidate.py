@@ -10,20 +10,30 @@ Which model a checkpoint holds: each checkpoint written through :func:`wm_video.
 ``export`` = the part's class and its actual config (the decoder's, say, includes its tokenizer's config and
 fingerprint, which the run config does not), so :func:`export_part` rebuilds exactly that model. A whole world
 model's export can call :func:`export_part` once per part folder.
+
+Export folders are written by :func:`save_part`, which loses nothing: a previous part export is replaced, a folder
+holding anything else (a run folder given as ``--out``, say) is refused unless ``overwrite``, and even then only
+the :data:`PART_FILES` in it are replaced (:func:`wm_video.utils.atomic.write_folder`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
+import pickle
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from wm_video.training.checkpointing import load_checkpoint_meta, replace_dir, weights_only_loads
+from wm_video.models.export import CONFIG, QUALITY, WEIGHTS, one_line
+from wm_video.training.checkpointing import load_checkpoint_meta, weights_only_loads
+from wm_video.utils.atomic import check_output_folder, write_folder
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,7 @@ PART_CLASSES = {  # export config class -> model class, for checkpoints written 
     "wm_video.models.dynamics.config:DynamicsConfig": "wm_video.models.dynamics.model:DynamicsModel",
     "wm_video.models.decoder.config:DecoderConfig": "wm_video.models.decoder.model:DiffusionDecoder",
 }
+PART_FILES = (CONFIG, WEIGHTS, QUALITY, "README.md")  # all a part export holds (README.md: the mixin's model card)
 
 
 def export_info(model: nn.Module) -> dict[str, Any]:
@@ -45,10 +56,13 @@ def export_info(model: nn.Module) -> dict[str, Any]:
 
 
 def _import(target: str) -> Any:
-    module, name = target.split(":")
-    if not module.startswith("wm_video.models."):  # a checkpoint names a class; only the project's models load
+    module, _, name = target.partition(":")
+    if not module.startswith("wm_video.models.") or not name:  # only the project's models load from a checkpoint
         raise ValueError(f"checkpoint names {target!r}: only classes under wm_video.models are exported")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"checkpoint names {target!r}, which does not exist ({e})") from e
 
 
 def load_state_dict(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -59,14 +73,31 @@ def load_state_dict(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], di
     if path.is_dir():
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        meta = load_checkpoint_meta(path)
+        meta = read_checkpoint(path, load_checkpoint_meta)
         with weights_only_loads():
-            state = get_fp32_state_dict_from_zero_checkpoint(str(path))
+            state = read_checkpoint(path, lambda p: get_fp32_state_dict_from_zero_checkpoint(str(p)))
         return dict(state), meta
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" not in ckpt:
+    ckpt = read_checkpoint(path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"{path}: no 'state_dict' in this file; not a Lightning training checkpoint")
     return ckpt.pop("state_dict"), ckpt
+
+
+def read_checkpoint(path: Path, load: Callable[[Path], Any]) -> Any:
+    """``load(path)``, with a one-line ValueError naming the file when it is truncated, not a torch file (plain
+    text) or holds pickled objects other than tensors and plain values (refused, never unpickled)."""
+    try:
+        return load(path)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))  # torch's weights_only refusal names it
+        why = (f"holds a pickled Python object ({found.group(1)}) besides tensors and plain values; refused, "
+               "checkpoints load with weights_only" if found else "not a torch checkpoint (plain text or another "
+               "format)")
+        raise ValueError(f"{path}: {why}") from e
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as e:  # torn zip, empty, foreign
+        if isinstance(e, FileNotFoundError):  # already says which file is missing
+            raise
+        raise ValueError(f"{path}: not a readable training checkpoint; truncated or not one ({one_line(e)})") from e
 
 
 def part_state_dict(state: dict[str, torch.Tensor], attr: str = MODULE_ATTR) -> dict[str, torch.Tensor]:
@@ -96,14 +127,42 @@ def _rebuild(meta: dict[str, Any], path: Path) -> nn.Module:
                 break
         else:
             raise ValueError(f"{path}: hyper_parameters.config.model matches no part config ({sorted(model_cfg)})")
+    if not (isinstance(info, dict) and isinstance(info.get("target"), str) and isinstance(info.get("config"), dict)):
+        raise ValueError(f"{path}: field 'export' must be {{'target': 'module:Class', 'config': {{...}}}}")
     cls = _import(info["target"])
-    return cls(info["config"])
+    try:
+        return cls(info["config"])
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise ValueError(f"{path}: field 'export.config': {one_line(e)}") from e
 
 
-def export_part(checkpoint: str | Path, out: str | Path) -> Path:
+def is_part_export(path: Path) -> bool:
+    """Whether ``path`` holds a part export this project wrote: weights, and a config.json whose fields all belong
+    to one part's config (a Hugging Face model folder, say, has other fields)."""
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(config, dict) or not (path / WEIGHTS).is_file():
+        return False
+    return any(set(config) <= {f.name for f in dataclasses.fields(_import(target))} for target in PART_CLASSES)
+
+
+def save_part(model: nn.Module, out: str | Path, overwrite: bool = False) -> Path:
+    """``model.save_pretrained`` into export folder ``out``, whole or not at all; returns ``out``.
+
+    ``out`` may be absent, empty or a previous part export (replaced); a folder holding anything else is refused
+    (:class:`~wm_video.utils.atomic.OutputRefused`) unless ``overwrite``, and even then only the :data:`PART_FILES`
+    in it are replaced (a stale ``quality.json`` included), the rest kept."""
+    return write_folder(out, model.save_pretrained, previous=is_part_export, marker=CONFIG, owned=PART_FILES,
+                        what="part export", overwrite=overwrite)
+
+
+def export_part(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Consolidate ``checkpoint`` (``.ckpt`` file or ZeRO folder) into the part's export folder ``out``
-    (written under a temporary name, then renamed); returns ``out``."""
+    (:func:`save_part`, with ``overwrite``); returns ``out``."""
     path, out = Path(checkpoint), Path(out)
+    check_output_folder(out, is_part_export, PART_FILES, "part export", overwrite)  # before any work
     state, meta = load_state_dict(path)
     model = _rebuild(meta, path)
     weights = part_state_dict(state)
@@ -119,12 +178,6 @@ def export_part(checkpoint: str | Path, out: str | Path) -> Path:
                          f"unexpected {result.unexpected_keys[:5]}")
     if lora:
         merge_lora(model)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    replace_dir(tmp, out)
+    save_part(model, out, overwrite)
     log.info("exported %s (step %s) from %s to %s", type(model).__name__, meta.get("global_step"), path, out)
     return out

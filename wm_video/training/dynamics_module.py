@@ -87,7 +87,8 @@ def model_config_for_data(cfg: DynamicsTrainConfig, info: DatasetInfo, where: st
     elif space.kind == "continuous":
         stats = info.stats.get("actions") or {}
         fields.update(action_dim=int(space.dim), action_mean=[float(v) for v in stats.get("mean", [])],
-                      action_std=[max(float(v), 1e-6) for v in stats.get("std", [])])
+                      # a constant dimension (std 0) is left unscaled: dividing by ~0 would blow up any other value
+                      action_std=[float(v) if float(v) > 1e-6 else 1.0 for v in stats.get("std", [])])
     if cfg.termination_pos_weight_from_data:
         steps, terms = info.stats.get("frames", 0), info.stats.get("terminations", 0)
         if steps and terms:

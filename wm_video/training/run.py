@@ -7,6 +7,11 @@ included (:mod:`wm_video.training.checkpointing`); a different model or stream c
 fields. A run stopped by the preemption signal exits with status 75 after its checkpoint (and, under SLURM,
 after requeueing its job); it exports only when training is over.
 
+One run at a time holds a run folder: a second one with the same ``--out`` is refused, naming the PID that holds
+it (:class:`~wm_video.utils.locking.FolderLock`), and a run that starts there first removes the temporaries a
+killed one left (``checkpoints/.last.ckpt.tmp-PID`` and the like). The export replaces only its own files in
+``export/`` (:func:`wm_video.training.consolidate.save_part`).
+
 Every run ends with a summary (:mod:`wm_video.training.quality`): steps done out of planned, why training stopped
 (step budget, time cap, preemption), held-out metrics beside their baselines and the quality gates' verdicts,
 printed and written to ``OUT/train_summary.json``; the metrics and verdicts also go to ``OUT/export/quality.json``.
@@ -17,9 +22,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +35,15 @@ from wm_video.training.checkpointing import (
     check_resume_compatible,
     find_resume_checkpoint,
     preemption_callback,
-    replace_dir,
     requeue_slurm_job,
     weights_only_loads,
 )
+from wm_video.training.consolidate import export_part, save_part
 from wm_video.training.quality import finish_training, stop_record
 from wm_video.training.strategy import DEEPSPEED
 from wm_video.training.trainer import TrainerConfig, build_trainer
+from wm_video.utils.atomic import clean_stale_temporaries
+from wm_video.utils.locking import FolderLock
 
 log = logging.getLogger(__name__)
 
@@ -97,54 +103,66 @@ def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, lo
     train, val, train_idx, val_idx = make_loaders(data, loader_cfg, num_shards, val_fraction, rank, world)
     if not val:
         trainer.limit_val_batches = 0
-    found = find_resume_checkpoint(out)
-    if found:
-        path, meta = found
-        check_resume_compatible(path, meta, dict(module.hparams).get("config"), world)
-    ckpt = str(found[0]) if found else None
-    log.info("training %s: %d train shards, %d held-out; %s", what, len(train_idx), len(val_idx),
-             f"resuming from {ckpt} (step {int(found[1]['global_step'])})" if found else "from scratch")
-    # Checkpoints hold plain values only: never unpickle code (DeepSpeed's own loads included).
-    started = time.perf_counter()
-    with weights_only_loads() if trainer_cfg.strategy in DEEPSPEED else contextlib.nullcontext():
-        trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=ckpt, weights_only=True)
-    preemption = preemption_callback(trainer)
-    preempted = preemption is not None and preemption.preempted
-    stop = stop_record(trainer, trainer_cfg.max_steps, trainer_cfg.max_minutes, preempted,
-                       time.perf_counter() - started) if trainer.is_global_zero else {}
-    if preempted:
+    # Rank 0 holds the folder for the whole job; the other ranks (Lightning's own children included) are its job.
+    with hold_run_folder(out) if rank == 0 else contextlib.nullcontext():
+        found = find_resume_checkpoint(out)
+        if found:
+            path, meta = found
+            check_resume_compatible(path, meta, dict(module.hparams).get("config"), world)
+        ckpt = str(found[0]) if found else None
+        log.info("training %s: %d train shards, %d held-out; %s", what, len(train_idx), len(val_idx),
+                 f"resuming from {ckpt} (step {int(found[1]['global_step'])})" if found else "from scratch")
+        # Checkpoints hold plain values only: never unpickle code (DeepSpeed's own loads included).
+        started = time.perf_counter()
+        with weights_only_loads() if trainer_cfg.strategy in DEEPSPEED else contextlib.nullcontext():
+            trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=ckpt, weights_only=True)
+        preemption = preemption_callback(trainer)
+        preempted = preemption is not None and preemption.preempted
+        stop = stop_record(trainer, trainer_cfg.max_steps, trainer_cfg.max_minutes, preempted,
+                           time.perf_counter() - started) if trainer.is_global_zero else {}
+        if preempted:
+            if trainer.is_global_zero:
+                finish_training(what, out, None, stop)
+            if trainer.is_global_zero and trainer_cfg.requeue:
+                requeue_slurm_job()
+            # No rank exits before the requeue: srun --kill-on-bad-exit would end rank 0 before it requeued the job.
+            trainer.strategy.barrier("requeued")
+            log.warning("%s training stopped at step %d by the preemption signal; rerun to resume", what,
+                        trainer.global_step)
+            raise Preempted()
+        export = Path(out) / "export"
+        if before_export is not None and trainer_cfg.strategy not in DEEPSPEED:
+            before_export(module.model)
         if trainer.is_global_zero:
-            finish_training(what, out, None, stop)
-        if trainer.is_global_zero and trainer_cfg.requeue:
-            requeue_slurm_job()
-        # No rank exits before the requeue: srun --kill-on-bad-exit would end rank 0 before it requeued the job.
-        trainer.strategy.barrier("requeued")
-        log.warning("%s training stopped at step %d by the preemption signal; rerun to resume", what,
-                    trainer.global_step)
-        raise Preempted()
-    export = Path(out) / "export"
-    if before_export is not None and trainer_cfg.strategy not in DEEPSPEED:
-        before_export(module.model)
-    if trainer.is_global_zero:
-        if trainer_cfg.strategy in DEEPSPEED:
-            # ZeRO holds the fp32 weights sharded (stage 3 the parameters too): merge last.ckpt's shards instead
-            # of saving the (partitioned, or bf16) module copy.
-            from wm_video.training.consolidate import export_part
+            if trainer_cfg.strategy in DEEPSPEED:
+                # ZeRO holds the fp32 weights sharded (stage 3 the parameters too): merge last.ckpt's shards instead
+                # of saving the (partitioned, or bf16) module copy.
+                export_part(Path(out) / "checkpoints" / "last.ckpt", export, overwrite=True)
+            else:
+                save_part(module.model, export, overwrite=True)  # a run's own export/: only its files are replaced
+            # The held-out shards whole, on this process alone: the validation loader holds only this rank's part.
+            heldout = None
+            if val_idx:
+                heldout_cfg = dataclasses.replace(loader_cfg, resampled=False, shuffle_buffer=0, num_workers=0,
+                                                  drop_last=False)
+                heldout = ClipLoader(data, heldout_cfg, shards=val_idx, rank=0, world=1)
+            # ZeRO holds the weights sharded across processes: score the merged export instead.
+            model = type(module.model).from_pretrained(export) if trainer_cfg.strategy in DEEPSPEED else module.model
+            on_gpu = torch.cuda.is_available() and trainer_cfg.accelerator != "cpu"
+            finish_training(what, out, export, stop, assess, model, heldout, "cuda" if on_gpu else "cpu")
+        trainer.strategy.barrier("export")
+        return export
 
-            export_part(Path(out) / "checkpoints" / "last.ckpt", export)
-        else:
-            export_model(module.model, export)
-        # The held-out shards whole, on this process alone: the validation loader holds only this rank's part.
-        heldout = None
-        if val_idx:
-            heldout = ClipLoader(data, dataclasses.replace(loader_cfg, resampled=False, shuffle_buffer=0, num_workers=0,
-                                                           drop_last=False), shards=val_idx, rank=0, world=1)
-        # ZeRO holds the weights sharded across processes: score the merged export instead.
-        model = type(module.model).from_pretrained(export) if trainer_cfg.strategy in DEEPSPEED else module.model
-        on_gpu = torch.cuda.is_available() and trainer_cfg.accelerator != "cpu"
-        finish_training(what, out, export, stop, assess, model, heldout, "cuda" if on_gpu else "cpu")
-    trainer.strategy.barrier("export")
-    return export
+
+@contextlib.contextmanager
+def hold_run_folder(out: str | Path) -> Iterator[None]:
+    """Hold run folder ``out`` (raises :class:`~wm_video.utils.locking.FolderInUse`, naming the holder's PID, when
+    another run has it) and remove the temporaries that dead processes left in it and in its ``checkpoints/``."""
+    with FolderLock(out, "run folder"):
+        for folder in (Path(out), Path(out) / "checkpoints"):
+            for stale in clean_stale_temporaries(folder):
+                log.info("removed %s, left by a run that was killed while writing it", stale)
+        yield
 
 
 def _validation_from_the_start() -> Any:
@@ -162,12 +180,3 @@ def _validation_from_the_start() -> Any:
                     loader.set_epoch(0)
 
     return ValidationFromTheStart()
-
-
-def export_model(model: Any, export: Path) -> None:
-    """``model.save_pretrained`` into a temporary folder, renamed to ``export`` when complete."""
-    tmp = export.with_name(export.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    replace_dir(tmp, export)

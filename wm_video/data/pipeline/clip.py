@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 from collections.abc import Iterable, Iterator
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from wm_video.data.writer import DataWriteError, atomic_write_bytes
+from wm_video.utils.atomic import AtomicFile
 
 T = TypeVar("T")
 WORK_DIR = "work"
@@ -165,9 +165,11 @@ class FrameWriter:
     def __init__(self, work_dir: str | os.PathLike, key: str, size: int) -> None:
         self.path = frames_path(work_dir, key)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.shape, self.count = (size, size, 3), 0
-        self._file = open(self.tmp, "wb")  # closed in commit() or abort()
+        # No fsync: a work file is intermediate, and one cut short by a crash is caught by its size (see
+        # work_complete) and redone, while fsyncing hundreds of MB of frames would cost the clip stage dearly.
+        self._out = AtomicFile(self.path, fsync=False)  # .NAME.tmp-PID until commit()
+        self._file = self._out.file
 
     def append(self, frame: np.ndarray) -> None:
         if frame.shape != self.shape or frame.dtype != np.uint8:
@@ -176,21 +178,15 @@ class FrameWriter:
         self.count += 1
 
     def commit(self) -> int:
-        # No fsync: a work file is intermediate, and one cut short by a crash is caught by its size (see
-        # work_complete) and redone, while fsyncing hundreds of MB of frames would cost the clip stage dearly.
         try:
-            self._file.close()
-            os.replace(self.tmp, self.path)
+            self._out.commit()
         except OSError as e:
             self.abort()
             raise DataWriteError(e.errno, f"could not write work file {self.path}: {e.strerror}") from e
         return self.count
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self.tmp.unlink()
+        self._out.abort()
 
     def __enter__(self) -> FrameWriter:
         return self

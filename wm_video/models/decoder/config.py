@@ -76,6 +76,12 @@ class DecoderConfig:
     max_inference_steps: int = 1000
 
     def __post_init__(self) -> None:
+        for name in ("layers_per_block", "attention_head_dim", "norm_groups", "embed_channels", "num_inference_steps",
+                     "max_inference_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"decoder: field '{name}' must be >= 1, got {getattr(self, name)!r}")
+        if not self.block_channels or min(self.block_channels) < 1:
+            raise ValueError(f"decoder: field 'block_channels' needs widths >= 1, got {self.block_channels}")
         if len(self.attention) != len(self.block_channels):
             raise ValueError(f"decoder: field 'attention' needs one entry per level of 'block_channels' "
                              f"({len(self.block_channels)}), got {self.attention}")

@@ -23,10 +23,11 @@ def make_scheduler(cfg: DecoderConfig, sampler: str | None = None) -> EDMEulerSc
     sampler = sampler or cfg.sampler
     kw = dict(sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, sigma_data=cfg.sigma_data, rho=cfg.rho,
               num_train_timesteps=cfg.max_inference_steps)
-    if sampler == "euler":
-        return EDMEulerScheduler(**kw)
-    if sampler == "dpmsolver":
-        return EDMDPMSolverMultistepScheduler(**kw, solver_order=2, algorithm_type="dpmsolver++")
+    with torch.device("cpu"):  # its sigmas live on the CPU, also when a model is built on the meta device
+        if sampler == "euler":
+            return EDMEulerScheduler(**kw)
+        if sampler == "dpmsolver":
+            return EDMDPMSolverMultistepScheduler(**kw, solver_order=2, algorithm_type="dpmsolver++")
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
 
 

@@ -116,6 +116,8 @@ class DynamicsConfig:
         if head_dim % (4 if self.spatial_pos == "rope" else 2):
             raise ValueError(f"dynamics: head dim width/heads = {head_dim} must be a multiple of "
                              f"{4 if self.spatial_pos == 'rope' else 2} for {self.spatial_pos!r} positions")
+        if not self.mlp_ratio > 0:
+            raise bad("mlp_ratio", "must be > 0")
         if not 0 <= self.dropout < 1:
             raise bad("dropout", "must be in [0, 1)")
         if not 0 <= self.null_action_prob <= 1:

@@ -83,6 +83,10 @@ class TokenizerConfig:
     temporal_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("resolution", "base_channels", "layers_per_block", "norm_groups", "latent_channels",
+                     "codebook_size", "codebook_dim", "disc_channels", "disc_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"tokenizer: field '{name}' must be >= 1, got {getattr(self, name)!r}")
         if self.foreground_weight < 0:
             raise ValueError(f"tokenizer: field 'foreground_weight' must be >= 0, got {self.foreground_weight}")
         if self.temporal_weight < 0:
