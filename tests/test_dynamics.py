@@ -61,6 +61,26 @@ def tokens_for(cfg: DynamicsConfig, b: int = 2, t: int = 4, seed: int = 2) -> to
 KINDS = {"discrete": {}, "continuous": {"action_type": "continuous", "action_dim": 3}, "none": {"action_type": "none"}}
 
 
+def test_changed_token_weight_weights_the_targets_that_changed():
+    import torch.nn.functional as F
+
+    cfg = tiny(action_type="none", changed_token_weight=4.0)
+    model = DynamicsModel(cfg).eval()  # eval: no dropout, so both passes see the same network
+    tokens = tokens_for(cfg, 2, 3)
+    tokens[:, 1, :2] = tokens[:, 0, :2]  # some targets repeat the previous frame, most change
+    torch.manual_seed(1)
+    loss, logs = model.compute_loss({"tokens": tokens}, mask_ratio=1.0)
+    out = model(tokens, mask_ratio=1.0)
+    ce = F.cross_entropy(out.logits.flatten(0, -2).float(), tokens[:, 1:].flatten(), reduction="none")
+    changed = (tokens[:, 1:] != tokens[:, :-1]).flatten().float()
+    weight = 1 + 4.0 * changed
+    torch.testing.assert_close(loss, (weight * ce).sum() / weight.sum())
+    torch.testing.assert_close(logs["token_ce"], ce.mean())  # logged unweighted
+    assert 0 < changed.mean() < 1
+    with pytest.raises(ValueError, match="changed_token_weight"):
+        tiny(changed_token_weight=-1.0)
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_shapes_losses_and_gradients(kind):
     cfg = tiny(**KINDS[kind])

@@ -67,6 +67,9 @@ class DynamicsConfig:
         mask_schedule: fraction of a target frame's tokens masked in training, and the fraction still masked
             after each MaskGIT sampling step: ``cosine`` (``cos(pi/2 * u)``, MaskGIT) or ``linear`` (``1 - u``).
         token_loss_weight: weight of the masked-token cross-entropy.
+        changed_token_weight: extra weight, in that cross-entropy, of target tokens that differ from the previous
+            frame's token at the same place (0: off; ``w``: weight ``1 + w``). With stable tokens most targets repeat
+            the previous frame, and the few that change (what moves, what the actions do) are drowned out.
         reward_loss_weight: weight of the reward cross-entropy (applies when the batch has rewards).
         termination_loss_weight: weight of the termination BCE (applies when the batch has terminations).
         gradient_checkpointing: recompute each block's activations in the backward pass (saves memory, costs
@@ -97,6 +100,7 @@ class DynamicsConfig:
     termination_pos_weight: float = 10.0
     mask_schedule: Literal["cosine", "linear"] = "cosine"
     token_loss_weight: float = 1.0
+    changed_token_weight: float = 0.0
     reward_loss_weight: float = 1.0
     termination_loss_weight: float = 1.0
     gradient_checkpointing: bool = False
@@ -120,6 +124,8 @@ class DynamicsConfig:
             raise bad("mlp_ratio", "must be > 0")
         if not 0 <= self.dropout < 1:
             raise bad("dropout", "must be in [0, 1)")
+        if not self.changed_token_weight >= 0:
+            raise bad("changed_token_weight", "must be >= 0")
         if not 0 <= self.null_action_prob <= 1:
             raise bad("null_action_prob", "must be in [0, 1]")
         if self.action_init not in ("zero", "normal"):

@@ -31,6 +31,7 @@ from wm_video.models.dynamics.config import DynamicsConfig, mask_schedule
 from wm_video.models.dynamics.heads import OutcomeHeads, outcome_metrics, reward_loss, termination_loss
 from wm_video.models.dynamics.st_transformer import KVCache, STTransformer
 from wm_video.models.export import check_export
+from wm_video.utils.logs import quiet_hub_loads
 
 REQUIRED_FIELDS = {"vocab_size", "token_h", "token_w", "width", "depth", "action_type"}  # in every export
 
@@ -187,11 +188,13 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Masked-token cross-entropy, plus the reward and termination losses where the batch has them.
 
-        ``batch``: ``tokens`` int64 ``(b, t, h, w)`` with ``t >= 2``; optional ``actions`` (``(b, t)`` or
-        ``(b, t, a)``), ``rewards`` float ``(b, t)``, ``terminations`` bool ``(b, t)`` (aligned as in
-        docs/data-format.md). Logs: ``loss``, ``token_ce``, ``token_acc`` (on masked tokens), ``copy_acc`` (how
-        often the masked token equals the previous frame's: the copy-last-frame baseline), ``mask_ratio``, and
-        ``reward_loss``, ``reward_mae``, ``termination_loss``, ``termination_acc`` when present.
+        Targets whose token changed since the previous frame weigh ``1 + changed_token_weight`` in the
+        cross-entropy (``token_ce`` is logged unweighted). ``batch``: ``tokens`` int64 ``(b, t, h, w)`` with
+        ``t >= 2``; optional ``actions`` (``(b, t)`` or ``(b, t, a)``), ``rewards`` float ``(b, t)``,
+        ``terminations`` bool ``(b, t)`` (aligned as in docs/data-format.md). Logs: ``loss``, ``token_ce``,
+        ``token_acc`` (on masked tokens), ``copy_acc`` (how often the masked token equals the previous frame's: the
+        copy-last-frame baseline), ``mask_ratio``, and ``reward_loss``, ``reward_mae``, ``termination_loss``,
+        ``termination_acc`` when present.
         """
         tokens = batch["tokens"]
         if tokens.ndim == 4 and tokens.shape[1] < 2:
@@ -201,10 +204,16 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         m = out.target_mask
         target = tokens[:, 1:][m]  # (M,)
         logits = out.logits[m].float()  # (M, k)
-        token_ce = F.cross_entropy(logits, target)
-        loss = c.token_loss_weight * token_ce
+        changed = tokens[:, :-1][m] != target  # (M,) the token at this place changed since the previous frame
+        ce = F.cross_entropy(logits, target, reduction="none")  # (M,)
+        token_ce = ce.mean()
+        weighted = token_ce
+        if c.changed_token_weight > 0:
+            weight = 1 + c.changed_token_weight * changed.float()
+            weighted = (weight * ce).sum() / weight.sum()
+        loss = c.token_loss_weight * weighted
         logs = {"token_ce": token_ce.detach(), "token_acc": (logits.detach().argmax(-1) == target).float().mean(),
-                "copy_acc": (tokens[:, :-1][m] == target).float().mean(), "mask_ratio": m.float().mean()}
+                "copy_acc": (~changed).float().mean(), "mask_ratio": m.float().mean()}
         rewards, terminations = batch.get("rewards"), batch.get("terminations")
         if rewards is not None:
             r_loss = reward_loss(out.reward_logits, rewards, self.outcome.bins)
@@ -233,5 +242,6 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> DynamicsModel:
         """Load an export made by :meth:`save_pretrained` from a local folder (no hub downloads here)."""
         check_export(Path(pretrained_model_name_or_path), DynamicsConfig, "dynamics", REQUIRED_FIELDS)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        with quiet_hub_loads():  # huggingface_hub prints a line per local load
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
