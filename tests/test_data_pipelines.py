@@ -241,7 +241,7 @@ def test_both_verbs_document_every_flag(capsys):
             parser.parse_args(["data", verb, "--help"])
         text = capsys.readouterr().out
         assert all(f in text for f in flags), verb
-        assert f"wm-video data {verb} --src" in text  # the example from the docstring
+        assert f"wm-video data {verb} --data" in text  # the example from the docstring
 
 
 @pytest.mark.skipif(missing() is not None, reason=missing() or "")

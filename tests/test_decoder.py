@@ -189,3 +189,16 @@ def test_residual_sampling_starts_from_the_token_render(residual, monkeypatch):
     assert (out - expected).abs().max() < 0.05
     with pytest.raises(ValueError, match="'residual' needs 'token_render'"):
         DecoderConfig(token_render=False, residual=True)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmsolver"])
+def test_trailing_karras_schedule_for_both_samplers(sampler):
+    from wm_video.models.decoder.sampler import karras_sigmas, make_scheduler, set_steps
+
+    cfg = _decoder_debug()
+    scheduler = make_scheduler(cfg, sampler)
+    set_steps(scheduler, 3, torch.device("cpu"))
+    want = karras_sigmas(torch.tensor([0, 1 / 3, 2 / 3], dtype=torch.float64), cfg.sigma_min, cfg.sigma_max, cfg.rho)
+    torch.testing.assert_close(scheduler.sigmas, torch.cat([want.float(), torch.zeros(1)]))
+    assert scheduler.sigmas[0] == pytest.approx(cfg.sigma_max) and scheduler.sigmas[2] > cfg.sigma_min  # trailing
+    torch.testing.assert_close(scheduler.timesteps, scheduler.precondition_noise(want.float()))

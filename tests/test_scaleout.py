@@ -156,7 +156,7 @@ def _train(tmp_path, run, signal_at=None, overrides=()):
     cb = SignalAt(signal_at)
     # as train_tokenizer does: the weights' init follows trainer.seed
     torch.manual_seed(cfg.trainer.seed)
-    fit_and_export(TokenizerModule(cfg), cfg.trainer, tmp_path / "ds", cfg.loader, 3, cfg.val_fraction,
+    fit_and_export(TokenizerModule(cfg), cfg.trainer, tmp_path / "ds", cfg.loader, cfg.val_fraction,
                    cfg.val_batches, tmp_path / run, "tokenizer", callbacks=[cb])
     return cb
 

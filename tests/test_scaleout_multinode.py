@@ -46,7 +46,7 @@ def _agents(tmp_path, run: str, nodes: int, per_node: int) -> list[str]:
 def test_two_node_agents_rendezvous_and_train_together(tmp_path):
     write_dataset(tmp_path / "ds", shards=4, clips_per_shard=8, size=32)
     outs = _agents(tmp_path, "two_nodes", nodes=2, per_node=1)
-    assert "Starting with 2 processes" in outs[0], outs[0][-3000:]
+    assert "started with 2 processes" in outs[0], outs[0][-3000:]
     last = torch.load(tmp_path / "two_nodes" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == STEPS
     states = [json.loads(s)[0] for s in last["rank_states"]]

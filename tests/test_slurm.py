@@ -91,7 +91,7 @@ def test_pretrain_script_runs_ddp_over_gloo_on_two_tasks(cluster, uninterrupted)
     job, log, run = uninterrupted
     text = log.read_text() if log.exists() else ""
     assert set(cluster.job_states(job)) == {"COMPLETED"}, text[-3000:] + cluster.log_tail()
-    assert "Starting with 2 processes" in text and "gloo" in text, text[-3000:]
+    assert "started with 2 processes" in text and "backend gloo" in text, text[-3000:]
     last = _last_checkpoint(run)
     assert last["global_step"] == STEPS
     states = [json.loads(s)[0] for s in last["rank_states"]]  # each rank's own stream position

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import write_dataset, write_token_dataset
 from test_decoder import make_tokenizer
@@ -56,5 +57,6 @@ def test_wrong_inputs_are_clear_errors(tmp_path, capsys):
     write_token_dataset(tmp_path / "tokens", shards=2, clips_per_shard=2)
     assert main([*base, "--data", str(tmp_path / "tokens")]) == 2
     assert "holds tokens; the decoder trains on frames" in capsys.readouterr().err
-    assert main(["train", "decoder", "--preset", "debug", "--data", str(tmp_path / "ds16")]) == 2
-    assert "--tokenizer is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["train", "decoder", "--preset", "debug", "--data", str(tmp_path / "ds16")])
+    assert e.value.code == 2 and "--tokenizer" in capsys.readouterr().err

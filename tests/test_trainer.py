@@ -48,7 +48,7 @@ def test_trainer_from_config_trains_logs_and_checkpoints(tmp_path, monkeypatch, 
     model.losses = []
     loader = ClipLoader(tmp_path / "ds", LoaderConfig(batch_size=4, num_workers=0, resampled=True, epoch_length=64))
     trainer = build_trainer(cfg)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):  # step lines are INFO
         trainer.fit(model, train_dataloaders=loader)
     assert trainer.global_step == 12
     assert sum(model.losses[-3:]) < sum(model.losses[:3])

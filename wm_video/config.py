@@ -124,6 +124,9 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:  # X | None: X's own error (a field's check) says more than "expects X | None"
+            return _coerce(value, options[0], path, source)
         for arg in args:
             if arg is type(None):
                 continue

@@ -124,16 +124,14 @@ def _train_config(kind: str, steps: int, seed: int, overrides: list[str]) -> Any
 
 
 def heldout_clip_key(data: Path) -> str:
-    """Key of the first clip of the first held-out shard (the split training and evaluation use)."""
+    """Key of the first held-out clip (of the split training and evaluation use)."""
     from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
-    from wm_video.training.run import split_shards
+    from wm_video.data.split import require_heldout, split_dataset
 
     info = load_dataset_info(data)
-    _, val_idx = split_shards(len(info.shards), 0.1)
-    if not val_idx:
-        raise ValueError(f"{data}: needs at least 2 shards to hold some out; collect more episodes")
-    url = shard_paths(data, info)[val_idx[0]]
-    return next(iter(iter_clips(url, info.action_space))).key
+    heldout = require_heldout(split_dataset(data, info=info)).heldout
+    url = shard_paths(data, info)[heldout.shards[0]]
+    return next(c.key for c in iter_clips(url, info.action_space) if heldout.keeps(c.meta.episode_id))
 
 
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def scaling_worker(data: str, steps: int, warmup: int, batch: int, out: str) -> 
 
     trainer = build_trainer(cfg.trainer, callbacks=[Clock()], limit_val_batches=0)
     rank = trainer.node_rank * trainer.num_devices + trainer.local_rank
-    train, _, _, _ = make_loaders(data, cfg.loader, 4, 0.0, rank, trainer.world_size)
+    train, _, _ = make_loaders(data, cfg.loader, 0.0, rank, trainer.world_size)
     trainer.fit(TokenizerModule(cfg), train_dataloaders=train)
     if trainer.is_global_zero:
         dt = times[steps] - times[warmup]
@@ -112,7 +112,7 @@ def preemption(data: Path, out: Path, steps: int) -> dict:
         overrides = [*_trainer_overrides(steps, out / "preempt"), "trainer.checkpoint_every_n_steps=10"]
         cfg = load_config("train_tokenizer", preset_name="debug", overrides=overrides)
         torch.manual_seed(0)
-        fit_and_export(TokenizerModule(cfg), cfg.trainer, data, cfg.loader, 4, 0.0, 0, out / "preempt", "tokenizer",
+        fit_and_export(TokenizerModule(cfg), cfg.trainer, data, cfg.loader, 0.0, 0, out / "preempt", "tokenizer",
                        callbacks=[Probe()])
 
     try:

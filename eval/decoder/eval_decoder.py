@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
+from wm_video.data.loader import heldout_loader
+from wm_video.data.split import VAL_FRACTION_HELP
 from wm_video.models.decoder import DiffusionDecoder
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
-from wm_video.training.run import heldout_loader
 from wm_video.utils import emit_json, progress
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -73,13 +74,13 @@ def write_grid(path: str, rows: list[torch.Tensor], scale: int = 3) -> None:
 
 @torch.no_grad()
 def evaluate(decoder: str, tokenizer: str, data: str, steps: list[int], sampler: str | None = None,
-             val_fraction: float = 0.1, max_clips: int = 32, batch_size: int = 8, seed: int = 0,
+             val_fraction: float | None = None, max_clips: int = 32, batch_size: int = 8, seed: int = 0,
              prev_frame: bool = False, feature_distance: bool = False, feature_weights: str | None = None,
              grid: str | None = None) -> dict:
     dec = DiffusionDecoder.from_pretrained(decoder).eval()
     tok = VQTokenizer.from_pretrained(tokenizer).eval()
     dec.check_tokenizer(tok, tokenizer)
-    loader, heldout_shards = heldout_loader(data, val_fraction, batch_size)
+    loader, split = heldout_loader(data, val_fraction, batch_size)
     methods = ["vq_decoder", *(f"diffusion_{s}_steps" for s in steps)]
     scores = {m: Scores() for m in methods}
     fd = None
@@ -129,7 +130,8 @@ def evaluate(decoder: str, tokenizer: str, data: str, steps: list[int], sampler:
         for m in methods:
             results[m]["fd_effnetlite0"] = float(fd[m].compute())
     return {
-        "decoder": str(decoder), "tokenizer": str(tokenizer), "data": str(data), "heldout_shards": heldout_shards,
+        "decoder": str(decoder), "tokenizer": str(tokenizer), "data": str(data),
+        "heldout_shards": len(split.heldout.shards), "split": split.rule,
         "clips": clips, "frames": frames, "sampler": sampler or dec.config.sampler, "results": results,
         "seconds": round(time.perf_counter() - t_start, 1),
         "protocol": {"script": "eval/decoder/eval_decoder.py", "val_fraction": val_fraction, "max_clips": max_clips,
@@ -148,7 +150,7 @@ def main() -> None:
     p.add_argument("--data", required=True, help="frame-shard dataset folder (the held-out split is used)")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 25], help="sampling step counts")
     p.add_argument("--sampler", choices=["euler", "dpmsolver"], default=None, help="default: the decoder's own")
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--val-fraction", type=float, default=None, help=VAL_FRACTION_HELP)
     p.add_argument("--max-clips", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)

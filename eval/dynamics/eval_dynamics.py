@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_auroc, binary_f1_score
 
+from wm_video.data.loader import heldout_loader
+from wm_video.data.split import VAL_FRACTION_HELP
 from wm_video.models.dynamics import DynamicsModel
-from wm_video.training.run import heldout_loader
 from wm_video.utils import emit_json
 
 
@@ -41,10 +42,10 @@ def _token_ce(model: DynamicsModel, tokens: torch.Tensor, actions: torch.Tensor 
 
 
 @torch.no_grad()
-def evaluate(dynamics: str, data: str, val_fraction: float = 0.1, batch_size: int = 8,
+def evaluate(dynamics: str, data: str, val_fraction: float | None = None, batch_size: int = 8,
              max_clips: int | None = None, seed: int = 0) -> dict:
     model = DynamicsModel.from_pretrained(dynamics).eval()
-    loader, heldout_shards = heldout_loader(data, val_fraction, batch_size)
+    loader, split = heldout_loader(data, val_fraction, batch_size)
     gen = torch.Generator().manual_seed(seed)
     window = model.config.context_frames
     sums = {"correct": 0.0, "copy_correct": 0.0, "changed": 0.0, "changed_correct": 0.0,
@@ -81,7 +82,8 @@ def evaluate(dynamics: str, data: str, val_fraction: float = 0.1, batch_size: in
             break
     n = sums["tokens"]
     result: dict = {
-        "dynamics": str(dynamics), "data": str(data), "heldout_shards": heldout_shards, "clips": clips,
+        "dynamics": str(dynamics), "data": str(data), "heldout_shards": len(split.heldout.shards),
+        "split": split.rule, "clips": clips,
         "frames_per_clip": int(tokens.shape[1]), "predicted_tokens": int(n),
         "next_frame_token_acc": sums["correct"] / n, "copy_last_frame_acc": sums["copy_correct"] / n,
         "changed_token_fraction": sums["changed"] / n,
@@ -113,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dynamics", required=True, help="export folder (config.json + model.safetensors)")
     parser.add_argument("--data", required=True, help="token-shard folder (wm-video data tokenize)")
-    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--val-fraction", type=float, default=None, help=VAL_FRACTION_HELP)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-clips", type=int, default=None)
     parser.add_argument("--out", default=None, help="write the JSON result here")

@@ -353,7 +353,8 @@ def pipelines(plan: Plan, p: dict[str, Path], runner: Runner) -> None:
 
 
 def robot_val_fraction(plan: Plan, p: dict[str, Path]) -> float:
-    """The val_fraction whose split holds out the last ``plan.heldout_shards`` robot shards."""
+    """The val_fraction whose split holds out the last ``plan.heldout_shards`` robot shards: their episodes (shards
+    hold whole episodes), or the shards themselves in a dataset.json written before splits were recorded."""
     from wm_video.data.reader import load_dataset_info
 
     n = len(load_dataset_info(p["robot_frames"]).shards)
@@ -363,14 +364,15 @@ def robot_val_fraction(plan: Plan, p: dict[str, Path]) -> float:
 
 
 def heldout_episodes(plan: Plan, p: dict[str, Path]) -> set[int]:
-    """Robot episode indices in the held-out shards (read from the clips' metadata)."""
+    """Robot episode indices held out (read from the held-out clips' metadata)."""
     from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
-    from wm_video.training.run import split_shards
+    from wm_video.data.split import split_dataset
 
     info = load_dataset_info(p["robot_frames"])
-    _, val = split_shards(len(info.shards), robot_val_fraction(plan, p))
+    held = split_dataset(p["robot_frames"], robot_val_fraction(plan, p), info=info).heldout
     urls = shard_paths(p["robot_frames"], info)
-    return {int(clip.meta.extra["episode_index"]) for k in val for clip in iter_clips(urls[k])}
+    return {int(clip.meta.extra["episode_index"]) for k in held.shards for clip in iter_clips(urls[k])
+            if held.keeps(clip.meta.episode_id)}
 
 
 def train_tokenizer(plan: Plan, p: dict[str, Path], runner: Runner) -> None:

@@ -27,17 +27,18 @@ import time
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
+from wm_video.data.loader import heldout_loader
+from wm_video.data.split import VAL_FRACTION_HELP
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
-from wm_video.training.run import heldout_loader
 from wm_video.utils import emit_json
 
 
 @torch.no_grad()
-def evaluate(tokenizer: str, data: str, val_fraction: float = 0.1, batch_size: int = 8,
+def evaluate(tokenizer: str, data: str, val_fraction: float | None = None, batch_size: int = 8,
              max_clips: int | None = None) -> dict:
     model = VQTokenizer.from_pretrained(tokenizer).eval()
-    loader, heldout_shards = heldout_loader(data, val_fraction, batch_size)
+    loader, split = heldout_loader(data, val_fraction, batch_size)
     counts = torch.zeros(model.vocab_size)
     psnrs, ssims, frames, clips, t0 = [], [], 0, 0, time.perf_counter()
     moving_se, moving_px, token_changes, token_pairs = 0.0, 0, 0, 0
@@ -62,7 +63,8 @@ def evaluate(tokenizer: str, data: str, val_fraction: float = 0.1, batch_size: i
     p = counts / counts.sum()
     grid = tokens.shape[-2] * tokens.shape[-1]
     return {
-        "tokenizer": str(tokenizer), "data": str(data), "heldout_shards": heldout_shards, "frames": frames,
+        "tokenizer": str(tokenizer), "data": str(data), "heldout_shards": len(split.heldout.shards),
+        "split": split.rule, "frames": frames,
         "psnr_db": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
         "psnr_moving_db": 10 * math.log10(4.0 / max(moving_se / max(moving_px, 1), 1e-10)),
         "moving_pixel_fraction": moving_px / max(sum(len(v) for v in psnrs) * x[0, 0].numel(), 1),
@@ -82,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer", required=True, help="export folder (config.json + model.safetensors)")
     parser.add_argument("--data", required=True, help="dataset folder")
-    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--val-fraction", type=float, default=None, help=VAL_FRACTION_HELP)
     parser.add_argument("--max-clips", type=int, default=None)
     parser.add_argument("--out", default=None, help="write the JSON result here")
     args = parser.parse_args()

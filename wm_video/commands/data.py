@@ -56,7 +56,7 @@ def collect(
         shard_range: two numbers FIRST STOP: make only shards [FIRST, STOP) (for SLURM array tasks).
         out: output dataset folder.
         config: YAML file with ``kind: collect`` (see configs/data/).
-        preset: named preset the config starts from: debug, small, base, large.
+        preset: named preset the config starts from.
         progress: show a progress bar (default: on terminals, off in batch jobs).
     """
     from wm_video.config import load_config
@@ -110,30 +110,29 @@ def envs(family: Literal["atari", "gymnasium", "metaworld"] | None = None) -> No
         print(env_id)
 
 
-def tokenize(tokenizer: str | None = None, src: str | None = None, out: str | None = None, batch_frames: int = 256,
-             device: str = "auto", progress: bool | None = None) -> None:
+def tokenize(*, tokenizer: str, data: str, out: str, batch_frames: int = 256, device: str = "auto",
+             progress: bool | None = None) -> None:
     """Tokenize an episode-clip dataset with a trained tokenizer into token shards (resumable).
 
     Clips keep their order, actions, rewards, terminations and metadata; frames become tokens (t, h', w') in the
     smallest unsigned type that holds the vocabulary. Rerunning skips finished shards.
 
     Example:
-        wm-video data tokenize --tokenizer runs/tok_pong/export --src data/pong --out data/pong_tokens
+        wm-video data tokenize --tokenizer runs/tok_pong/export --data data/pong --out data/pong_tokens
 
     Args:
         tokenizer: tokenizer export folder (config.json + model.safetensors).
-        src: episode-clip dataset folder.
+        data: episode-clip dataset folder.
         out: output folder for the token shards and their dataset.json.
         batch_frames: frames tokenized per forward pass.
-        device: auto (GPU when there is one), cpu or cuda.
+        device: auto (cuda when a GPU is visible, else cpu), cpu or cuda.
         progress: show a progress bar (default: on terminals).
     """
     from wm_video.data.inspect import format_summary, summarize
     from wm_video.data.tokenize import tokenize_dataset
+    from wm_video.utils.device import resolve_device
 
-    if not (tokenizer and src and out):
-        raise ValueError("--tokenizer, --src and --out are all required")
-    info = tokenize_dataset(tokenizer, src, out, batch_frames, device, progress)
+    info = tokenize_dataset(tokenizer, data, out, batch_frames, resolve_device(device), progress)
     print(format_summary(summarize(info)))
     print(f"token shards: {out} (vocabulary {info.tokens['vocab_size']}, {info.tokens['dtype']})")
 
@@ -161,8 +160,9 @@ def _report(info, out: str, stages: list[str] | None) -> None:
 
 
 def videos(
-    src: str | None = None,
-    out: str | None = None,
+    *,
+    data: str,
+    out: str,
     size: int = 64,
     clip_len: int = 16,
     stride: int | None = None,
@@ -188,10 +188,10 @@ def videos(
     shard stage of a SLURM array task: see slurm/data_shards.sbatch).
 
     Example:
-        wm-video data videos --src videos/ --out data/videos64 --size 64 --clip-len 16 --fps 15 --workers 2
+        wm-video data videos --data videos/ --out data/videos64 --size 64 --clip-len 16 --fps 15 --workers 2
 
     Args:
-        src: folder of videos (mp4, webm, mkv, avi; searched recursively) or a text file listing them.
+        data: folder of videos (mp4, webm, mkv, avi; searched recursively) or a text file listing them.
         out: output dataset folder.
         size: output frame height and width in pixels.
         clip_len: frames per clip.
@@ -211,19 +211,18 @@ def videos(
     """
     from wm_video.data.pipeline import PipelineConfig, VideoSource, run_pipeline
 
-    if not (src and out):
-        raise ValueError("--src and --out are both required")
     cfg = PipelineConfig(size=size, clip_len=clip_len, stride=stride, fps=fps, interpolation=interpolation,
                          storage=storage, min_motion=min_motion, dedup=dedup, near_dup_bits=near_dup_bits,
                          clips_per_shard=clips_per_shard, shard_bytes=shard_mb << 20, workers=workers,
                          shard_range=shard_range)
-    info = run_pipeline(VideoSource(src), cfg, out, stages, show_progress=progress)
+    info = run_pipeline(VideoSource(data), cfg, out, stages, show_progress=progress)
     _report(info, out, stages)
 
 
 def lerobot(
-    src: str | None = None,
-    out: str | None = None,
+    *,
+    data: str,
+    out: str,
     camera: str | None = None,
     size: int = 64,
     clip_len: int = 16,
@@ -253,10 +252,10 @@ def lerobot(
     counted; a missing field or unknown camera key stops with an error that lists what the dataset has.
 
     Example:
-        wm-video data lerobot --src ~/datasets/aloha --out data/aloha64 --camera top --size 64 --clip-len 16
+        wm-video data lerobot --data ~/datasets/aloha --out data/aloha64 --camera top --size 64 --clip-len 16
 
     Args:
-        src: LeRobot dataset folder (holds meta/info.json).
+        data: LeRobot dataset folder (holds meta/info.json).
         out: output dataset folder.
         camera: camera feature, full or short (observation.images.top or top); optional with one camera.
         size: output frame height and width in pixels.
@@ -280,12 +279,10 @@ def lerobot(
     """
     from wm_video.data.pipeline import LeRobotSource, PipelineConfig, run_pipeline
 
-    if not (src and out):
-        raise ValueError("--src and --out are both required")
     cfg = PipelineConfig(size=size, clip_len=clip_len, stride=stride, fps=fps, interpolation=interpolation,
                          storage=storage, min_motion=min_motion, dedup=dedup, clips_per_shard=clips_per_shard,
                          shard_bytes=shard_mb << 20, workers=workers, shard_range=shard_range)
-    source = LeRobotSource(src, camera=camera, action_key=action_key, state_key=state_key, reward_key=reward_key,
+    source = LeRobotSource(data, camera=camera, action_key=action_key, state_key=state_key, reward_key=reward_key,
                            done_key=done_key)
     info = run_pipeline(source, cfg, out, stages, show_progress=progress)
     _report(info, out, stages)

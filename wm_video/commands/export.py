@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def export(checkpoint: str | None = None, out: str | None = None, tokenizer: str | None = None,
-           dynamics: str | None = None, decoder: str | None = None, data: str | None = None,
-           overwrite: bool = False) -> None:
+def export(*, out: str, checkpoint: str | None = None, tokenizer: str | None = None, dynamics: str | None = None,
+           decoder: str | None = None, data: str | None = None, overwrite: bool = False) -> None:
     """Consolidate a training checkpoint into a part's export folder (config.json + model.safetensors), or, with
     --tokenizer and --dynamics, assemble a world-model folder from the parts.
 
@@ -34,8 +33,8 @@ def export(checkpoint: str | None = None, out: str | None = None, tokenizer: str
         wm-video export --tokenizer runs/tok --dynamics runs/dyn --decoder runs/dec --data data/pong --out runs/wm
 
     Args:
-        checkpoint: a .ckpt file or a DeepSpeed checkpoint folder.
         out: export folder to write: new, empty or a previous export of the same kind.
+        checkpoint: a .ckpt file or a DeepSpeed checkpoint folder.
         tokenizer: world-model mode: the tokenizer (export folder, run folder or checkpoint).
         dynamics: world-model mode: the dynamics model (export folder, run folder or checkpoint).
         decoder: world-model mode: the diffusion decoder (optional).
@@ -47,8 +46,6 @@ def export(checkpoint: str | None = None, out: str | None = None, tokenizer: str
     from wm_video.utils.atomic import check_output_folder
     from wm_video.world_model import FOLDER_ENTRIES, is_world_model_folder
 
-    if not out:
-        raise ValueError("--out is required")
     if tokenizer or dynamics or decoder:
         if checkpoint:
             raise ValueError("give either --checkpoint (one part) or --tokenizer/--dynamics[/--decoder] (a world "

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 
-def plan(model: str | None = None, env: str | None = None, planner: Literal["cem", "mcts"] = "cem",
+def plan(*, model: str, env: str, planner: Literal["cem", "mcts"] = "cem",
          episodes: int = 10, out: str = "plan_out", horizon: int = 8, population: int = 64, elites: int = 8,
          iterations: int = 4, mppi: bool = False, simulations: int = 64, parallel: int = 16, rollout_depth: int = 4,
          samples: int = 1, uncertainty: float = 0.0, discount: float = 0.99, temperature: float = 0.0,
          maskgit_steps: int = 2, action_low: list[float] | None = None, action_high: list[float] | None = None,
          value: str | None = None, context_frames: int | None = None, max_steps: int | None = None,
          baseline: bool = True, video_episodes: int = 1, render_steps: int | None = None,
-         num_inference_steps: int | None = None, scale: int = 2, seed: int = 0, device: str = "cpu") -> dict:
+         num_inference_steps: int | None = None, scale: int = 2, seed: int = 0, device: str = "auto") -> dict:
     """Closed-loop control of a real simulator by planning in the world model (replanning every step); writes
     OUT/report.json, OUT/report.md and videos of the real episodes with the imagined plans beside them.
 
@@ -45,7 +45,8 @@ def plan(model: str | None = None, env: str | None = None, planner: Literal["cem
         samples: imagined rollouts per plan; > 1 needs --temperature > 0.
         uncertainty: penalty on the standard deviation of a plan's sampled returns (needs --samples >= 2).
         discount: per-step discount of predicted rewards.
-        temperature: token sampling temperature of imagined rollouts (0: argmax, deterministic).
+        temperature: token sampling temperature of imagined rollouts (default 0: argmax, deterministic, so plans
+            are compared on one predicted future each; > 0 with --samples scores several).
         maskgit_steps: MaskGIT passes per imagined frame.
         action_low: continuous lower bounds (default: the model's index, else the simulator's).
         action_high: continuous upper bounds (same defaults).
@@ -59,16 +60,16 @@ def plan(model: str | None = None, env: str | None = None, planner: Literal["cem
         num_inference_steps: diffusion decoder steps per rendered frame (default: the decoder's own).
         scale: upscaling of the video frames.
         seed: seed of episodes, sampling and search.
-        device: cpu or cuda.
+        device: auto (cuda when a GPU is visible, else cpu), cpu or cuda.
     """
     import torch
 
     from wm_video.planning import CEMConfig, CEMPlanner, MCTSConfig, MCTSPlanner
     from wm_video.planning.scoring import model_action_space
+    from wm_video.utils.device import resolve_device
     from wm_video.world_model_env import WorldModelEnv
 
-    if not model or not env:
-        raise ValueError("--model and --env are required")
+    device = resolve_device(device)
     wm, sim, n_ctx = _setup(model, env, context_frames, max_steps, device)
     try:
         space = model_action_space(wm, action_low, action_high, fallback=sim.action_space)
@@ -103,7 +104,7 @@ def plan(model: str | None = None, env: str | None = None, planner: Literal["cem
     return report
 
 
-def imagine_train(model: str | None = None, env: str | None = None, data: str | None = None,
+def imagine_train(*, model: str, env: str | None = None, data: str | None = None,
                   out: str = "imagine_out", iterations: int = 300, batch_size: int = 16, horizon: int = 15,
                   discount: float = 0.99, return_lambda: float = 0.95, entropy: float = 3e-3,
                   actor_lr: float = 3e-4, critic_lr: float = 3e-4, frames: int = 2, start_states: int = 256,
@@ -111,7 +112,7 @@ def imagine_train(model: str | None = None, env: str | None = None, data: str | 
                   action_high: list[float] | None = None, context_frames: int | None = None, episodes: int = 10,
                   max_steps: int | None = None, baseline: bool = True, video_episodes: int = 1,
                   num_inference_steps: int | None = None, scale: int = 2, log_every: int = 10, seed: int = 0,
-                  device: str = "cpu") -> dict:
+                  device: str = "auto") -> dict:
     """Train an actor-critic purely in imagination (lambda-returns over HORIZON imagined steps from real start
     contexts), save it to OUT/actor, then evaluate it in the real simulator against the random policy.
 
@@ -138,7 +139,8 @@ def imagine_train(model: str | None = None, env: str | None = None, data: str | 
         critic_lr: critic learning rate.
         frames: frames of tokens the actor and critic read.
         start_states: real start contexts collected.
-        temperature: token sampling temperature of imagined rollouts.
+        temperature: token sampling temperature of imagined rollouts (default 1: sampled, so the actor learns
+            from the spread of futures the model predicts, not from one argmax future).
         maskgit_steps: MaskGIT passes per imagined frame.
         action_low: continuous lower bounds (default: the model's index, else the simulator's).
         action_high: continuous upper bounds (same defaults).
@@ -151,7 +153,7 @@ def imagine_train(model: str | None = None, env: str | None = None, data: str | 
         scale: upscaling of the video frames.
         log_every: training steps between entries of the training curve.
         seed: random seed.
-        device: cpu or cuda.
+        device: auto (cuda when a GPU is visible, else cpu), cpu or cuda.
     """
     import time
 
@@ -161,14 +163,16 @@ def imagine_train(model: str | None = None, env: str | None = None, data: str | 
     from wm_video.planning.scoring import model_action_space
     from wm_video.planning.starts import start_states_from_data, start_states_from_env
     from wm_video.utils import progress
+    from wm_video.utils.device import resolve_device
     from wm_video.world_model_env import WorldModelEnv
 
-    if not model or not (env or data):
-        raise ValueError("--model and one of --env or --data (start contexts) are required")
+    if not (env or data):
+        raise ValueError("one of --env or --data (start contexts) is required")
     if episodes > 0 and not env:
         raise ValueError("--env is required to evaluate the actor (or pass --episodes 0)")
     cfg = ImagineConfig(horizon=horizon, batch_size=batch_size, discount=discount, return_lambda=return_lambda,
                         entropy=entropy, actor_lr=actor_lr, critic_lr=critic_lr)
+    device = resolve_device(device)
     wm, sim, n_ctx = _setup(model, env, context_frames, max_steps, device)
     try:
         space = model_action_space(wm, action_low, action_high, fallback=sim.action_space if sim else None)

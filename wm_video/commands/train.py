@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 
-def tokenizer(*overrides: str, data: str | None = None, out: str | None = None, config: str | None = None,
-              preset: str = "small", max_steps: int | None = None, max_minutes: float | None = None) -> None:
-    """Train the VQ tokenizer on episode-clip shards; ends with an export in OUT/export.
+def tokenizer(*overrides: str, data: list[str], data_weights: list[float] | None = None,
+              out: str | None = None, config: str | None = None, preset: str = "small", max_steps: int | None = None,
+              max_minutes: float | None = None) -> None:
+    """Train the VQ tokenizer on episode-clip shards of one or more datasets; ends with an export in OUT/export.
+
+    Several datasets (e.g. action-free video and robot camera frames, so the tokenizer a robot world model is
+    fine-tuned with has seen both) train one tokenizer: --data A B --data-weights 0.7 0.3 draws 70% of the
+    clips from A and 30% from B. They must share one frame resolution; clips are cut to the shortest clip_len, and
+    each dataset validates on its own held-out episodes.
 
     Rerunning the same command with the same --out resumes from OUT/checkpoints/last.ckpt. Logs (TensorBoard,
     with reconstruction grids) go to OUT/tb. The run ends with a summary (steps done, why it stopped, held-out
@@ -14,25 +20,30 @@ def tokenizer(*overrides: str, data: str | None = None, out: str | None = None, 
 
     Example:
         wm-video train tokenizer --config configs/tokenizer/atari_small.yaml --data data/pong --out runs/tok_pong
+        wm-video train tokenizer --data data/videos64 data/pusht64 --data-weights 0.7 0.3 --out runs/tok_mix
 
     Args:
         overrides: dotted overrides, e.g. ``model.quantizer=fsq`` or ``loader.batch_size=8``.
-        data: dataset folder (episode-clip shards + dataset.json); the last shards are held out.
+        data: one or more dataset folders (episode-clip shards + dataset.json); each holds out the episodes its
+            dataset.json records (``field=value`` words after them are overrides, as elsewhere).
+        data_weights: with several --data: relative rate of each dataset's clips, in the same order (default:
+            equal).
         out: run folder (default: trainer.run_dir of the config).
         config: YAML with ``kind: train_tokenizer`` (see configs/tokenizer/).
-        preset: starting preset when the YAML names none: debug, small, base, large.
+        preset: starting preset when the YAML names none.
         max_steps: optimizer steps (overrides trainer.max_steps).
         max_minutes: opt-in wall-clock safety cap in minutes, counted over every resume (overrides
             trainer.max_minutes; budgets are max_steps).
     """
     from wm_video.training.tokenizer_module import train_tokenizer
 
-    cfg = _run_config("train_tokenizer", data, config, preset, overrides, max_steps, max_minutes)
-    export = train_tokenizer(cfg, data, out or cfg.trainer.run_dir)
+    mix, overrides = _datasets(data, data_weights, overrides)
+    cfg = _run_config("train_tokenizer", mix, config, preset, overrides, max_steps, max_minutes)
+    export = train_tokenizer(cfg, mix, out or cfg.trainer.run_dir)
     print(f"tokenizer exported to {export}")
 
 
-def dynamics(*overrides: str, data: str | None = None, out: str | None = None, config: str | None = None,
+def dynamics(*overrides: str, data: str, out: str | None = None, config: str | None = None,
              preset: str = "small", max_steps: int | None = None, max_minutes: float | None = None,
              init_from: str | None = None) -> None:
     """Train the action-conditioned dynamics transformer on token shards; ends with an export in OUT/export.
@@ -57,10 +68,11 @@ def dynamics(*overrides: str, data: str | None = None, out: str | None = None, c
 
     Args:
         overrides: dotted overrides, e.g. ``model.depth=4`` or ``loader.batch_size=8``.
-        data: token-shard folder made by 'wm-video data tokenize'; the last shards are held out.
+        data: token-shard folder made by 'wm-video data tokenize'; the episodes its dataset.json records are held
+            out (the last shards of one written before splits were recorded).
         out: run folder (default: trainer.run_dir of the config).
         config: YAML with ``kind: train_dynamics`` (see configs/dynamics/).
-        preset: starting preset when the YAML names none: debug, small, base, large.
+        preset: starting preset when the YAML names none.
         max_steps: optimizer steps (overrides trainer.max_steps).
         max_minutes: opt-in wall-clock safety cap in minutes, counted over every resume (overrides
             trainer.max_minutes; budgets are max_steps).
@@ -77,7 +89,7 @@ def dynamics(*overrides: str, data: str | None = None, out: str | None = None, c
     print(f"dynamics model exported to {export}")
 
 
-def decoder(*overrides: str, data: str | None = None, tokenizer: str | None = None, out: str | None = None,
+def decoder(*overrides: str, data: str, tokenizer: str, out: str | None = None,
             config: str | None = None, preset: str = "small", max_steps: int | None = None,
             max_minutes: float | None = None) -> None:
     """Train the diffusion decoder (renders a tokenizer's tokens into frames); ends with an export in OUT/export.
@@ -95,34 +107,56 @@ def decoder(*overrides: str, data: str | None = None, tokenizer: str | None = No
 
     Args:
         overrides: dotted overrides, e.g. ``model.prev_frame=true`` or ``loader.batch_size=8``.
-        data: dataset folder of frame shards (not token shards); the last shards are held out.
+        data: dataset folder of frame shards (not token shards); the episodes its dataset.json records are held
+            out (the last shards of one written before splits were recorded).
         tokenizer: tokenizer export folder (OUT/export of 'wm-video train tokenizer').
         out: run folder (default: trainer.run_dir of the config).
         config: YAML with ``kind: train_decoder`` (see configs/decoder/).
-        preset: starting preset when the YAML names none: debug, small, base, large.
+        preset: starting preset when the YAML names none.
         max_steps: optimizer steps (overrides trainer.max_steps).
         max_minutes: opt-in wall-clock safety cap in minutes, counted over every resume (overrides
             trainer.max_minutes; budgets are max_steps).
     """
     from wm_video.training.decoder_module import train_decoder
 
-    if not tokenizer:
-        raise ValueError("--tokenizer is required: the export folder of the tokenizer whose tokens to render")
     cfg = _run_config("train_decoder", data, config, preset, overrides, max_steps, max_minutes)
     export = train_decoder(cfg, data, tokenizer, out or cfg.trainer.run_dir)
     print(f"decoder exported to {export}")
 
 
-def _run_config(kind: str, data: str | None, config: str | None, preset: str, overrides: tuple[str, ...],
+def _run_config(kind: str, data: object, config: str | None, preset: str, overrides: tuple[str, ...],
                 max_steps: int | None, max_minutes: float | None) -> object:
     import dataclasses
 
     from wm_video.config import load_config
 
-    if not data:
-        raise ValueError("--data is required: a dataset folder made by 'wm-video data ...'")
     cfg = load_config(kind, preset_name=preset, yaml_path=config, overrides=overrides)
     flags = {k: v for k, v in (("max_steps", max_steps), ("max_minutes", max_minutes)) if v is not None}
     if flags:
         cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, **flags))
     return cfg
+
+
+def _datasets(data: str | list[str] | None, weights: list[float] | None, overrides: tuple[str, ...]
+              ) -> tuple[object, tuple[str, ...]]:
+    """``--data`` (one folder, or a :class:`~wm_video.training.run.DataMix` of several at ``--data-weights``) and the
+    overrides: ``--data`` takes every word up to the next flag, so ``field=value`` words after it that are not
+    folders are the overrides they were before it took several."""
+    from pathlib import Path
+
+    from wm_video.training.run import DataMix
+
+    words = [data] if isinstance(data, str) else list(data or [])
+    is_override = [("=" in w and not Path(w).exists()) for w in words]
+    folders = [w for w, o in zip(words, is_override, strict=True) if not o]
+    overrides = (*[w for w, o in zip(words, is_override, strict=True) if o], *overrides)
+    if not folders:
+        raise ValueError("--data is required: a dataset folder made by 'wm-video data ...' (or several)")
+    if weights is not None and len(weights) != len(folders):
+        raise ValueError(f"--data-weights gives {len(weights)} weights for {len(folders)} datasets "
+                         f"({' '.join(folders)})")
+    if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+        raise ValueError(f"--data-weights must be >= 0 and not all 0, got {' '.join(map(str, weights))}")
+    if len(folders) == 1:
+        return folders[0], overrides
+    return DataMix(tuple(folders), tuple(weights or [1.0] * len(folders))), overrides

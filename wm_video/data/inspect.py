@@ -10,6 +10,7 @@ import numpy as np
 
 from wm_video.data.reader import ClipChecks, iter_clips, load_dataset_info, shard_paths
 from wm_video.data.schema import Clip, DatasetInfo
+from wm_video.data.split import split_dataset
 from wm_video.data.writer import DATASET_FILE
 
 
@@ -110,6 +111,8 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"reward mean {rew['mean'][0]:+.4f}  std {rew['std'][0]:.4f}  min {rew['min'][0]:+.3f}  "
                      f"max {rew['max'][0]:+.3f}  (over {rew['count']} steps)")
     lines.append(f"terminations {s['terminations']}")
+    if s.get("held_out"):
+        lines.append(f"held out: {s['held_out']}")
     eps = s.get("episode_stats")
     if eps:
         success = f"  success rate {eps['success_rate']:.0%}" if eps.get("success_rate") is not None else ""
@@ -123,6 +126,8 @@ def inspect_dataset(root: str | Path, sheet: str | Path | None = None, gif: str 
     """Summary of the dataset at ``root``; writes the contact sheet and GIF when paths are given."""
     info = load_dataset_info(root)
     summary = summarize(info)
+    split = split_dataset(root, info=info)
+    summary["held_out"] = split.rule + (f" -- NOTHING HELD OUT: {split.problem}" if split.problem else "")
     if sheet or gif:
         clips = sample_clips(root, info, num_clips)
         if sheet:

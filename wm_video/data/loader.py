@@ -7,6 +7,10 @@ and carries on with exactly the samples the interrupted run would have produced.
 round-robin over workers; on restore the workers' roles are rotated so the first batch comes from the worker
 whose turn it was.
 
+A loader reads a dataset, a part of one (a split's training or held-out clips, :mod:`wm_video.data.split`: whole
+shards, or the clips of some episodes, told apart by their sample keys before anything is decoded), or parts of
+several datasets mixed at given rates.
+
 Lost data is counted in clips against ``dataset.json``: a shard that ends early (truncated, corrupt, missing)
 loses the clips it records but did not deliver, an undecodable or out-of-range clip loses one, and past
 ``max_bad_fraction`` of the clips the loader stops with an error naming the shards and their losses.
@@ -20,18 +24,19 @@ Batches (token shards give ``tokens`` int64 ``(b, t, h, w)`` in place of ``frame
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import random
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.filters import _shuffle
 
 from wm_video.data.reader import (
     ClipChecks,
@@ -41,7 +46,9 @@ from wm_video.data.reader import (
     load_dataset_info,
     shard_paths,
 )
-from wm_video.data.schema import Clip, DatasetInfo, SchemaError
+from wm_video.data.schema import Clip, DatasetInfo, SchemaError, episode_of_key
+from wm_video.data.shuffle import buffer_shuffle
+from wm_video.data.split import Part, Split, require_heldout, split_dataset
 from wm_video.data.writer import DATASET_FILE
 
 log = logging.getLogger(__name__)
@@ -147,14 +154,42 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-class ClipStream(IterableDataset):
-    """One epoch of batches for this rank, split over workers; configured by :class:`ClipLoader`."""
+@dataclass
+class _Source:
+    """One dataset's part as the workers read it: its shards, the clips each should deliver, what ``dataset.json``
+    promises about them, and (``part.filters``) which episodes are in."""
 
-    def __init__(self, root: str, info: DatasetInfo, cfg: LoaderConfig, rank: int, world: int) -> None:
-        self.root, self.info, self.cfg, self.rank, self.world = root, info, cfg, rank, world
-        self.urls = shard_paths(root, info)
-        self.expected = {url: s.samples for url, s in zip(self.urls, info.shards, strict=True)}  # clips per shard
-        self.checks = ClipChecks.from_info(info, os.path.join(root, DATASET_FILE))
+    root: str
+    info: DatasetInfo  # its shard list cut to the part's shards
+    part: Part
+    urls: list[str]
+    expected: dict[str, int]  # url -> clips of the part it holds
+    checks: ClipChecks
+
+    @classmethod
+    def open(cls, part: Part) -> _Source:
+        info = load_dataset_info(part.root)
+        if part.shards is not None:  # a subset, e.g. the held-out shards of a train/validation split
+            info = dataclasses.replace(info, shards=[info.shards[i] for i in part.shards])
+        urls = shard_paths(part.root, info)
+        expected = {url: part.clips(s) for url, s in zip(urls, info.shards, strict=True)}
+        return cls(part.root, info, part, urls, expected, ClipChecks.from_info(info, os.path.join(part.root,
+                                                                                                  DATASET_FILE)))
+
+
+class ClipStream(IterableDataset):
+    """One epoch of batches for this rank, split over workers; configured by :class:`ClipLoader`.
+
+    With several sources each worker reads its share of every one: drawn at random at ``weights`` (a seeded
+    choice per clip, so replaying positions stays exact; the epoch ends when one source runs out, as webdataset's
+    ``RandomMix``), or one after another when ``weights`` is None. A mix delivers frames only, cut to the
+    shortest ``clip_len`` among its datasets: their actions, rewards and terminations need not agree."""
+
+    def __init__(self, sources: list[_Source], cfg: LoaderConfig, rank: int, world: int,
+                 weights: list[float] | None = None) -> None:
+        self.sources, self.cfg, self.rank, self.world, self.weights = sources, cfg, rank, world, weights
+        self.urls = [u for src in sources for u in src.urls]
+        self.clip_len = min(src.info.clip_len for src in sources) if len(sources) > 1 else None
         self.epoch = 0
         self.positions: dict[int, int] = {}  # logical worker -> raw samples consumed this epoch
         self.rotation = 0  # physical worker w plays logical worker (w + rotation) % num_workers
@@ -169,30 +204,56 @@ class ClipStream(IterableDataset):
             raise ValueError("loader.resampled needs loader.epoch_length (samples per epoch over all ranks)")
         return -(-self.cfg.epoch_length // (self.world * self.num_workers()))
 
-    def _shards(self, worker: int) -> Iterator[str]:
+    def _shards(self, worker: int, i: int) -> Iterator[str]:
+        urls, salt = self.sources[i].urls, (i,) if i else ()  # the first source draws as a lone dataset does
         slot, slots = self.rank * self.num_workers() + worker, self.world * self.num_workers()
         if self.cfg.resampled:
-            rng = random.Random(_seed(self.cfg.seed, self.epoch, slot, 1))
+            rng = random.Random(_seed(self.cfg.seed, self.epoch, slot, 1, *salt))
             while True:
-                yield rng.choice(self.urls)
-        order = list(self.urls)
-        random.Random(_seed(self.cfg.seed, self.epoch, 2)).shuffle(order)  # same order on every rank
+                yield rng.choice(urls)
+        order = list(urls)
+        random.Random(_seed(self.cfg.seed, self.epoch, 2, *salt)).shuffle(order)  # same order on every rank
         yield from order[slot::slots]
 
-    def _raw(self, worker: int, bad: _BadCounter) -> Iterator[dict[str, Any]]:
-        for url in self._shards(worker):
+    def _raw_source(self, worker: int, i: int, bad: _BadCounter) -> Iterator[dict[str, Any]]:
+        src = self.sources[i]
+        for url in self._shards(worker, i):
             errors: list[Exception] = []
             read = 0
             for sample in iter_raw_samples(url, lambda u, e, errors=errors: errors.append(e)):
+                if src.part.filters and not src.part.keeps(episode_of_key(sample["__key__"])):
+                    continue  # the other side of the split
                 read += 1
+                sample["__source__"] = i
                 yield sample
             # Reached only when the shard was read to its end (not when the epoch's quota closed the stream).
-            expected = self.expected[url]
+            expected = src.expected[url]
             if errors or read < expected:
                 why = f"shard read error ({_why(errors[0])})" if errors else "shard ended early"
                 bad.record(url, f"{why}; read {read} of the {expected} clips {DATASET_FILE} records",
                            max(expected - read, 0))
                 bad.check(self.cfg)  # a resampled stream over unreadable shards would otherwise spin forever
+
+    def _raw(self, worker: int, bad: _BadCounter) -> Iterator[dict[str, Any]]:
+        streams = [self._raw_source(worker, i, bad) for i in range(len(self.sources))]
+        if len(streams) == 1 or self.weights is None:
+            yield from itertools.chain(*streams)
+            return
+        rng = random.Random(_seed(self.cfg.seed, self.epoch, self.rank, worker, 4))
+        which = range(len(streams))
+        while True:
+            sample = next(streams[rng.choices(which, self.weights)[0]], None)
+            if sample is None:  # one source ran out: the epoch ends, so the rates hold to the last clip
+                return
+            yield sample
+
+    def _decode(self, sample: dict[str, Any]) -> Clip:
+        src = self.sources[sample["__source__"]]
+        clip = decode_sample(sample, src.info.action_space, src.checks)
+        if self.clip_len is None:
+            return clip
+        meta = dataclasses.replace(clip.meta, num_frames=self.clip_len, fields=[])
+        return Clip(clip.frames[:self.clip_len], meta)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         wi = get_worker_info()
@@ -201,7 +262,7 @@ class ClipStream(IterableDataset):
         raw = self._raw(worker, bad)
         if cfg.shuffle_buffer > 0:
             rng = random.Random(_seed(cfg.seed, self.epoch, self.rank, worker, 3))
-            raw = _shuffle(raw, bufsize=cfg.shuffle_buffer, initial=cfg.shuffle_buffer, rng=rng)
+            raw = buffer_shuffle(raw, bufsize=cfg.shuffle_buffer, initial=cfg.shuffle_buffer, rng=rng)
         skip, quota = self.positions.get(worker, 0), self.per_worker_quota()
         pos, batch = 0, []
         for sample in raw:
@@ -212,7 +273,7 @@ class ClipStream(IterableDataset):
                 bad.seen += 1
                 continue
             try:
-                clip = decode_sample(sample, self.info.action_space, self.checks)
+                clip = self._decode(sample)
             except DatasetMismatchError:
                 raise  # dataset.json describes other data: every clip would be skipped
             except Exception as e:
@@ -258,22 +319,35 @@ class ClipLoader:
     ``state_dict`` / ``load_state_dict`` itself when it checkpoints and resumes.
 
     Args:
-        root: dataset folder holding ``dataset.json`` and its shards.
+        data: dataset folder holding ``dataset.json`` and its shards; or a :class:`~wm_video.data.split.Part` of
+            one (e.g. a split's held-out clips); or a list of parts of several datasets, which must share their
+            frame resolution (see :class:`ClipStream` for what a mix delivers).
         cfg: streaming options.
         rank, world: this process's place among data-parallel ranks (default: from the environment).
-        shards: indices into ``dataset.json``'s shard list to read (default: all).
+        shards: with a folder: indices into ``dataset.json``'s shard list to read (default: all).
+        weights: with a list of parts: draw clips from each at these relative rates (default: read them one after
+            another).
     """
 
-    def __init__(self, root: str | os.PathLike, cfg: LoaderConfig | None = None, rank: int | None = None,
-                 world: int | None = None, shards: list[int] | None = None) -> None:
+    def __init__(self, data: str | os.PathLike | Part | Sequence[Part], cfg: LoaderConfig | None = None,
+                 rank: int | None = None, world: int | None = None, shards: list[int] | None = None,
+                 weights: Sequence[float] | None = None) -> None:
         self.cfg = cfg or LoaderConfig()
         env_rank, env_world = rank_and_world()
         self.rank = env_rank if rank is None else rank
         self.world = env_world if world is None else world
-        self.info = load_dataset_info(root)
-        if shards is not None:  # a subset, e.g. the held-out shards of a train/validation split
-            self.info = dataclasses.replace(self.info, shards=[self.info.shards[i] for i in shards])
-        self.stream = ClipStream(str(root), self.info, self.cfg, self.rank, self.world)
+        if isinstance(data, (str, os.PathLike)):
+            data = Part(str(data), None if shards is None else tuple(shards))
+        parts = [data] if isinstance(data, Part) else list(data)
+        if not parts:
+            raise ValueError("no dataset to load")
+        if weights is not None and (len(weights) != len(parts) or min(weights) < 0 or sum(weights) <= 0):
+            raise ValueError(f"{len(parts)} datasets need as many weights >= 0, not all 0; got {list(weights)}")
+        sources = [_Source.open(p) for p in parts]
+        check_mixable([(src.root, src.info) for src in sources])
+        self.info = sources[0].info
+        self.stream = ClipStream(sources, self.cfg, self.rank, self.world,
+                                 None if weights is None or len(parts) == 1 else [float(w) for w in weights])
         self.lookahead = 0  # batches handed out that the consumer has not used yet
         self.bad_samples: dict[int, int] = {}  # worker -> clips lost this epoch (skipped or never delivered)
         self._batches_in_epoch = 0
@@ -342,3 +416,30 @@ class ClipLoader:
         self.stream.rotation = self._next_worker = int(state["next_worker"])
         self._batches_in_epoch = int(state["batches_in_epoch"])
         self._history = deque([self._snapshot()], maxlen=8)
+
+
+def check_mixable(datasets: Sequence[tuple[str | os.PathLike, DatasetInfo]]) -> None:
+    """Datasets ``(root, info)`` batch together only with the same frame grid of the same kind (frames or tokens):
+    a clear error naming both ``dataset.json`` files otherwise."""
+
+    def grid(info: DatasetInfo) -> str:
+        h, w = info.resolution
+        return f"{'tokens' if info.frame_storage == 'tokens' else 'frames'} of {h}x{w}"
+
+    (first, first_info), *others = datasets
+    for root, info in others:
+        if grid(info) != grid(first_info):
+            raise ValueError(f"datasets mixed together must share their resolution: {Path(first) / DATASET_FILE} "
+                             f"has {grid(first_info)}, {Path(root) / DATASET_FILE} has {grid(info)}")
+
+
+def heldout_loader(data: str | os.PathLike, val_fraction: float | None = None, batch_size: int = 8
+                   ) -> tuple[ClipLoader, Split]:
+    """An ordered loader over the clips training held out of ``data`` (the same split: see
+    :mod:`wm_video.data.split`), for evaluation; and that split. Raises
+    :class:`~wm_video.data.split.NoHeldOutError`, saying how to fix the dataset, when it holds nothing out."""
+    split = split_dataset(data, val_fraction)
+    split.log("evaluation")
+    require_heldout(split)
+    cfg = LoaderConfig(batch_size=batch_size, num_workers=1, shuffle_buffer=0, drop_last=False)
+    return ClipLoader(split.heldout, cfg), split

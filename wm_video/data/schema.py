@@ -117,14 +117,33 @@ class ClipMeta:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def episode_of_key(key: str) -> str:
+    """The episode id in a sample key ``<episode_id>_<clip_start:06d>`` (the inverse of :attr:`Clip.key`), read
+    without decoding the sample."""
+    return key.rsplit("_", 1)[0]
+
+
 @dataclass
 class ShardRecord:
-    """One shard in ``dataset.json``: path relative to the dataset folder and what it holds."""
+    """One shard in ``dataset.json``: path relative to the dataset folder and what it holds. ``episode_clips``
+    (clips of each episode, in write order) is what lets a split hold out whole episodes; shards written before
+    it was recorded lack it."""
 
     path: str
     samples: int
     frames: int
     episodes: int
+    episode_clips: dict[str, int] | None = None
+
+
+@dataclass
+class HeldOut:
+    """The held-out split ``dataset.json`` records (field ``heldout``): whole episodes that training never sees
+    and evaluation scores on, chosen when the dataset was written as the last ``val_fraction`` of its episodes in
+    write order (at least one when there are two or more). The list may be edited by hand to hold out others."""
+
+    val_fraction: float
+    episodes: list[str]
 
 
 @dataclass
@@ -140,6 +159,7 @@ class DatasetInfo:
     stats: dict[str, Any] = field(default_factory=dict)  # {"actions": {...}, "rewards": {...}, "terminations": {...}}
     source: dict[str, Any] = field(default_factory=dict)  # how the data was made (env id, policy, ...)
     tokens: dict[str, Any] | None = None  # token shards: vocab_size, dtype, tokenizer, frame resolution
+    heldout: HeldOut | None = None  # None: written before splits were recorded (the last shards are held out)
     schema_version: int = SCHEMA_VERSION
     format: str = FORMAT_NAME
 
@@ -151,8 +171,20 @@ class DatasetInfo:
     def num_episodes(self) -> int:
         return sum(s.episodes for s in self.shards)
 
+    def episode_order(self) -> list[str] | None:
+        """Every episode id, in write order (an episode cut across shards counts once, where it first appears);
+        None when a shard does not record its episodes."""
+        if any(s.episode_clips is None for s in self.shards):
+            return None
+        return list(dict.fromkeys(e for s in self.shards for e in s.episode_clips))
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        for shard in d["shards"]:
+            if shard["episode_clips"] is None:  # a dataset written before episodes were recorded stays as it was
+                del shard["episode_clips"]
+        if d["heldout"] is None:
+            del d["heldout"]
         d["action_space"] = self.action_space.to_dict()
         d["num_samples"] = self.num_samples
         d["num_episodes"] = self.num_episodes
@@ -200,9 +232,10 @@ class DatasetInfo:
         _check_stats(d.get("stats", {}), action_space, where)
         if d.get("tokens") is not None and not isinstance(d["tokens"], dict):
             raise SchemaError(f"{where}: field 'tokens' must be an object or null, got {_json_type(d['tokens'])}")
+        heldout = _heldout(d["heldout"], shards, where) if d.get("heldout") is not None else None
         return cls(resolution=list(resolution), fps=float(fps), clip_len=clip_len, frame_storage=d["frame_storage"],
                    action_space=action_space, shards=shards, stats=d.get("stats", {}), source=d.get("source", {}),
-                   tokens=d.get("tokens"), schema_version=version)
+                   tokens=d.get("tokens"), heldout=heldout, schema_version=version)
 
 
 def _json_type(x: Any) -> str:
@@ -253,9 +286,44 @@ def _shard_records(shards: Any, where: str) -> list[ShardRecord]:
         if key in seen:
             raise SchemaError(f"{where}: field '{name}.path' {path!r} is listed twice (its clips would count double)")
         seen.add(key)
-        records.append(ShardRecord(path, *(_count(s[k], f"{name}.{k}", where) for k in ("samples", "frames",
-                                                                                           "episodes"))))
+        record = ShardRecord(path, *(_count(s[k], f"{name}.{k}", where) for k in ("samples", "frames", "episodes")))
+        if s.get("episode_clips") is not None:
+            record.episode_clips = _episode_clips(s["episode_clips"], record, f"{name}.episode_clips", where)
+        records.append(record)
     return records
+
+
+def _episode_clips(clips: Any, record: ShardRecord, name: str, where: str) -> dict[str, int]:
+    """A shard's ``{episode_id: clips}``: one entry per episode it counts, adding up to its samples."""
+    if not (isinstance(clips, dict) and all(_is_int(n) and n >= 1 for n in clips.values())):
+        raise SchemaError(f"{where}: field '{name}' must be an object of episode id -> clips (integers >= 1), "
+                          f"got {clips!r}"[:300])
+    if len(clips) != record.episodes or sum(clips.values()) != record.samples:
+        raise SchemaError(f"{where}: field '{name}' lists {len(clips)} episodes of {sum(clips.values())} clips but "
+                          f"the shard records {record.episodes} episodes of {record.samples} clips")
+    return {str(k): int(n) for k, n in clips.items()}
+
+
+def _heldout(h: Any, shards: list[ShardRecord], where: str) -> HeldOut:
+    """The recorded split: a fraction in [0, 1) and held-out episodes that the shards' ``episode_clips`` know."""
+    if not isinstance(h, dict) or not {"val_fraction", "episodes"} <= set(h):
+        raise SchemaError(f"{where}: field 'heldout' must be an object with val_fraction and episodes, got "
+                          f"{h!r}"[:300])
+    fraction, episodes = h["val_fraction"], h["episodes"]
+    if not (_is_finite(fraction) and 0 <= fraction < 1):
+        raise SchemaError(f"{where}: field 'heldout.val_fraction' must be a number in [0, 1), got {fraction!r}")
+    if not (isinstance(episodes, list) and all(isinstance(e, str) for e in episodes)):
+        raise SchemaError(f"{where}: field 'heldout.episodes' must be a list of episode ids, got {episodes!r}"[:300])
+    missing = [i for i, s in enumerate(shards) if s.episode_clips is None]
+    if missing:
+        raise SchemaError(f"{where}: field 'heldout' needs every shard's episode_clips; shards{missing[:3]} lack it")
+    known = {e for s in shards for e in s.episode_clips}
+    for i, e in enumerate(episodes):
+        if e not in known:
+            raise SchemaError(f"{where}: field 'heldout.episodes[{i}]' is {e!r}, an episode no shard holds")
+    if len(set(episodes)) != len(episodes):
+        raise SchemaError(f"{where}: field 'heldout.episodes' lists an episode twice")
+    return HeldOut(float(fraction), list(episodes))
 
 
 def _check_stats(stats: dict[str, Any], space: ActionSpace, where: str) -> None:

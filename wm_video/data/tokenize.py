@@ -1,7 +1,8 @@
 """Turn an episode-clip dataset into token shards with a trained tokenizer: same clips, same order, same
-actions, rewards, terminations and metadata, frames replaced by tokens ``(t, h', w')`` stored in the smallest
-unsigned type that holds the vocabulary. Each source shard becomes one token shard of the same name, written
-atomically, so a rerun skips finished shards and an interrupted run loses at most the shard in progress.
+actions, rewards, terminations, metadata and held-out episodes, frames replaced by tokens ``(t, h', w')`` stored
+in the smallest unsigned type that holds the vocabulary. Each source shard becomes one token shard of the same
+name, written atomically, so a rerun skips finished shards and an interrupted run loses at most the shard in
+progress.
 
 Before tokenizing, the tokenizer's reconstruction PSNR on the first frames is measured and set beside its own
 held-out figure (:mod:`wm_video.data.tokenizer_fit`): far below means a tokenizer from another domain, warned about
@@ -94,6 +95,10 @@ def tokenize_dataset(tokenizer: str | Path, src: str | Path, out: str | Path, ba
     grid = res // model.config.downsample
     tokens = {"vocab_size": model.vocab_size, "dtype": dtype.name, "tokenizer": str(tokenizer),
               "frame_resolution": info.resolution, "tokens_per_frame": grid * grid, "fit": fit}
+    # The source's held-out episodes, so dynamics validates on the clips the tokenizer held out; a source written
+    # before splits were recorded keeps the old rule here too (same shards: the same clips).
+    held = info.heldout
     return finalize_dataset(out, [out / Path(u).name for u in srcs], resolution=[grid, grid], fps=info.fps,
                             clip_len=info.clip_len, storage="tokens", action_space=info.action_space,
-                            source={**info.source, "tokenized_from": str(src)}, tokens=tokens)
+                            source={**info.source, "tokenized_from": str(src)}, tokens=tokens,
+                            val_fraction=held.val_fraction if held else None, heldout=held.episodes if held else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import logging
 import os
 import tarfile
 from pathlib import Path
@@ -18,10 +19,12 @@ from typing import Any
 import numpy as np
 
 from wm_video.data.codecs import encode_frames
-from wm_video.data.schema import ActionSpace, Clip, DatasetInfo, ShardRecord, fields_of
+from wm_video.data.schema import ActionSpace, Clip, DatasetInfo, HeldOut, ShardRecord, fields_of
+from wm_video.data.split import VAL_FRACTION, choose_heldout, split_dataset
 from wm_video.data.stats import ClipStats
 from wm_video.utils.atomic import AtomicFile
 
+log = logging.getLogger(__name__)
 DATASET_FILE = "dataset.json"
 
 
@@ -80,7 +83,7 @@ class ShardWriter:
         self.action_space, self.storage, self.fps, self.crf = action_space, storage, fps, crf
         self.stats = ClipStats()
         self.samples = 0
-        self.episodes: set[str] = set()
+        self.episodes: dict[str, int] = {}  # episode id -> clips, in write order
         try:
             self._out = AtomicFile(self.path)  # .NAME.tmp-PID until close()
         except OSError as e:
@@ -101,7 +104,7 @@ class ShardWriter:
             raise DataWriteError(e.errno, f"could not write shard {self.path}: {_why(e)}") from e
         self.stats.update(clip.actions, clip.rewards, clip.terminations, len(clip.frames))
         self.samples += 1
-        self.episodes.add(clip.meta.episode_id)
+        self.episodes[clip.meta.episode_id] = self.episodes.get(clip.meta.episode_id, 0) + 1
 
     def close(self, extra: dict[str, Any] | None = None) -> ShardRecord:
         """Finish the tar, rename it into place, then write the sidecar that marks it complete."""
@@ -111,7 +114,7 @@ class ShardWriter:
         except OSError as e:
             self.abort()
             raise DataWriteError(e.errno, f"could not finish shard {self.path}: {_why(e)}") from e
-        record = ShardRecord(self.path.name, self.samples, self.stats.frames, len(self.episodes))
+        record = ShardRecord(self.path.name, self.samples, self.stats.frames, len(self.episodes), dict(self.episodes))
         atomic_write_json(sidecar_path(self.path), {"record": vars(record), "stats": self.stats.to_dict(),
                                                     "extra": extra or {}})
         return record
@@ -166,8 +169,15 @@ def read_sidecar(shard: str | os.PathLike) -> dict[str, Any] | None:
 
 def finalize_dataset(out_dir: str | os.PathLike, shard_paths: list[Path], *, resolution: list[int], fps: float,
                      clip_len: int, storage: str, action_space: ActionSpace, source: dict[str, Any],
-                     tokens: dict[str, Any] | None = None) -> DatasetInfo:
-    """Merge the sidecars of complete shards into ``dataset.json`` (written atomically) and return it."""
+                     tokens: dict[str, Any] | None = None, val_fraction: float | None = VAL_FRACTION,
+                     heldout: list[str] | None = None) -> DatasetInfo:
+    """Merge the sidecars of complete shards into ``dataset.json`` (written atomically) and return it.
+
+    ``dataset.json`` records the held-out split (:mod:`wm_video.data.split`): the episodes ``heldout`` when given
+    (a token dataset keeps its source's), else the last ``val_fraction`` of the episodes in write order; none is
+    recorded with ``val_fraction=None``, or when a shard was written before shards recorded their episodes (the
+    dataset then keeps the old rule: its last shards are held out).
+    """
     stats, records, returns, lengths, successes = ClipStats(), [], [], [], []
     for shard in shard_paths:
         side = read_sidecar(shard)
@@ -186,5 +196,15 @@ def finalize_dataset(out_dir: str | os.PathLike, shard_paths: list[Path], *, res
                                "success_rate": float(np.mean(successes)) if successes else None}
     info = DatasetInfo(resolution=resolution, fps=fps, clip_len=clip_len, frame_storage=storage,  # type: ignore[arg-type]
                        action_space=action_space, shards=records, stats=summary, source=source, tokens=tokens)
+    order = info.episode_order()
+    if val_fraction is not None and order is None:
+        log.info("%s: shards written by an older wm-video do not record their episodes: no held-out split recorded "
+                 "(the last shards are held out, as before)", out_dir)
+    elif val_fraction is not None:
+        known = set(order)
+        info.heldout = HeldOut(val_fraction, choose_heldout(order, val_fraction) if heldout is None else
+                               [e for e in heldout if e in known])
     atomic_write_json(Path(out_dir) / DATASET_FILE, info.to_dict())
+    if info.heldout is not None:
+        split_dataset(out_dir, info=info).log("dataset written")
     return info

@@ -51,7 +51,8 @@ class EvalConfig:
         maskgit_steps: MaskGIT passes per frame.
         num_inference_steps: diffusion decoder steps (default: the decoder's own).
         seed: seeds token sampling, decoder noise and the action shuffle.
-        val_fraction: the held-out split (the last shards), as in training.
+        val_fraction: the held-out split, as in training: None for the one ``dataset.json`` records
+            (:mod:`wm_video.data.split`).
         guidance_scale: classifier-free guidance on actions for the model rows (1: the plain model).
         methods: what is scored: ``model`` and the baselines ``copy_last_frame``, ``shuffled_actions``,
             ``null_actions``, ``tokenizer_ceiling``.
@@ -65,7 +66,7 @@ class EvalConfig:
     maskgit_steps: int = 8
     num_inference_steps: int | None = None
     seed: int = 0
-    val_fraction: float = 0.1
+    val_fraction: float | None = None
     guidance_scale: float = 1.0
     methods: list[str] = field(default_factory=lambda: ["model", "copy_last_frame", "shuffled_actions",
                                                         "null_actions", "tokenizer_ceiling"])
@@ -138,13 +139,14 @@ class HorizonScores:
 
 @torch.no_grad()
 def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_progress: bool | None = None) -> dict:
-    """Run the protocol of the module docstring on ``data``'s held-out shards; returns the report dict."""
-    from wm_video.training.run import heldout_loader
+    """Run the protocol of the module docstring on ``data``'s held-out clips; returns the report dict. Raises
+    :class:`~wm_video.data.split.NoHeldOutError`, saying how to fix the dataset, when it holds nothing out."""
+    from wm_video.data.loader import heldout_loader
 
     c, hz = cfg.context_frames, cfg.horizon
     if not 1 <= c <= model.context_frames:
         raise ValueError(f"context_frames must be in [1, {model.context_frames}] (the model's window), got {c}")
-    loader, shards = heldout_loader(data, cfg.val_fraction, cfg.batch_size)
+    loader, split = heldout_loader(data, cfg.val_fraction, cfg.batch_size)
     scores = {m: HorizonScores(hz) for m in cfg.methods}
     gen = torch.Generator().manual_seed(cfg.seed)
     has_actions = False
@@ -210,8 +212,8 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
             notes[m] = ("absent: " + ("the world model has no action space (video only)" if model.action_type == "none"
                                       else "the dataset has no actions") if not has_actions
                         else "absent: needs at least 2 clips per batch to shuffle")
-    return {"data": str(data), "heldout_shards": shards, "clips": clips, "skipped_short_clips": skipped,
-            "horizons": list(range(1, hz + 1)), "results": results, "notes": notes,
+    return {"data": str(data), "heldout_shards": len(split.heldout.shards), "split": split.rule, "clips": clips,
+            "skipped_short_clips": skipped, "horizons": list(range(1, hz + 1)), "results": results, "notes": notes,
             "protocol": {"name": "open-loop rollout on held-out clips", "module": __name__, **asdict(cfg),
                          "decoder": "diffusion" if model.decoder is not None else "vq",
                          "termination_threshold": 0.5, "ssim": "torchmetrics gaussian 11x11, data_range 2",

@@ -140,10 +140,11 @@ def _dataset_context(p: Path, pick: str, resolution: int, num_frames: int) -> Co
     raise ValueError(f"context {p}: no clip {pick!r} (the dataset has {i} clips)")
 
 
-def load_actions(path: str, num_frames: int, action_type: str, num_actions: int = 0, action_dim: int = 0
+def load_actions(path: str, num_frames: int | None, action_type: str, num_actions: int = 0, action_dim: int = 0
                  ) -> np.ndarray:
     """Actions for ``num_frames`` steps from ``.npy``/``.json``/``.csv``: int64 ``(T,)`` ids in
-    ``[0, num_actions)`` or float32 ``(T, action_dim)`` finite values; longer files are cut to ``num_frames``."""
+    ``[0, num_actions)`` or float32 ``(T, action_dim)`` finite values; longer files are cut to ``num_frames``
+    (None: every action in the file)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"actions {p}: no such file")
@@ -171,7 +172,7 @@ def load_actions(path: str, num_frames: int, action_type: str, num_actions: int 
     return check_actions(arr, num_frames, action_type, num_actions, action_dim, str(p))
 
 
-def check_actions(arr: np.ndarray, num_frames: int, action_type: str, num_actions: int, action_dim: int,
+def check_actions(arr: np.ndarray, num_frames: int | None, action_type: str, num_actions: int, action_dim: int,
                   where: str) -> np.ndarray:
     if action_type == "none":
         raise ValueError(f"actions {where}: the model is action-free (action_type 'none'); leave actions out")
@@ -180,9 +181,12 @@ def check_actions(arr: np.ndarray, num_frames: int, action_type: str, num_action
         raise ValueError(f"actions {where}: a single value (shape ()), expected one action per frame")
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"actions {where}: expected numbers, got dtype {arr.dtype}")
-    if len(arr) < num_frames:
+    if num_frames is not None and len(arr) < num_frames:
         raise ValueError(f"actions {where}: {len(arr)} steps, the generation needs {num_frames} (one per frame)")
     arr = arr[:num_frames]
+    if len(arr) == 0:
+        raise ValueError(f"actions {where}: no steps, expected one action per frame")
+    num_frames = len(arr)
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0].tolist()
         raise ValueError(f"actions {where}: NaN or infinite value at {bad}")

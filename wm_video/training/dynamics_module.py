@@ -51,7 +51,9 @@ class DynamicsTrainConfig:
         trainer: Trainer settings (devices, precision, steps, logging, checkpoints).
         loader: streaming settings for the token shards.
         optim: optimizer and schedule.
-        val_fraction: fraction of shards held out for validation (at least one when there are two or more).
+        val_fraction: None: validate on the held-out episodes ``dataset.json`` records (the last shards of one
+            written before splits were recorded); a number: the last that fraction of the episodes instead; 0:
+            no validation (:mod:`wm_video.data.split`).
         val_batches: validation batches per validation run.
         train_frames: frames per training clip, a random crop of each batch's clips (None: the model's
             ``context_frames``); shorter crops buy more optimizer steps per minute where compute is scarce.
@@ -65,7 +67,7 @@ class DynamicsTrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    val_fraction: float = 0.1
+    val_fraction: float | None = None
     val_batches: int = 8
     train_frames: int | None = None
     termination_pos_weight_from_data: bool = True
@@ -163,7 +165,7 @@ def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path, out: str | Path) 
     # tokens a step trains on: the batch's clips cut to the training crop
     perf = throughput_callback(flops, lambda batch: batch["tokens"][:, :module.frames].numel(),
                                log_every=max(cfg.trainer.log_every_n_steps, 1))
-    export = fit_and_export(module, cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction,
+    export = fit_and_export(module, cfg.trainer, data, cfg.loader, cfg.val_fraction,
                             cfg.val_batches, out, "dynamics", callbacks=[perf],
                             before_export=finetuning.before_export if finetuning else None,  # folds LoRA adapters in
                             assess=lambda model, heldout: assess_dynamics(model, heldout, cfg.quality, info.stats))

@@ -30,7 +30,7 @@ so frozen ones would pass a new action through a nearly rank-one map. Training c
 they adapt (:func:`merge_lora`), so ``OUT/export`` is a plain :class:`DynamicsModel` that loads without peft, and
 ``wm-video export --checkpoint`` does the same for a LoRA run's checkpoints.
 
-Evaluation. Before the first step and after the last, the held-out shards (the split training validates on) are
+Evaluation. Before the first step and after the last, the held-out clips (the split training validates on) are
 scored as in ``eval/dynamics/eval_dynamics.py``: every frame predicted in one shot from its clean past and the
 true actions (``mask_ratio=1``, argmax), and again with each clip given another clip's actions and with the null
 action (the gaps measure how much the model uses the actions). Both results go to ``OUT/finetune_eval.json`` and
@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm_video.data.schema import DatasetInfo
+from wm_video.data.split import split_dataset
 from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
 
 if TYPE_CHECKING:
@@ -283,14 +284,14 @@ def merge_lora(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def heldout_eval(model: DynamicsModel, data: str | Path, val_fraction: float, batch_size: int = 8,
+def heldout_eval(model: DynamicsModel, data: str | Path, val_fraction: float | None, batch_size: int = 8,
                  max_batches: int | None = None) -> dict[str, Any]:
-    """Score ``model`` on the held-out shards of ``data`` (the split training uses), each clip cut to its last
+    """Score ``model`` on the held-out clips of ``data`` (the split training uses), each clip cut to its last
     ``context_frames`` frames: one-shot next-frame token accuracy and cross-entropy (nats per token) with the
     true actions, with shuffled actions (each clip of a batch gets the next clip's action sequence; batches of
     one clip reverse it in time) and with the null action, and the copy-last-frame accuracy. Runs where the model
     is; leaves it in the mode it found it."""
-    from wm_video.training.run import heldout_loader
+    from wm_video.data.loader import heldout_loader
 
     loader, _ = heldout_loader(data, val_fraction, batch_size)
     was_training = model.training
@@ -396,7 +397,7 @@ class Finetuning:
         self.record["after"] = self._evaluate(model, "after")
         self.record["steps"] = steps
         self.record["protocol"] = {
-            "split": f"held-out shards, val_fraction={self.cfg.val_fraction}",
+            "split": split_dataset(self.data, self.cfg.val_fraction).rule,
             "prediction": "one-shot (mask_ratio=1), argmax, clean context, true actions; clips cut to the last "
                           "context_frames frames",
             "eval_batches": self.cfg.finetune.eval_batches, "date": datetime.date.today().isoformat()}
@@ -406,12 +407,9 @@ class Finetuning:
         return path
 
     def _evaluate(self, model: DynamicsModel, when: str) -> dict[str, Any] | None:
-        from wm_video.data.reader import load_dataset_info
-        from wm_video.training.run import split_shards
-
-        if not split_shards(len(load_dataset_info(self.data).shards), self.cfg.val_fraction)[1]:
-            log.warning("no held-out shards in %s (val_fraction=%s, needs 2 or more shards): no %s-fine-tuning "
-                        "evaluation", self.data, self.cfg.val_fraction, when)
+        if not split_dataset(self.data, self.cfg.val_fraction).heldout_clips:
+            log.warning("nothing held out of %s (see the held-out split above): no %s-fine-tuning evaluation",
+                        self.data, when)
             return None
         ft, device = self.cfg.finetune, next(model.parameters()).device
         use_gpu = torch.cuda.is_available() and self.cfg.trainer.accelerator not in ("cpu",)

@@ -8,8 +8,8 @@ copies it into a world-model folder, where ``WorldModel.head_quality`` gives gen
 verdicts, and ``data tokenize`` reads the tokenizer's held-out PSNR from it).
 
 Gates never raise: a failed one logs a WARNING starting with ``QUALITY GATE FAILED:`` and is recorded with
-``passed: false`` and the reason; ``passed: null`` means it could not apply (no held-out shards, no rewards in the
-data). Metrics come from at most ``quality.eval_batches`` batches of the held-out shards (the split validation
+``passed: false`` and the reason; ``passed: null`` means it could not apply (nothing held out, no rewards in the
+data). Metrics come from at most ``quality.eval_batches`` batches of the held-out clips (the split validation
 uses), all of them read on the main process:
 
 - tokenizer: codebook usage (share of the vocabulary used at least once on the held-out frames) and reconstruction
@@ -240,7 +240,7 @@ def finish_training(what: str, out: str | Path, export: Path | None, stop: dict[
         finally:
             model.to(where).train(was_training)
     elif export is not None:
-        log.warning("%s: no held-out shards (needs val_fraction > 0 and 2 or more shards): quality gates not run", what)
+        log.warning("%s: nothing held out (see the held-out split above): quality gates not run", what)
     verdicts = [g["passed"] for g in summary["gates"].values() if g["passed"] is not None]
     summary["passed"] = all(verdicts) if verdicts else None
     for name, g in summary["gates"].items():

@@ -1,4 +1,8 @@
-"""What every part's training run shares: held-out shard split, train/validation loaders, resumable fit, export.
+"""What every part's training run shares: train/validation loaders over the held-out split, resumable fit, export.
+
+The split is the data layer's (:mod:`wm_video.data.split`): the held-out episodes ``dataset.json`` records (the
+last shards of a dataset written before splits were recorded); the log names the rule used. A :class:`DataMix`
+trains on several datasets at once, each validated on its own held-out clips.
 
 A run folder holds ``checkpoints/`` (``last.ckpt`` plus every ``checkpoint_every_n_steps``), ``tb/`` (or the
 chosen logger's files) and, at the end, ``export/`` (``config.json`` + ``model.safetensors``). Rerunning the
@@ -24,12 +28,22 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from wm_video.data.loader import ClipLoader, LoaderConfig
+from wm_video.data.loader import (
+    ClipLoader,
+    LoaderConfig,
+    heldout_loader,  # noqa: F401  (re-exported: this was its home)
+)
+from wm_video.data.split import (
+    Split,
+    split_dataset,
+    split_shards,  # noqa: F401  (re-exported: this was its home)
+)
 from wm_video.training.checkpointing import (
     Preempted,
     check_resume_compatible,
@@ -48,59 +62,72 @@ from wm_video.utils.locking import FolderLock
 log = logging.getLogger(__name__)
 
 
-def split_shards(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
-    """Train and held-out shard indices: the last ``ceil(n * val_fraction)`` shards (>= 1 when n >= 2)."""
-    if n < 2 or val_fraction <= 0:
-        return list(range(n)), []
-    n_val = min(n - 1, max(1, round(n * val_fraction)))
-    return list(range(n - n_val)), list(range(n - n_val, n))
+@dataclass(frozen=True)
+class DataMix:
+    """Several datasets trained on together: clips of ``roots[i]`` drawn at rate ``weights[i] / sum(weights)``,
+    each dataset keeping its own held-out split."""
+
+    roots: tuple[str, ...]
+    weights: tuple[float, ...]
 
 
-def make_loaders(data: str | Path, cfg: LoaderConfig, num_shards: int, val_fraction: float, rank: int | None = None,
-                 world: int | None = None) -> tuple[ClipLoader, ClipLoader | None, list[int], list[int]]:
-    """Training loader over the first shards and a plain, ordered validation loader over the held-out ones;
-    ``rank`` / ``world``: this process's data-parallel place (default: from the launcher's environment)."""
-    train_idx, val_idx = split_shards(num_shards, val_fraction)
-    train = ClipLoader(data, cfg, shards=train_idx, rank=rank, world=world)
-    val = None
-    if val_idx:
-        val_cfg = dataclasses.replace(cfg, resampled=False, shuffle_buffer=0, drop_last=False,
-                                      num_workers=min(cfg.num_workers, len(val_idx)))
-        val = ClipLoader(data, val_cfg, shards=val_idx, rank=rank, world=world)
-    return train, val, train_idx, val_idx
+Data = str | Path | DataMix
 
 
-def heldout_loader(data: str | Path, val_fraction: float = 0.1, batch_size: int = 8) -> tuple[ClipLoader, int]:
-    """An ordered loader over the shards training held out (the same split), for evaluation scripts; and how
-    many shards that is."""
-    from wm_video.data.reader import load_dataset_info
-
-    _, val_idx = split_shards(len(load_dataset_info(data).shards), val_fraction)
-    if not val_idx:
-        raise ValueError(f"{data}: needs at least 2 shards to hold some out")
-    cfg = LoaderConfig(batch_size=batch_size, num_workers=1, shuffle_buffer=0, drop_last=False)
-    return ClipLoader(data, cfg, shards=val_idx), len(val_idx)
+def data_roots(data: Data) -> list[str]:
+    return list(data.roots) if isinstance(data, DataMix) else [str(data)]
 
 
-def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, loader_cfg: LoaderConfig,
-                   num_shards: int, val_fraction: float, val_batches: int, out: str | Path, what: str,
+def make_loaders(data: Data, cfg: LoaderConfig, val_fraction: float | None = None, rank: int | None = None,
+                 world: int | None = None, what: str = "training") -> tuple[ClipLoader, ClipLoader | None, list[Split]]:
+    """Training loader over each dataset's training clips (mixed at the weights of a :class:`DataMix`) and a
+    plain, ordered validation loader over their held-out clips (None when nothing is held out), with the splits
+    (:mod:`wm_video.data.split`; ``val_fraction``: None for the recorded ones); ``rank`` / ``world``: this
+    process's data-parallel place (default: from the launcher's environment)."""
+    splits = [split_dataset(root, val_fraction) for root in data_roots(data)]
+    for split in splits:
+        if not rank:
+            split.log(what)
+        if not split.train.shards:
+            raise ValueError(f"{split.root}: nothing left to train on ({split.rule})")
+    weights = list(data.weights) if isinstance(data, DataMix) else None
+    train = ClipLoader([s.train for s in splits], cfg, rank=rank, world=world, weights=weights)
+    return train, heldout_clips(splits, cfg, rank, world), splits
+
+
+def heldout_clips(splits: list[Split], cfg: LoaderConfig, rank: int | None = None, world: int | None = None
+                  ) -> ClipLoader | None:
+    """An ordered loader over the splits' held-out clips, one dataset after another; None when there are none."""
+    parts = [s.heldout for s in splits if s.heldout_clips]
+    if not parts:
+        return None
+    shards = sum(len(p.shards) for p in parts)
+    val_cfg = dataclasses.replace(cfg, resampled=False, shuffle_buffer=0, drop_last=False,
+                                  num_workers=min(cfg.num_workers, shards))
+    return ClipLoader(parts, val_cfg, rank=rank, world=world)
+
+
+def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: Data, loader_cfg: LoaderConfig,
+                   val_fraction: float | None, val_batches: int, out: str | Path, what: str,
                    callbacks: list[Any] | None = None, before_export: Callable[[Any], None] | None = None,
                    assess: Callable[[Any, Any], dict[str, Any]] | None = None) -> Path:
-    """Fit ``module`` (whose ``.model`` has ``save_pretrained``) on ``data``, resuming from the newest complete
+    """Fit ``module`` (whose ``.model`` has ``save_pretrained``) on ``data`` (a dataset folder or a
+    :class:`DataMix`), validating on its held-out split (``val_fraction``: None for the recorded one; see
+    :mod:`wm_video.data.split`), resuming from the newest complete
     checkpoint in ``out/checkpoints`` when there is one, and export the model to ``out/export``; returns the
     export folder. ``before_export(module.model)`` runs on every process after training and before the export
     (e.g. folding LoRA adapters into the weights; not with DeepSpeed, which exports from ``last.ckpt``).
-    ``assess(model, heldout_batches)`` scores the exported model on the held-out shards for the summary and the
+    ``assess(model, heldout_batches)`` scores the exported model on the held-out clips for the summary and the
     quality gates (:mod:`wm_video.training.quality`), on the main process. Raises
     :class:`~wm_video.training.checkpointing.Preempted` (exit status 75) when the preemption signal stopped
     training."""
     trainer_cfg = dataclasses.replace(trainer_cfg, run_dir=str(out))
     trainer = build_trainer(trainer_cfg, callbacks=[*(callbacks or []), _validation_from_the_start()],
-                            limit_val_batches=val_batches if val_fraction > 0 else 0)
+                            limit_val_batches=val_batches if val_fraction != 0 else 0)
     # Lightning knows each process's place before it starts the process group (launchers set it in the
     # environment; when Lightning spawns the processes itself only its own bookkeeping has it).
     rank, world = trainer.node_rank * trainer.num_devices + trainer.local_rank, trainer.world_size
-    train, val, train_idx, val_idx = make_loaders(data, loader_cfg, num_shards, val_fraction, rank, world)
+    train, val, splits = make_loaders(data, loader_cfg, val_fraction, rank, world, what)
     if not val:
         trainer.limit_val_batches = 0
     # Rank 0 holds the folder for the whole job; the other ranks (Lightning's own children included) are its job.
@@ -110,7 +137,8 @@ def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, lo
             path, meta = found
             check_resume_compatible(path, meta, dict(module.hparams).get("config"), world)
         ckpt = str(found[0]) if found else None
-        log.info("training %s: %d train shards, %d held-out; %s", what, len(train_idx), len(val_idx),
+        log.info("training %s: %d train shards, %d held-out clips; %s", what,
+                 sum(len(s.train.shards) for s in splits), sum(s.heldout_clips for s in splits),
                  f"resuming from {ckpt} (step {int(found[1]['global_step'])})" if found else "from scratch")
         # Checkpoints hold plain values only: never unpickle code (DeepSpeed's own loads included).
         started = time.perf_counter()
@@ -140,12 +168,8 @@ def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: str | Path, lo
                 export_part(Path(out) / "checkpoints" / "last.ckpt", export, overwrite=True)
             else:
                 save_part(module.model, export, overwrite=True)  # a run's own export/: only its files are replaced
-            # The held-out shards whole, on this process alone: the validation loader holds only this rank's part.
-            heldout = None
-            if val_idx:
-                heldout_cfg = dataclasses.replace(loader_cfg, resampled=False, shuffle_buffer=0, num_workers=0,
-                                                  drop_last=False)
-                heldout = ClipLoader(data, heldout_cfg, shards=val_idx, rank=0, world=1)
+            # The held-out clips whole, on this process alone: the validation loader holds only this rank's part.
+            heldout = heldout_clips(splits, dataclasses.replace(loader_cfg, num_workers=0), rank=0, world=1)
             # ZeRO holds the weights sharded across processes: score the merged export instead.
             model = type(module.model).from_pretrained(export) if trainer_cfg.strategy in DEEPSPEED else module.model
             on_gpu = torch.cuda.is_available() and trainer_cfg.accelerator != "cpu"

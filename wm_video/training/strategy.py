@@ -67,7 +67,8 @@ def check_strategy(cfg: TrainerConfig) -> None:
     try:
         import deepspeed  # noqa: F401
     except ImportError as e:
-        raise LaunchError(f"trainer.strategy={cfg.strategy} needs the deepspeed package: pip install deepspeed") from e
+        raise LaunchError(f"trainer.strategy={cfg.strategy} needs DeepSpeed: install the 'deepspeed' extra "
+                          '(pip install -e ".[deepspeed]")') from e
     if cfg.compile:
         raise LaunchError(f"trainer.compile=true is not supported with trainer.strategy={cfg.strategy} "
                           "(DeepSpeed wraps the module itself); use trainer.strategy=ddp to compile")

@@ -2,10 +2,11 @@
 
     wm-video train tokenizer --config configs/tokenizer/atari_small.yaml --data data/pong --out runs/tok_pong
 
-Held-out validation uses the last shards of the dataset (``val_fraction``); reconstruction grids go to
-TensorBoard; the run ends with an export (``OUT/export``: config.json + model.safetensors) and a summary whose quality
-gates check held-out codebook usage and reconstruction PSNR against floors (``quality.*``, see
-:mod:`wm_video.training.quality`). Rerunning the command in the same ``--out`` resumes from ``checkpoints/last.ckpt``.
+Held-out validation uses the dataset's held-out episodes (:mod:`wm_video.data.split`; several datasets mixed at
+weights each keep theirs); reconstruction grids go to TensorBoard; the run ends with an export (``OUT/export``:
+config.json + model.safetensors) and a summary whose quality gates check held-out codebook usage and reconstruction
+PSNR against floors (``quality.*``, see :mod:`wm_video.training.quality`). Rerunning the command in the same
+``--out`` resumes from ``checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.training.optim import OptimConfig, build_optimizer
 from wm_video.training.quality import QualityConfig, assess_tokenizer
-from wm_video.training.run import fit_and_export
+from wm_video.training.run import DataMix, data_roots, fit_and_export
 from wm_video.training.trainer import TrainerConfig
 
 
@@ -38,7 +39,9 @@ class TokenizerTrainConfig:
         optim: optimizer and schedule.
         frames_per_clip: frames sampled from each clip per step (frames are tokenized one by one, so a few
             frames of many clips beat many frames of few clips).
-        val_fraction: fraction of shards held out for validation (at least one when there are two or more).
+        val_fraction: None: validate on the held-out episodes ``dataset.json`` records (the last shards of one
+            written before splits were recorded); a number: the last that fraction of the episodes instead; 0:
+            no validation (:mod:`wm_video.data.split`).
         val_batches: validation batches per validation run.
         image_every_n_val: log a reconstruction grid every this many validation runs.
         quality: floors of the end-of-training quality gates (codebook usage, held-out PSNR).
@@ -49,7 +52,7 @@ class TokenizerTrainConfig:
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     frames_per_clip: int = 4
-    val_fraction: float = 0.1
+    val_fraction: float | None = None
     val_batches: int = 8
     image_every_n_val: int = 1
     quality: QualityConfig = field(default_factory=QualityConfig)
@@ -152,17 +155,21 @@ class TokenizerModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": sched}
 
 
-def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path, out: str | Path) -> Path:
-    """Train on the shards in ``data`` into run folder ``out``; resumes from ``out/checkpoints/last.ckpt``;
-    returns the export folder."""
+def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path | DataMix, out: str | Path) -> Path:
+    """Train on the shards in ``data`` (a dataset folder, or a :class:`~wm_video.training.run.DataMix` of several
+    sharing one resolution) into run folder ``out``; resumes from ``out/checkpoints/last.ckpt``; returns the export
+    folder."""
+    from wm_video.data.loader import check_mixable
     from wm_video.data.reader import load_dataset_info
 
-    info = load_dataset_info(data)
+    roots = data_roots(data)
+    infos = [load_dataset_info(root) for root in roots]
+    check_mixable(list(zip(roots, infos, strict=True)))
     L.seed_everything(cfg.trainer.seed, verbose=False)  # weights init from trainer.seed, not torch's random start
-    res = cfg.model.resolution
+    res, info = cfg.model.resolution, infos[0]
     if info.resolution != [res, res]:
-        raise ValueError(f"{data}: frames are {info.resolution[0]}x{info.resolution[1]} but the tokenizer is built "
+        raise ValueError(f"{roots[0]}: frames are {info.resolution[0]}x{info.resolution[1]} but the tokenizer is built "
                          f"for {res}x{res} (set model.resolution)")
-    return fit_and_export(TokenizerModule(cfg), cfg.trainer, data, cfg.loader, len(info.shards), cfg.val_fraction,
+    return fit_and_export(TokenizerModule(cfg), cfg.trainer, data, cfg.loader, cfg.val_fraction,
                           cfg.val_batches, out, "tokenizer",
                           assess=lambda model, heldout: assess_tokenizer(model, heldout, cfg.quality))

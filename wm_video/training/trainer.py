@@ -10,8 +10,8 @@ match ``devices`` x ``num_nodes``, is an error before any process group starts.
 
 Checkpoints (:mod:`.checkpointing`): every ``checkpoint_every_n_steps``, on the preemption signal and at the end,
 written atomically; the last ``keep_last_k`` are kept besides ``last.ckpt``. On a terminal the progress bar
-shows; under SLURM batch jobs (or ``progress: log``) plain log lines are printed instead, since a redrawn bar
-turns into noise in a log file.
+shows; under SLURM batch jobs (or ``progress: log``) plain INFO log lines of logger ``wm_video.training.trainer``
+are printed instead (shown by the CLI's default level), since a redrawn bar turns into noise in a log file.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from wm_video.utils import interactive
+from wm_video.utils.logs import adopt_library_loggers
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,12 @@ def _log_lines_callback() -> Any:
         def __init__(self) -> None:
             self.t0, self.step0 = time.perf_counter(), 0
 
+        def on_train_start(self, trainer, pl_module) -> None:
+            dist = torch.distributed
+            if trainer.is_global_zero and dist.is_available() and dist.is_initialized():
+                log.info("distributed: started with %d processes (%d node(s)), backend %s", dist.get_world_size(),
+                         trainer.num_nodes, dist.get_backend())
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             step = trainer.global_step
             if not trainer.is_global_zero or step == self.step0 or step % max(trainer.log_every_n_steps, 1):
@@ -165,7 +172,7 @@ def _log_lines_callback() -> Any:
             self.t0, self.step0 = now, step
             metrics = " ".join(f"{k}={float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items())
                                if torch.is_tensor(v) and v.numel() == 1)
-            log.warning("step %d/%d  %.2f steps/s  %s", step, trainer.max_steps, rate, metrics)
+            log.info("step %d/%d  %.2f steps/s  %s", step, trainer.max_steps, rate, metrics)
 
     return LogLines()
 
@@ -207,8 +214,9 @@ def build_trainer(cfg: TrainerConfig, callbacks: list[Any] | None = None, **over
     )
 
     cfg.validate()
-    check_strategy(cfg)
+    check_strategy(cfg)  # imports deepspeed for its strategies
     check_launch(cfg)
+    adopt_library_loggers()  # Lightning (and DeepSpeed) set up their loggers at import: one handler, as the CLI's
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     logger = make_logger(cfg)

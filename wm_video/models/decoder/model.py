@@ -26,6 +26,7 @@ from wm_video.models.decoder.network import Denoiser
 from wm_video.models.decoder.sampler import check_steps, make_scheduler, sample
 from wm_video.models.export import check_export
 from wm_video.models.tokenizer.model import to_model_frames
+from wm_video.utils.logs import quiet_hub_loads
 
 REQUIRED_FIELDS = {"tokenizer", "block_channels", "sigma_max"}  # config fields every decoder export has
 
@@ -178,4 +179,5 @@ class DiffusionDecoder(nn.Module, PyTorchModelHubMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> DiffusionDecoder:
         """Load an export made by :meth:`save_pretrained` from a local folder (no hub downloads here)."""
         check_export(Path(pretrained_model_name_or_path), DecoderConfig, "decoder", REQUIRED_FIELDS)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        with quiet_hub_loads():  # huggingface_hub prints a line per local load
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)

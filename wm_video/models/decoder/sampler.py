@@ -9,6 +9,7 @@ plain schedule would visit sigma 80 and then 0.002, which is one useful step).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -37,12 +38,28 @@ def check_steps(steps: int, cfg: DecoderConfig) -> int:
     return steps
 
 
+def karras_sigmas(ramp: torch.Tensor, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
+    """Karras et al. (2022) noise levels at ``ramp`` points in [0, 1]: ``sigma_max`` at 0, ``sigma_min`` at 1."""
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (hi + ramp * (lo - hi)) ** rho
+
+
 def set_steps(scheduler: EDMEulerScheduler, steps: int, device: torch.device) -> None:
-    """Trailing Karras spacing for both schedulers: noise levels at ramp points 0, 1/steps, ..., (steps-1)/steps."""
+    """Trailing Karras spacing for both schedulers: noise levels at ramp points 0, 1/steps, ..., (steps-1)/steps,
+    then 0. Resets the scheduler's state (step index, solver history)."""
     ramp = torch.linspace(0, 1, steps + 1)[:-1].to(torch.float64)
-    sigmas = scheduler._compute_karras_sigmas(ramp).to(torch.float32)
-    scheduler.set_timesteps(steps, device=device)  # resets the scheduler's state (step index, solver history)
-    # then the same ramp for both: overwrite the noise levels it made with its own default spacing.
+    c = scheduler.config
+    sigmas = karras_sigmas(ramp, c.sigma_min, c.sigma_max, c.rho).to(torch.float32)
+    if "sigmas" in inspect.signature(scheduler.set_timesteps).parameters:
+        # EDMEulerScheduler's public custom schedule. Its ``sigmas`` are ramp points that its Karras schedule maps
+        # to noise levels (diffusers 0.42), not noise levels; that reading is checked, as it may change.
+        scheduler.set_timesteps(steps, device=device, sigmas=ramp)
+        if len(scheduler.sigmas) == steps + 1 and scheduler.sigmas[-1] == 0 and torch.allclose(
+                scheduler.sigmas[:-1].cpu(), sigmas):
+            return
+    # EDMDPMSolverMultistepScheduler takes no custom schedule (diffusers 0.42): reset its state, then overwrite the
+    # noise levels it made with its own spacing (attributes its step() reads; why pyproject bounds diffusers < 1).
+    scheduler.set_timesteps(steps, device=device)
     scheduler.sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
     scheduler.timesteps = scheduler.precondition_noise(sigmas).to(device)
 

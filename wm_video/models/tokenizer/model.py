@@ -27,6 +27,7 @@ from wm_video.models.export import check_export
 from wm_video.models.tokenizer.config import TokenizerConfig
 from wm_video.models.tokenizer.patch_encoder import PatchEncoder
 from wm_video.models.tokenizer.quantizer import QuantizerOutput, make_quantizer
+from wm_video.utils.logs import quiet_hub_loads
 
 REQUIRED_FIELDS = {"resolution", "downsample", "quantizer"}  # config fields every tokenizer export has
 
@@ -207,7 +208,8 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> VQTokenizer:
         """Load an export made by :meth:`save_pretrained` from a local folder (no hub downloads here)."""
         check_export(Path(pretrained_model_name_or_path), TokenizerConfig, "tokenizer", REQUIRED_FIELDS)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        with quiet_hub_loads():  # huggingface_hub prints a line per local load
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
 def weights_fingerprint(*modules: nn.Module) -> str:
