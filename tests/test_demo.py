@@ -57,3 +57,10 @@ def test_demo_builds_generates_and_evaluates_a_world_model_then_resumes(tmp_path
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["skipped"] == ["data", "tokenizer", "tokens", "dynamics", "decoder"]
     assert (out / "runs" / "dynamics" / "export" / "model.safetensors").read_bytes() == weights
+
+    # --decoder-steps 0 trains no diffusion decoder: the world model renders with the VQ decoder
+    assert main(["demo", "--out", str(out), *SMALL[:-4], "--decoder-steps", "0", "--max-clips", "4"]) == 0
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert "decoder" not in summary["stage_seconds"] and "decoder" not in summary["skipped"]
+    assert WorldModel.from_pretrained(out / "world_model").decoder is None
+    assert json.loads((out / "eval" / "report.json").read_text())["protocol"]["decoder"] == "vq"

@@ -42,11 +42,12 @@ class DemoConfig:
         env: simulator id (``wm-video data envs`` lists them; the recipes cover the fidelity suite's and Pendulum-v1).
         policy: collection policy: ``random``, ``scripted`` or ``noisy``.
         noise: noise level of the ``noisy`` policy (see :class:`~wm_video.data.collect.CollectConfig`).
-        episodes: episodes to collect; the last 10% of shards are held out.
+        episodes: episodes to collect; the last 10% of episodes are held out.
         max_episode_steps: cap on episode length.
         workers: collection processes.
         tokenizer_steps, dynamics_steps, decoder_steps: optimizer steps of each part. Budgets are steps, never
-            minutes: a busy machine makes the demo slower, not worse.
+            minutes: a busy machine makes the demo slower, not worse. ``decoder_steps=0`` trains no diffusion
+            decoder: frames come from the tokenizer's VQ decoder.
         horizon: predicted frames per held-out clip in the evaluation.
         context_frames: context frames of generation and evaluation.
         max_clips: held-out clips evaluated.
@@ -175,11 +176,14 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     stages.run("dynamics", (runs / "dynamics" / "export").is_dir(), lambda: train_dynamics(
         _train_config("train_dynamics", cfg.dynamics_steps, cfg.seed, ov.get("dynamics", [])), str(tokens),
         runs / "dynamics"))
-    stages.run("decoder", (runs / "decoder" / "export").is_dir(), lambda: train_decoder(
-        _train_config("train_decoder", cfg.decoder_steps, cfg.seed, ov.get("decoder", [])), str(data),
-        str(runs / "tokenizer" / "export"), runs / "decoder"))
+    decoder = None  # 0 decoder steps: frames come from the VQ decoder (keeping still patches, for a patch tokenizer)
+    if cfg.decoder_steps:
+        decoder = str(runs / "decoder")
+        stages.run("decoder", (runs / "decoder" / "export").is_dir(), lambda: train_decoder(
+            _train_config("train_decoder", cfg.decoder_steps, cfg.seed, ov.get("decoder", [])), str(data),
+            str(runs / "tokenizer" / "export"), runs / "decoder"))
     stages.run("world_model", False, lambda: export_world_model(
-        str(runs / "tokenizer"), str(runs / "dynamics"), str(runs / "decoder"), str(data), str(wm_dir)))
+        str(runs / "tokenizer"), str(runs / "dynamics"), decoder, str(data), str(wm_dir)))
 
     video = out / "generated.mp4"
     n_future = 16 - cfg.context_frames

@@ -40,7 +40,7 @@ def demo(out: str = "demo_out", env: str = DEMO_ENV, policy: str | None = None, 
         workers: collection processes.
         tokenizer_steps: tokenizer optimizer steps (default: the recipe's).
         dynamics_steps: dynamics optimizer steps (default: the recipe's).
-        decoder_steps: decoder optimizer steps (default: the recipe's).
+        decoder_steps: diffusion decoder optimizer steps (default: the recipe's; 0: frames from the VQ decoder).
         horizon: predicted frames per held-out clip in the evaluation.
         max_clips: held-out clips evaluated.
         num_inference_steps: diffusion decoder steps per frame.

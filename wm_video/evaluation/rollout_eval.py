@@ -216,6 +216,7 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
             "skipped_short_clips": skipped, "horizons": list(range(1, hz + 1)), "results": results, "notes": notes,
             "protocol": {"name": "open-loop rollout on held-out clips", "module": __name__, **asdict(cfg),
                          "decoder": "diffusion" if model.decoder is not None else "vq",
+                         "keep_still_patches": model.decoder is None and model.keeps_still_patches,
                          "termination_threshold": 0.5, "ssim": "torchmetrics gaussian 11x11, data_range 2",
                          "machine": platform.machine(), "torch": torch.__version__,
                          "date": datetime.date.today().isoformat()}}
