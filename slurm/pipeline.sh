@@ -25,7 +25,7 @@ tok=$(sbatch --parsable --nodes="$NODES" slurm/pretrain.sbatch tokenizer "$DATA"
 echo "tokenizer: job $tok"
 
 tokenize=$(sbatch --parsable --dependency=afterok:"$tok" slurm/eval.sbatch \
-  wm-video data tokenize --tokenizer "$RUNS/tokenizer/export" --src "$DATA" --out "$RUNS/tokens" --no-progress)
+  wm-video data tokenize --tokenizer "$RUNS/tokenizer/export" --data "$DATA" --out "$RUNS/tokens" --no-progress)
 echo "tokenize:  job $tokenize (after $tok)"
 
 dyn=$(sbatch --parsable --nodes="$NODES" --dependency=afterok:"$tokenize" slurm/pretrain.sbatch dynamics \

@@ -84,7 +84,7 @@ def stage_commands(r: Recipe, root: Path, decoder: bool = False) -> list[tuple[s
                                                       "--out", str(runs / "tokenizer"), "--max-steps",
                                                       str(r.tokenizer_steps), *r.tokenizer]),
         ("tokenize", tokens / "dataset.json", ["data", "tokenize", "--tokenizer", str(runs / "tokenizer" / "export"),
-                                               "--src", str(data), "--out", str(tokens)]),
+                                               "--data", str(data), "--out", str(tokens)]),
         ("dynamics", runs / "dynamics" / "export", ["train", "dynamics", "--preset", "tiny", "--data", str(tokens),
                                                     "--out", str(runs / "dynamics"), "--max-steps",
                                                     str(r.dynamics_steps), *r.dynamics]),

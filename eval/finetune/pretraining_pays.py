@@ -334,11 +334,11 @@ def pipelines(plan: Plan, p: dict[str, Path], runner: Runner) -> None:
     common = ["--size", plan.size, "--clip-len", plan.clip_len, "--stride", plan.stride, "--workers", plan.workers]
     video_shard = 8 if plan.smoke else 64
     if not (p["video_frames"] / "dataset.json").exists():
-        runner.run([*WM, "data", "videos", "--src", p["videos"], "--out", p["video_frames"], "--fps", 80 / plan.repeat,
+        runner.run([*WM, "data", "videos", "--data", p["videos"], "--out", p["video_frames"], "--fps", 80 / plan.repeat,
                     "--clips-per-shard", video_shard, *common], "data_videos")
     if not (p["robot_frames"] / "dataset.json").exists():
         # shards of whole episodes, so the held-out shards are held-out episodes
-        runner.run([*WM, "data", "lerobot", "--src", p["lerobot"], "--out", p["robot_frames"], "--camera",
+        runner.run([*WM, "data", "lerobot", "--data", p["lerobot"], "--out", p["robot_frames"], "--camera",
                     mwl.CAMERA, "--clips-per-shard", clips_per_episode(plan) * plan.episodes_per_shard, *common],
                    "data_lerobot")
     held = heldout_episodes(plan, p)
@@ -348,7 +348,7 @@ def pipelines(plan: Plan, p: dict[str, Path], runner: Runner) -> None:
     p["mix_list"].write_text("\n".join(videos) + "\n")
     print(f"    tokenizer mix: {len(videos)} videos ({len(train_eps)} robot training episodes; held-out robot "
           f"episodes {sorted(held)} left out)")
-    runner.run([*WM, "data", "videos", "--src", p["mix_list"], "--out", p["mix"], "--fps", 80 / plan.repeat,
+    runner.run([*WM, "data", "videos", "--data", p["mix_list"], "--out", p["mix"], "--fps", 80 / plan.repeat,
                 "--clips-per-shard", video_shard, *common], "data_mix")
 
 
@@ -385,7 +385,7 @@ def train_tokenizer(plan: Plan, p: dict[str, Path], runner: Runner) -> None:
 def tokenize(p: dict[str, Path], runner: Runner) -> None:
     for src, dst in (("video_frames", "video_tokens"), ("robot_frames", "robot_tokens")):
         if not (p[dst] / "dataset.json").exists():
-            runner.run([*WM, "data", "tokenize", "--tokenizer", p["tokenizer"] / "export", "--src", p[src], "--out",
+            runner.run([*WM, "data", "tokenize", "--tokenizer", p["tokenizer"] / "export", "--data", p[src], "--out",
                         p[dst], "--device", "cpu"], f"tokenize_{src}")
 
 

@@ -117,7 +117,7 @@ def falls_finetune(folder: Path, smoke: bool) -> Path:
         ["data", "collect", "--env", CART_ENV, "--episodes", episodes, "--policy", "noisy", "--noise", "3.0",
          "--size", "64", "--clip-len", "8", "--stride", "4", "--max-episode-steps", "100", "--workers", "1",
          "--seed", "1000", "--out", str(data)],
-        ["data", "tokenize", "--tokenizer", str(runs / "tokenizer" / "export"), "--src", str(data), "--out",
+        ["data", "tokenize", "--tokenizer", str(runs / "tokenizer" / "export"), "--data", str(data), "--out",
          str(tokens), "--no-progress"],
         ["train", "dynamics", "--init-from", str(runs / "dynamics" / "export"), "--data", str(tokens), "--out",
          str(runs / "dynamics_falls"), "--preset", "tiny", "--max-steps", steps, "--max-minutes", "12",
