@@ -95,7 +95,7 @@ def stage_commands(r: Recipe, root: Path, decoder: bool = False) -> list[tuple[s
         stages.append(("decoder", runs / "decoder" / "export",
                        ["train", "decoder", "--preset", "tiny", "--data", str(data), "--tokenizer",
                         str(runs / "tokenizer" / "export"), "--out", str(runs / "decoder"), "--max-steps",
-                        str(r.decoder_steps)]))
+                        str(r.decoder_steps or Recipe.decoder_steps)]))
         export += ["--decoder", str(runs / "decoder")]
     stages.append(("export", wm / "world_model.json", export))
     ev = ["eval", "--model", str(wm), "--data", str(data), "--horizon", str(HORIZON), "--context-frames",
