@@ -67,7 +67,7 @@ class Recipe:
 FOREGROUND = ["model.foreground_weight=30"]
 # A patch-local encoder: a patch whose pixels did not change keeps its token, so the world model keeps its pixels.
 # Token flicker 42% -> 11% (Boxing) and 48% -> 7.5% (Reacher); best mean PSNR and margins over copying on both
-# (docs/fidelity.md, E8), and 1.4x faster tokenizer steps.
+# (docs/fidelity.md, E8), and 1.14x faster tokenizer steps.
 PATCH = [*FOREGROUND, "model.encoder=patch"]
 
 RECIPES: dict[str, Recipe] = {
