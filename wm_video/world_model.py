@@ -143,9 +143,12 @@ class WorldModel(nn.Module):
 
     @property
     def keeps_still_patches(self) -> bool:
-        """Whether VQ rendering keeps the previous frame's pixels where a token did not change: on for a patch-local
-        tokenizer (``encoder="patch"``), whose token of a patch changes whenever its pixels do, so an unchanged token
-        means an unchanged patch. Set ``keep_still`` to override (False: every patch drawn by the VQ decoder)."""
+        """Whether rendering keeps the previous frame's pixels where a token did not change: with the VQ decoder (no
+        diffusion decoder) of a patch-local tokenizer (``encoder="patch"``), whose token of a patch changes whenever
+        its pixels do, so an unchanged token means an unchanged patch. Set ``keep_still`` to override the tokenizer
+        rule (False: every patch drawn by the VQ decoder)."""
+        if self.decoder is not None:
+            return False
         return self.keep_still if self.keep_still is not None else self.tokenizer.config.encoder == "patch"
 
     @torch.no_grad()
@@ -154,7 +157,7 @@ class WorldModel(nn.Module):
                generator: torch.Generator | None = None, prev_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Tokens ``(b, t, h', w')`` -> frames ``(b, t, 3, h, w)`` in [-1, 1], by the diffusion decoder when there
         is one (``prev_frame`` conditions it when it was trained to), else by the VQ decoder. With the VQ decoder,
-        ``prev_frame`` ``(b, 3, h, w)`` and its tokens ``prev_tokens`` ``(b, h', w')``, and
+        ``prev_frame`` ``(b, 3, h, w)`` (uint8, or float in [-1, 1]) and its tokens ``prev_tokens`` ``(b, h', w')``, and
         :attr:`keeps_still_patches`, each frame keeps the pixels of the frame before it wherever its token equals that
         frame's token (:func:`keep_still_patches`)."""
         if self.decoder is not None:
@@ -162,8 +165,9 @@ class WorldModel(nn.Module):
         frames = self.tokenizer.detokenize(tokens).clamp(-1, 1)
         if prev_frame is None or prev_tokens is None or not self.keeps_still_patches:
             return frames
-        return keep_still_patches(frames, tokens, to_model_frames(prev_frame).to(frames.device),
-                                  prev_tokens.to(tokens.device))
+        # a float frame is already a model frame (the env's previous frame, every step): no range check, no host sync
+        prev = prev_frame if prev_frame.is_floating_point() else to_model_frames(prev_frame)
+        return keep_still_patches(frames, tokens, prev.to(frames.device), prev_tokens.to(tokens.device))
 
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the folder (parts + index) under a temporary name, then move it into place; returns ``path``.
@@ -201,31 +205,15 @@ class WorldModel(nn.Module):
         return {"format_version": FORMAT_VERSION, "resolution": self.info.resolution, "fps": self.info.fps,
                 "action_space": self.info.action_space, "stats": self.info.stats, "source": self.info.source,
                 "context_frames": self.context_frames, "tokens_per_frame": self.dynamics.config.tokens_per_frame,
-                "vocab_size": self.tokenizer.vocab_size, "tokenizer_fingerprint": self.tokenizer.fingerprint(),
-                "fingerprints": self.fingerprints(),
+                "vocab_size": self.tokenizer.vocab_size, "fingerprints": self.fingerprints(),
                 "parts": parts, "versions": {"wm_video": wm_video.__version__, "torch": torch.__version__,
                                              "diffusers": diffusers.__version__}}
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, map_location: str = "cpu") -> WorldModel:
         """Assemble a world model from a folder written by :meth:`save_pretrained` (or ``wm-video export``)."""
-        path = Path(path)
-        index_file = path / INDEX
-        if not index_file.exists():
-            hint = ""
-            if (path / "config.json").exists():
-                hint = " (this looks like a single part's export; build a world model with 'wm-video export')"
-            raise FileNotFoundError(f"{path} is not a world-model folder: no {INDEX}{hint}")
-        index = read_json_object(index_file)
-        if index.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{index_file}: field 'format_version' is {index.get('format_version')!r}; this "
-                             f"version of wm-video reads {FORMAT_VERSION}")
-        resolution, fps = index.get("resolution"), index.get("fps", 15.0)
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-            raise ValueError(f"{index_file}: field 'resolution' must be a positive integer, got {resolution!r}")
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
-            raise ValueError(f"{index_file}: field 'fps' must be a positive number, got {fps!r}")
-        parts = part_folders(path, index.get("parts", {}))
+        index, parts, info = read_index(path)
+        index_file = Path(path) / INDEX
         tok = VQTokenizer.from_pretrained(parts["tokenizer"], map_location=map_location)
         dyn = DynamicsModel.from_pretrained(parts["dynamics"], map_location=map_location)
         dec = None
@@ -241,9 +229,31 @@ class WorldModel(nn.Module):
             if weights_fingerprint(loaded[part]) != fp:
                 raise ValueError(f"{index_file}: field 'fingerprints.{part}' does not match the weights in "
                                  f"{parts[part]} (the part was replaced or edited after export)")
-        info = WorldModelInfo(resolution=resolution, fps=fps, action_space=index.get("action_space", {"kind": "none"}),
-                              stats=index.get("stats", {}), source=index.get("source", {}))
         return cls(tok, dyn, dec, info, {part: read_quality(folder) for part, folder in parts.items()})
+
+
+def read_index(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Path], WorldModelInfo]:
+    """A world-model folder's checked index (no weights read): the ``world_model.json`` object, its parts' folders
+    (confined to ``path``: :func:`part_folders`) and the :class:`WorldModelInfo` it records."""
+    path = Path(path)
+    index_file = path / INDEX
+    if not index_file.exists():
+        hint = ""
+        if (path / "config.json").exists():
+            hint = " (this looks like a single part's export; build a world model with 'wm-video export')"
+        raise FileNotFoundError(f"{path} is not a world-model folder: no {INDEX}{hint}")
+    index = read_json_object(index_file)
+    if index.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{index_file}: field 'format_version' is {index.get('format_version')!r}; this "
+                         f"version of wm-video reads {FORMAT_VERSION}")
+    resolution, fps = index.get("resolution"), index.get("fps", 15.0)
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"{index_file}: field 'resolution' must be a positive integer, got {resolution!r}")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+        raise ValueError(f"{index_file}: field 'fps' must be a positive number, got {fps!r}")
+    info = WorldModelInfo(resolution=resolution, fps=fps, action_space=index.get("action_space", {"kind": "none"}),
+                          stats=index.get("stats", {}), source=index.get("source", {}))
+    return index, part_folders(path, index.get("parts", {})), info
 
 
 def part_folders(path: Path, parts: Any) -> dict[str, Path]:

@@ -149,30 +149,15 @@ class _ModelSpec:
 
     @classmethod
     def read(cls, model: str) -> _ModelSpec:
-        from dataclasses import fields
-
         from wm_video.models.dynamics import DynamicsConfig
-        from wm_video.models.export import CONFIG, mistyped, read_json_object
-        from wm_video.world_model import INDEX, part_folders
+        from wm_video.models.dynamics.model import REQUIRED_FIELDS
+        from wm_video.models.export import read_config
+        from wm_video.world_model import read_index
 
-        path = Path(model)
-        if not (path / INDEX).is_file():
-            raise FileNotFoundError(f"--model {path}: not a world-model folder (no {INDEX}); 'wm-video export' "
-                                    "assembles one from the trained parts")
-        index = read_json_object(path / INDEX)
-        resolution, fps = index.get("resolution"), index.get("fps", 15.0)
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-            raise ValueError(f"{path / INDEX}: field 'resolution' must be a positive integer, got {resolution!r}")
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
-            raise ValueError(f"{path / INDEX}: field 'fps' must be a positive number, got {fps!r}")
-        dyn_file = part_folders(path, index.get("parts", {}))["dynamics"] / CONFIG
-        raw = read_json_object(dyn_file)
-        known = {f.name for f in fields(DynamicsConfig)}
-        try:
-            dyn = DynamicsConfig(**{k: v for k, v in raw.items() if k in known})
-        except Exception as e:  # the config's own checks, or a value of the wrong type
-            raise ValueError(f"{dyn_file}: {mistyped(DynamicsConfig, raw) or f'not a dynamics config ({e})'}") from e
-        return cls(resolution, dyn.context_frames, float(fps), dyn.action_type, dyn.num_actions, dyn.action_dim)
+        _, parts, info = read_index(model)
+        dyn = read_config(parts["dynamics"], DynamicsConfig, "dynamics", REQUIRED_FIELDS)
+        return cls(info.resolution, dyn.context_frames, float(info.fps), dyn.action_type, dyn.num_actions,
+                   dyn.action_dim)
 
 
 def _is_dataset(context: str) -> bool:

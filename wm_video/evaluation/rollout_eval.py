@@ -176,7 +176,7 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
                 continue
             if m == "tokenizer_ceiling":
                 recon = model.tokenizer.detokenize(true_tokens[:, c:]).clamp(-1, 1)
-                if model.decoder is None and model.keeps_still_patches:  # drawn as the rollouts draw their frames
+                if model.keeps_still_patches:  # drawn as the rollouts draw their frames
                     recon = keep_still_patches(recon, true_tokens[:, c:], x[:, c - 1], true_tokens[:, c - 1])
                 for i in range(hz):
                     scores[m].add(i, recon[:, i], truth[:, i], x[:, c - 1 + i])
@@ -216,7 +216,7 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
             "skipped_short_clips": skipped, "horizons": list(range(1, hz + 1)), "results": results, "notes": notes,
             "protocol": {"name": "open-loop rollout on held-out clips", "module": __name__, **asdict(cfg),
                          "decoder": "diffusion" if model.decoder is not None else "vq",
-                         "keep_still_patches": model.decoder is None and model.keeps_still_patches,
+                         "keep_still_patches": model.keeps_still_patches,
                          "termination_threshold": 0.5, "ssim": "torchmetrics gaussian 11x11, data_range 2",
                          "machine": platform.machine(), "torch": torch.__version__,
                          "date": datetime.date.today().isoformat()}}

@@ -61,16 +61,22 @@ def check_export(path: Path, config_cls: type, kind: str, required: set[str]) ->
     missing = [name for name in (CONFIG, WEIGHTS) if not (path / name).exists()]
     if missing:
         raise FileNotFoundError(f"{path} is not a {kind} export: missing {', '.join(missing)}")
+    read_config(path, config_cls, kind, required)
+    check_weights(path, kind, read_json_object(path / CONFIG))
+
+
+def read_config(path: Path, config_cls: type, kind: str, required: set[str]) -> Any:
+    """The ``config_cls`` built from ``path/config.json`` (no weights read); ValueError naming the file and the field
+    when it is not a ``kind`` config or fails the config's own checks."""
     config = read_json_object(path / CONFIG)
     known = {f.name for f in fields(config_cls)}
     unknown, absent = sorted(set(config) - known), sorted(required - set(config))
     if unknown or absent:
         raise ValueError(f"{path / CONFIG} is not a {kind} config: unknown fields {unknown}, missing {absent}")
     try:
-        config_cls(**config)  # the config's own checks (sizes >= 1, ...) name the field
+        return config_cls(**config)  # the config's own checks (sizes >= 1, ...) name the field
     except Exception as e:  # also TypeError and the like from a value of the wrong type
         raise ValueError(f"{path / CONFIG}: {mistyped(config_cls, config) or one_line(e)}") from e
-    check_weights(path, kind, config)
 
 
 def mistyped(config_cls: type, config: dict[str, Any]) -> str | None:
