@@ -117,9 +117,10 @@ def test_teacher_forced_mode_masks_every_target_token():
     torch.testing.assert_close(small_ids.logits, out.logits)
 
 
-@pytest.mark.parametrize("spatial_pos", ["learned", "rope"])
-def test_frames_never_see_the_future(spatial_pos):
-    cfg = tiny(spatial_pos=spatial_pos)
+@pytest.mark.parametrize(("spatial_pos", "action_token"), [("learned", False), ("rope", False), ("learned", True),
+                                                          ("rope", True)])
+def test_frames_never_see_the_future(spatial_pos, action_token):
+    cfg = tiny(spatial_pos=spatial_pos, action_token=action_token)
     model = model_for(cfg)
     tokens, actions = tokens_for(cfg), actions_for(cfg, 2, 4)
     mask = model.sample_target_mask(2, 3, generator=torch.Generator().manual_seed(0)).view(2, 3, 4, 4)
@@ -139,8 +140,9 @@ def test_frames_never_see_the_future(spatial_pos):
     torch.testing.assert_close(a.logits[:, :2], b.logits[:, :2])
 
 
-def test_an_action_affects_its_outcome_and_later_frames_only():
-    cfg = tiny()
+@pytest.mark.parametrize("action_token", [False, True])
+def test_an_action_affects_its_outcome_and_later_frames_only(action_token):
+    cfg = tiny(action_token=action_token)
     model = model_for(cfg)
     tokens, actions = tokens_for(cfg), actions_for(cfg, 2, 4)
     other = actions.clone()
@@ -152,6 +154,31 @@ def test_an_action_affects_its_outcome_and_later_frames_only():
     torch.testing.assert_close(a.reward_logits[:, 0], b.reward_logits[:, 0])
     assert not torch.allclose(a.reward_logits[:, 1], b.reward_logits[:, 1])  # its own outcome changes
     assert not torch.allclose(a.logits[:, 1], b.logits[:, 1])  # and the frame it produces (frame 2)
+
+
+def test_the_action_token_reaches_every_token_through_attention_alone():
+    """With the modulation made independent of the action (its weights on the conditioning zeroed, its random
+    biases kept), only the action token carries the action: a different action still changes the next frame's
+    logits, where the same model without the token ignores it. The token adds one position per frame."""
+
+    def action_blind(model: DynamicsModel) -> DynamicsModel:
+        for lin in [*(blk.modulation for blk in model.backbone.blocks), model.backbone.out_modulation]:
+            torch.nn.init.zeros_(lin.weight)
+        return model
+
+    tokens = tokens_for(tiny(), b=1, t=2)
+    a = actions_for(tiny(), 1, 2)
+    b = (a + 1) % tiny().num_actions
+    with torch.no_grad():
+        with_token, plain = action_blind(model_for(tiny(action_token=True))), action_blind(model_for(tiny()))
+        with_token.backbone.action_proj.weight.normal_(std=1.0)  # a unit-scale token, as after some training
+        la, lb = with_token(tokens, a, mask_ratio=1.0).logits, with_token(tokens, b, mask_ratio=1.0).logits
+        pa, pb = plain(tokens, a, mask_ratio=1.0).logits, plain(tokens, b, mask_ratio=1.0).logits
+    assert (la - lb).abs().mean() > 1e-5  # small at init (0.02-scale attention weights), but there
+    assert torch.equal(pa, pb)
+    _, kv = with_token.encode(tokens.flatten(2), with_token.actions(a, (1, 2)), torch.arange(2),
+                              torch.ones(2, dtype=torch.bool), collect_kv=True)
+    assert kv[0][0].shape[0] == tiny().tokens_per_frame + 1  # (b (n + 1)), heads, frames, e
 
 
 @pytest.mark.parametrize("kind", ["discrete", "continuous"])
@@ -246,9 +273,10 @@ def test_cached_rollout_equals_recomputation_within_the_window(kind):
         torch.testing.assert_close(c.termination_logits, p.termination_logits, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("context", "spatial_pos"), [(2, "learned"), (6, "rope")])
-def test_cached_rollout_equals_full_recomputation_past_the_window(context, spatial_pos):
-    cfg = tiny(spatial_pos=spatial_pos)  # window 4; 2 + 7 or 6 + 7 frames in all
+@pytest.mark.parametrize(("context", "spatial_pos", "action_token"), [(2, "learned", False), (6, "rope", False),
+                                                                     (2, "learned", True), (6, "rope", True)])
+def test_cached_rollout_equals_full_recomputation_past_the_window(context, spatial_pos, action_token):
+    cfg = tiny(spatial_pos=spatial_pos, action_token=action_token)  # window 4; 2 + 7 or 6 + 7 frames in all
     n_steps = 7
     model, acts, roll, outs = _rolled(cfg, True, context, n_steps, steps=1)
     assert len(roll.cache) == cfg.context_frames - 1  # the cache never holds more than the window
@@ -315,9 +343,9 @@ def test_fresh_reward_head_predicts_zero():
     torch.testing.assert_close(out.reward, torch.zeros(2, 4), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["discrete", "continuous"])
-def test_save_load_round_trip(tmp_path, kind):
-    cfg = tiny(**KINDS[kind], **({"action_mean": [0.1, 0.2, 0.3], "action_std": [1.0, 2.0, 3.0]}
+@pytest.mark.parametrize(("kind", "action_token"), [("discrete", False), ("continuous", False), ("discrete", True)])
+def test_save_load_round_trip(tmp_path, kind, action_token):
+    cfg = tiny(**KINDS[kind], action_token=action_token, **({"action_mean": [0.1, 0.2, 0.3], "action_std": [1.0, 2.0, 3.0]}
                                  if kind == "continuous" else {}))
     model = model_for(cfg)
     model.save_pretrained(tmp_path)

@@ -123,7 +123,9 @@ def summarize(returns: list[float]) -> dict[str, Any]:
 class ClosedLoopResult:
     """Per-episode ``returns`` and ``lengths``; ``decisions`` taken in ``decide_seconds`` (time inside
     ``agent.plan``); ``imagined_frames`` token frames imagined meanwhile; ``wall_seconds`` all included (simulator,
-    rendering, video); ``videos`` written."""
+    rendering, video); ``videos`` written; ``reward_terms`` the per-episode sums of the simulator's reward parts
+    where its step info reports them as numbers under ``reward_*`` keys (MuJoCo's ``reward_dist`` and
+    ``reward_ctrl``), so a return can be read apart (e.g. reaching against saving torque)."""
 
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
@@ -132,6 +134,7 @@ class ClosedLoopResult:
     imagined_frames: int = 0
     wall_seconds: float = 0.0
     videos: list[str] = field(default_factory=list)
+    reward_terms: dict[str, list[float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         s = summarize(self.returns)
@@ -139,6 +142,8 @@ class ClosedLoopResult:
         s.update(lengths=self.lengths, decisions=self.decisions, decisions_per_s=self.decisions / per_s,
                  imagined_frames=self.imagined_frames, imagined_frames_per_s=self.imagined_frames / per_s,
                  decide_seconds=self.decide_seconds, wall_seconds=self.wall_seconds, videos=self.videos)
+        if self.reward_terms:
+            s["reward_terms"] = {k: summarize(v) for k, v in self.reward_terms.items()}
         return s
 
 
@@ -198,7 +203,7 @@ def run_closed_loop(sim: Any, agent: Agent, model: Any, episodes: int = 10, cont
         agent.reset()
         res = sim.reset(seed=seed + ep)
         frames, actions = [model_frame(res.frame, size)], []
-        ret, steps = 0.0, 0
+        ret, steps, terms = 0.0, 0, {}
         record = video_dir is not None and ep < video_episodes
         panels: dict[str, tuple[list[np.ndarray], list[str]]] = {"real": ([], [])}
         while True:
@@ -213,6 +218,9 @@ def run_closed_loop(sim: Any, agent: Agent, model: Any, episodes: int = 10, cont
             res = sim.step(env_action)
             ret += float(res.reward)
             steps += 1
+            for k, v in res.info.items():
+                if k.startswith("reward_") and isinstance(v, (int, float, np.floating)) and not isinstance(v, bool):
+                    terms[k] = terms.get(k, 0.0) + float(v)
             frames = [*frames, model_frame(res.frame, size)][-context_frames:]
             actions = [*actions, taken][-(context_frames - 1):] if context_frames > 1 else []
             if record:
@@ -229,6 +237,8 @@ def run_closed_loop(sim: Any, agent: Agent, model: Any, episodes: int = 10, cont
                 break
         result.returns.append(ret)
         result.lengths.append(steps)
+        for k, v in terms.items():
+            result.reward_terms.setdefault(k, []).append(v)
         if record:
             path = Path(video_dir) / f"{video_name}_episode{ep:03d}.mp4"
             result.videos.append(_write_video(panels, path, float(getattr(sim, "fps", 15.0)), scale))

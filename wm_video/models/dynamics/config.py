@@ -58,6 +58,9 @@ class DynamicsConfig:
             actions late: on Atari Boxing after 800 steps of the ``tiny`` preset, ``zero`` left the held-out token
             cross-entropy with true and shuffled actions 0.009 nats apart, ``normal`` 0.149 (docs/fidelity.md, E3).
             Either way the adaLN-Zero modulation starts at zero, so a fresh model's predictions ignore its actions.
+        action_token: also give each frame an action token in spatial attention (the frame's conditioning vector
+            projected to ``width``), beside the adaLN modulation: a token can then read the action where it is,
+            e.g. only where the controlled sprite is. Costs one token per frame.
         reward_bins: bins of the reward head. Rewards are classified into two-hot bins over ``symlog(r)``
             (DreamerV3): reward scales differ by orders of magnitude across datasets and games, and a
             cross-entropy over fixed symlog bins neither needs per-dataset scaling nor lets large rewards
@@ -95,6 +98,7 @@ class DynamicsConfig:
     action_std: list[float] = field(default_factory=list)
     null_action_prob: float = 0.1
     action_init: Literal["zero", "normal"] = "normal"
+    action_token: bool = False
     reward_bins: int = 255
     reward_range: list[float] = field(default_factory=lambda: [-20.0, 20.0])
     termination_pos_weight: float = 10.0

@@ -158,12 +158,17 @@ class STTransformer(nn.Module):
         self.blocks = nn.ModuleList(STBlock(c) for _ in range(c.depth))
         self.norm_out = nn.LayerNorm(c.width, elementwise_affine=False, eps=1e-6)
         self.out_modulation = nn.Linear(c.cond_dim, 2 * c.width)
+        # A per-frame action token beside the frame's tokens in spatial attention (``action_token``): each token
+        # can read the action through attention, where it is (the adaLN modulation is the same everywhere).
+        self.action_proj = nn.Linear(c.cond_dim, c.width) if c.action_token else None
         self.row_pos = self.col_pos = None
         if c.spatial_pos == "learned":
             self.row_pos = nn.Parameter(torch.randn(c.token_h, c.width) * 0.02)
             self.col_pos = nn.Parameter(torch.randn(c.token_w, c.width) * 0.02)
         else:
             angles = rope_2d_angles(c.token_h, c.token_w, c.head_dim, c.rope_base)
+            if c.action_token:  # the action token is not rotated
+                angles = torch.cat([angles, angles.new_zeros(1, angles.shape[1])])
             self.register_buffer("spatial_cos", angles.cos().float(), persistent=False)  # (n, e/2)
             self.register_buffer("spatial_sin", angles.sin().float(), persistent=False)
 
@@ -191,6 +196,8 @@ class STTransformer(nn.Module):
             x = x + (self.row_pos[:, None] + self.col_pos[None]).flatten(0, 1)  # (n, d)
         else:
             spatial_rope = (self.spatial_cos, self.spatial_sin)
+        if self.action_proj is not None:
+            x = torch.cat([x, self.action_proj(cond)[:, :, None]], dim=2)  # (b, t, n + 1, d)
         cond = F.silu(cond)
         kvs = []
         for i, block in enumerate(self.blocks):
@@ -201,5 +208,7 @@ class STTransformer(nn.Module):
                 x, kv = block(x, cond, spatial_rope, temporal_rope, mask, past)
             if collect_kv:
                 kvs.append(kv)
+        if self.action_proj is not None:
+            x = x[:, :, :-1]
         shift, scale = self.out_modulation(cond)[:, :, None].chunk(2, dim=-1)
         return modulate(self.norm_out(x), shift, scale), (kvs if collect_kv else None)
