@@ -345,8 +345,8 @@ def test_fresh_reward_head_predicts_zero():
 
 @pytest.mark.parametrize(("kind", "action_token"), [("discrete", False), ("continuous", False), ("discrete", True)])
 def test_save_load_round_trip(tmp_path, kind, action_token):
-    cfg = tiny(**KINDS[kind], action_token=action_token, **({"action_mean": [0.1, 0.2, 0.3], "action_std": [1.0, 2.0, 3.0]}
-                                 if kind == "continuous" else {}))
+    stats = {"action_mean": [0.1, 0.2, 0.3], "action_std": [1.0, 2.0, 3.0]} if kind == "continuous" else {}
+    cfg = tiny(**KINDS[kind], action_token=action_token, **stats)
     model = model_for(cfg)
     model.save_pretrained(tmp_path)
     assert {"config.json", "model.safetensors"} <= {p.name for p in tmp_path.iterdir()}
