@@ -3,9 +3,9 @@ and the overrides of the ``tiny`` training presets. ``wm-video demo`` and the fi
 (``eval/fidelity/run.py``) build from the same recipe, so ``wm-video demo --env E`` reproduces the suite's model of E.
 
 Every budget is a count of optimizer steps (never minutes), so a busy machine changes how long a run takes, not
-what it produces. The recipes are sized for about 15 minutes per environment on an idle 2-core CPU (450 tokenizer
-and 650 dynamics steps; until 2026-12-07 they were 600 and 800, which took the demo 18.2 minutes, and the figures
-of docs/fidelity.md E1-E11 were made with those); ``smoke``
+what it produces. The recipes are sized for about 15 minutes per environment on an idle 2-core CPU (400 tokenizer
+and 600 dynamics steps; at 600/800 the demo took 18.2 minutes, at 450/650 15.1, and the figures of
+docs/fidelity.md E1-E10 were made at 600/800); ``smoke``
 shrinks every count so the whole pipeline runs in about a minute per environment (its numbers mean nothing).
 
 Why these environments: in each, the agent's action visibly moves a large part of the frame, so a model that
@@ -54,8 +54,8 @@ class Recipe:
     max_episode_steps: int | None = None
     episodes_per_shard: int = 4
     stride: int | None = None
-    tokenizer_steps: int = 450
-    dynamics_steps: int = 650
+    tokenizer_steps: int = 400
+    dynamics_steps: int = 600
     decoder_steps: int = 200
     tokenizer: list[str] = field(default_factory=list)
     dynamics: list[str] = field(default_factory=list)
