@@ -21,6 +21,12 @@ from wm_video.world_model_env import WorldModelEnv
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
 
 
+@pytest.fixture(autouse=True)
+def default_checks(monkeypatch):
+    """The default switch, also under WM_VIDEO_CHECKS=1: the counts below are those of the default."""
+    monkeypatch.setattr(checks, "CHECK_VALUES", False)
+
+
 @pytest.fixture
 def value_reads(monkeypatch):
     """Counts the value checks' host reads: id ranges (``torch.aminmax``) and finiteness (``torch.isfinite``)."""
@@ -37,7 +43,7 @@ def value_reads(monkeypatch):
 
 
 def test_validated_turns_value_checks_off_until_the_block_ends_and_the_debug_switch_keeps_them(monkeypatch):
-    assert check_values()
+    assert check_values()  # outside validated(): on
     with pytest.raises(RuntimeError), validated():
         assert not check_values()
         with validated():
