@@ -6,9 +6,13 @@ import pytest
 import torch
 from conftest import fit_losses
 
+import wm_video.models.decoder.model as decoder_model
 from wm_video.models.decoder import DecoderConfig, DiffusionDecoder
+from wm_video.models.decoder.sampler import make_scheduler
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
 from wm_video.presets import _decoder_debug, _tokenizer_debug
+from wm_video.world_model import RenderSettings
+from wm_video.world_model_env import WorldModelEnv
 
 
 def make_tokenizer(seed: int = 0, **overrides) -> VQTokenizer:
@@ -202,3 +206,25 @@ def test_trailing_karras_schedule_for_both_samplers(sampler):
     torch.testing.assert_close(scheduler.sigmas, torch.cat([want.float(), torch.zeros(1)]))
     assert scheduler.sigmas[0] == pytest.approx(cfg.sigma_max) and scheduler.sigmas[2] > cfg.sigma_min  # trailing
     torch.testing.assert_close(scheduler.timesteps, scheduler.precondition_noise(want.float()))
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmsolver"])
+def test_a_rollout_builds_one_scheduler_and_renders_what_a_fresh_one_per_frame_did(sampler, monkeypatch):
+    from test_world_model import context, make_world_model  # here: test_world_model imports this module
+
+    wm = make_world_model()  # its decoder conditions on the previous frame: one sampling run per frame
+
+    def frames() -> torch.Tensor:
+        env = WorldModelEnv(wm, maskgit_steps=1, render=RenderSettings(num_inference_steps=2, sampler=sampler),
+                            generator=seeded(0))
+        env.reset(context(), torch.tensor([[1, 2], [3, 4]]))
+        return torch.stack([env.step(torch.tensor([i, 5 - i])).frames for i in range(4)], 1)
+
+    built = []
+    monkeypatch.setattr(decoder_model, "make_scheduler", lambda cfg, s=None: built.append(s) or make_scheduler(cfg, s))
+    reused = frames()
+    assert built == [sampler]
+    assert torch.equal(frames(), reused) and built == [sampler]  # the next rollout reuses it too
+    # the behaviour before: a new scheduler for every frame
+    monkeypatch.setattr(DiffusionDecoder, "scheduler", lambda self, s=None: make_scheduler(self.config, s))
+    assert torch.equal(frames(), reused)

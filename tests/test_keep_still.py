@@ -8,7 +8,7 @@ from test_world_model import context
 
 from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
 from wm_video.models.tokenizer.model import to_model_frames
-from wm_video.world_model import WorldModel, WorldModelInfo, keep_still_patches
+from wm_video.world_model import RenderSettings, WorldModel, WorldModelInfo, keep_still_patches
 from wm_video.world_model_env import WorldModelEnv
 
 
@@ -48,8 +48,8 @@ def test_a_patch_tokenizer_world_model_keeps_still_patches_and_can_be_told_not_t
     keep[8:12, 12:16] = False  # the changed cell, 4x4 pixels
     assert torch.equal(out[0, 0][:, keep], to_model_frames(x)[0, 0][:, keep])
     assert torch.equal(out[0, 0][:, ~keep], drawn[0, 0][:, ~keep])
-    wm.keep_still = False
-    assert torch.equal(wm.decode(changed, x[:, 0], prev_tokens=tokens[:, 0]), drawn)
+    told = wm.decode(changed, x[:, 0], prev_tokens=tokens[:, 0], render=RenderSettings(keep_still=False))
+    assert torch.equal(told, drawn)
 
 
 def test_the_env_keeps_the_context_pixels_where_its_rollout_keeps_the_tokens():

@@ -15,7 +15,7 @@ from wm_video.generation import WorldModelPipeline
 from wm_video.generation.inputs import load_actions, load_context
 from wm_video.generation.video_io import read_video, write_mp4
 from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
-from wm_video.world_model import WorldModel, WorldModelInfo
+from wm_video.world_model import RenderSettings, WorldModel, WorldModelInfo
 from wm_video.world_model_env import WorldModelEnv
 
 
@@ -35,7 +35,7 @@ def context(b: int = 2, t: int = 3, seed: int = 0) -> torch.Tensor:
 
 
 def test_env_steps_a_batch_and_renders():
-    env = WorldModelEnv(make_world_model(), maskgit_steps=2, num_inference_steps=1,
+    env = WorldModelEnv(make_world_model(), maskgit_steps=2, render=RenderSettings(num_inference_steps=1),
                         generator=torch.Generator().manual_seed(0))
     tokens = env.reset(context(), torch.tensor([[1, 2], [3, 4]]))
     assert tokens.shape == (2, 3, 8, 8)
@@ -217,3 +217,23 @@ def test_export_assembles_a_world_model_from_part_and_run_folders(tmp_path, caps
                  "--decoder", str(tmp_path / "dec"), "--out", str(tmp_path / "wm2")]) == 2
     assert "different weights" in capsys.readouterr().err and not (tmp_path / "wm2").exists()
     assert main(["export", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "wm3")]) == 2
+
+
+def test_render_settings_a_model_has_no_use_for_warn_once_and_are_ignored():
+    import warnings
+
+    vq = make_world_model(decoder=False)
+    tokens = vq.encode(context(b=1, t=1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plain = vq.decode(tokens)  # no settings: nothing to warn about
+        for _ in range(2):
+            asked = vq.decode(tokens, render=RenderSettings(num_inference_steps=4))
+    assert [str(w.message) for w in caught] == [
+        "render settings: num_inference_steps=4 is ignored: this world model has no diffusion decoder (frames come "
+        "from the tokenizer's VQ decoder)"]
+    assert torch.equal(asked, plain)
+    with pytest.warns(UserWarning, match="keep_still=False is ignored: this world model renders with its diffusion"):
+        make_world_model().decode(tokens, render=RenderSettings(keep_still=False))
+    with pytest.raises(TypeError, match="render: expected True, False or a RenderSettings, got int"):
+        WorldModelEnv(vq, render=4)

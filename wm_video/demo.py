@@ -188,20 +188,21 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
             str(runs / "tokenizer" / "export"), runs / "decoder"))
     stages.run("world_model", False, lambda: export_world_model(
         str(runs / "tokenizer"), str(runs / "dynamics"), decoder, str(data), str(wm_dir)))
+    render_steps = cfg.num_inference_steps if decoder else None  # the VQ decoder takes no steps (None: no warning)
 
     video = out / "generated.mp4"
     n_future = 16 - cfg.context_frames
     stages.run("generate", False, lambda: generate(
         model=str(wm_dir), context=f"{data}#{heldout_clip_key(data)}", num_frames=n_future,
         context_frames=cfg.context_frames, out=str(video), gif=True, side_by_side=True,
-        num_inference_steps=cfg.num_inference_steps, temperature=cfg.temperature, seed=cfg.seed))
+        num_inference_steps=render_steps, temperature=cfg.temperature, seed=cfg.seed))
 
     report: dict[str, Any] = {}
 
     def evaluate() -> None:
         model = WorldModel.from_pretrained(wm_dir)
         ecfg = EvalConfig(horizon=cfg.horizon, context_frames=cfg.context_frames, max_clips=cfg.max_clips,
-                          batch_size=16, temperature=cfg.temperature, num_inference_steps=cfg.num_inference_steps,
+                          batch_size=16, temperature=cfg.temperature, num_inference_steps=render_steps,
                           guidance_scale=cfg.guidance_scale, seed=cfg.seed, methods=DEMO_METHODS)
         report.update(evaluate_world_model(model, str(data), ecfg))
         report["model"] = str(wm_dir)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,28 @@ class WorldModelInfo:
     source: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RenderSettings:
+    """How :meth:`WorldModel.decode` draws frames from tokens: one object from the caller (``WorldModelEnv(...,
+    render=...)``, the generation pipeline, evaluation) down to the decoder.
+
+    Args:
+        num_inference_steps: diffusion decoder steps per frame, one network call each, 1 to the decoder's
+            ``max_inference_steps`` (None, the default: the decoder's own ``num_inference_steps``).
+        sampler: diffusion sampler, ``euler`` or ``dpmsolver`` (None, the default: the decoder's own).
+        keep_still: with the VQ decoder, keep the previous frame's pixels wherever a token did not change (None, the
+            default: on for a patch-local tokenizer, :attr:`WorldModel.keeps_still_patches`; False: every patch
+            drawn by the VQ decoder).
+
+    ``num_inference_steps`` and ``sampler`` apply to a diffusion decoder only, ``keep_still`` to the VQ decoder
+    only; a world model given a setting it has no use for warns (once per model) and ignores it.
+    """
+
+    num_inference_steps: int | None = None
+    sampler: str | None = None
+    keep_still: bool | None = None
+
+
 def keep_still_patches(frames: torch.Tensor, tokens: torch.Tensor, prev_frame: torch.Tensor,
                        prev_tokens: torch.Tensor) -> torch.Tensor:
     """Frames ``(b, t, 3, h, w)`` drawn from ``tokens`` ``(b, t, h', w')``, with every patch whose token equals the
@@ -96,7 +119,7 @@ class WorldModel(nn.Module):
         if decoder is not None:
             decoder.eval()
         self.info = info or WorldModelInfo(resolution=t.resolution)
-        self.keep_still: bool | None = None  # see keeps_still_patches
+        self._ignored_settings: set[str] = set()  # RenderSettings fields already warned about (once per model)
         self.quality = {k: v for k, v in (quality or {}).items() if v is not None}
         if self.info.resolution != t.resolution:
             raise ValueError(f"world model: index resolution {self.info.resolution} but the tokenizer is built for "
@@ -143,27 +166,49 @@ class WorldModel(nn.Module):
 
     @property
     def keeps_still_patches(self) -> bool:
-        """Whether rendering keeps the previous frame's pixels where a token did not change: with the VQ decoder (no
-        diffusion decoder) of a patch-local tokenizer (``encoder="patch"``), whose token of a patch changes whenever
-        its pixels do, so an unchanged token means an unchanged patch. Set ``keep_still`` to override the tokenizer
-        rule (False: every patch drawn by the VQ decoder)."""
-        if self.decoder is not None:
-            return False
-        return self.keep_still if self.keep_still is not None else self.tokenizer.config.encoder == "patch"
+        """Whether rendering keeps the previous frame's pixels where a token did not change, by default (a
+        :class:`RenderSettings` ``keep_still`` overrides it): with the VQ decoder (no diffusion decoder) of a
+        patch-local tokenizer (``encoder="patch"``), whose token of a patch changes whenever its pixels do, so an
+        unchanged token means an unchanged patch."""
+        return self.decoder is None and self.tokenizer.config.encoder == "patch"
+
+    def warn_ignored(self, render: RenderSettings) -> None:
+        """Warn, once per model and setting, about each field of ``render`` this model has no use for (the
+        diffusion decoder's steps and sampler without one; ``keep_still`` with one): it is ignored."""
+        if self.decoder is None:
+            ignored = [f for f in ("num_inference_steps", "sampler") if getattr(render, f) is not None]
+            why = "this world model has no diffusion decoder (frames come from the tokenizer's VQ decoder)"
+        else:
+            ignored = ["keep_still"] if render.keep_still is not None else []
+            why = "this world model renders with its diffusion decoder, not the VQ decoder"
+        for name in ignored:
+            if name not in self._ignored_settings:
+                self._ignored_settings.add(name)
+                warnings.warn(f"render settings: {name}={getattr(render, name)!r} is ignored: {why}", stacklevel=2)
 
     @torch.no_grad()
-    def decode(self, tokens: torch.Tensor, prev_frame: torch.Tensor | None = None,
-               num_inference_steps: int | None = None, sampler: str | None = None,
-               generator: torch.Generator | None = None, prev_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, tokens: torch.Tensor, prev_frame: torch.Tensor | None = None, *,
+               prev_tokens: torch.Tensor | None = None, render: RenderSettings | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """Tokens ``(b, t, h', w')`` -> frames ``(b, t, 3, h, w)`` in [-1, 1], by the diffusion decoder when there
-        is one (``prev_frame`` conditions it when it was trained to), else by the VQ decoder. With the VQ decoder,
-        ``prev_frame`` ``(b, 3, h, w)`` (uint8, or float in [-1, 1]) and its tokens ``prev_tokens`` ``(b, h', w')``, and
-        :attr:`keeps_still_patches`, each frame keeps the pixels of the frame before it wherever its token equals that
-        frame's token (:func:`keep_still_patches`)."""
+        is one (``prev_frame`` conditions it when it was trained to), else by the VQ decoder.
+
+        Args:
+            tokens: the frames' tokens.
+            prev_frame: ``(b, 3, h, w)`` (uint8, or float in [-1, 1]), the frame before the first one.
+            prev_tokens: ``(b, h', w')``, its tokens: with the VQ decoder and ``keep_still`` (see
+                :class:`RenderSettings`), each frame keeps the pixels of the frame before it wherever its token
+                equals that frame's token (:func:`keep_still_patches`).
+            render: decoder steps, sampler, keep_still (None: every default).
+            generator: the diffusion decoder's noise; the same seed gives the same frames.
+        """
+        render = render or RenderSettings()
+        self.warn_ignored(render)
         if self.decoder is not None:
-            return self.decoder.render(tokens, prev_frame, num_inference_steps, sampler, generator)
+            return self.decoder.render(tokens, prev_frame, render.num_inference_steps, render.sampler, generator)
         frames = self.tokenizer.detokenize(tokens).clamp(-1, 1)
-        if prev_frame is None or prev_tokens is None or not self.keeps_still_patches:
+        keep = self.keeps_still_patches if render.keep_still is None else render.keep_still
+        if prev_frame is None or prev_tokens is None or not keep:
             return frames
         # a float frame is already a model frame (the env's previous frame, every step): no range check, no host sync
         prev = prev_frame if prev_frame.is_floating_point() else to_model_frames(prev_frame)

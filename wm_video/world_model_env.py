@@ -1,7 +1,8 @@
 """``WorldModelEnv``: the world model as a batched environment, the one object generation, evaluation, planning
 and play step through.
 
-    env = WorldModelEnv(WorldModel.from_pretrained("runs/wm"), temperature=1.0, num_inference_steps=4)
+    env = WorldModelEnv(WorldModel.from_pretrained("runs/wm"), temperature=1.0,
+                        render=RenderSettings(num_inference_steps=4))
     env.reset(context_frames, context_actions)      # (b, t0, 3, h, w) uint8 or [-1, 1]; (b, t0 - 1[, a])
     out = env.step(actions)                         # (b,) int64 or (b, a) float
     out.frames, out.rewards, out.terminations       # (b, 3, h, w) in [-1, 1], (b,), (b,) probabilities
@@ -10,6 +11,12 @@ Token dynamics run through the KV-cached :class:`~wm_video.models.dynamics.sampl
 costs the same however long the rollout; frames are rendered per step (``render=False`` skips it, for planners
 that only need tokens, rewards and terminations). A decoder trained with the previous-frame condition gets the
 last context frame, then its own renders.
+
+``reset`` and ``step`` are where the inputs are validated, once per call: the context's shape and pixels, and the
+actions' type, shape and values (one host read per call). The rollout and the render then run inside
+:func:`~wm_video.models.checks.validated`, so the models do not read the same values again, nor the tokens they
+made themselves (``WM_VIDEO_CHECKS=1`` turns those checks back on, :mod:`wm_video.models.checks`). A caller that
+makes its own actions (a planner) may step inside ``validated()`` too, skipping the per-step action check.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
+from wm_video.models.checks import validated
 from wm_video.models.dynamics.sampling import Rollout
 from wm_video.models.tokenizer.model import to_model_frames
-from wm_video.world_model import WorldModel
+from wm_video.world_model import RenderSettings, WorldModel
 
 
 @dataclass
@@ -43,9 +51,9 @@ class WorldModelEnv:
         maskgit_steps: MaskGIT passes per frame of the dynamics model.
         temperature: token sampling temperature (0: argmax, deterministic).
         top_k: sample among the ``top_k`` most likely tokens.
-        num_inference_steps: diffusion decoder steps per frame (default: the decoder's own).
-        sampler: diffusion sampler, ``euler`` or ``dpmsolver`` (default: the decoder's own).
-        render: decode frames at every step.
+        render: decode frames at every step: True (default) with the model's own render settings, a
+            :class:`~wm_video.world_model.RenderSettings` (decoder steps, sampler, keep_still) with those, False
+            not at all (``EnvStep.frames`` is None).
         use_cache: KV cache for the dynamics model (False recomputes the window each step).
         generator: random source of token sampling and decoder noise; the same seed gives the same rollout.
         guidance_scale: classifier-free guidance on actions, ``s >= 0``: the token logits are
@@ -56,12 +64,15 @@ class WorldModelEnv:
             (about twice the compute and KV-cache memory per step); rewards and terminations stay conditional.
     """
 
-    def __init__(self, model: WorldModel, maskgit_steps: int = 8, temperature: float = 1.0, top_k: int | None = None,
-                 num_inference_steps: int | None = None, sampler: str | None = None, render: bool = True,
-                 use_cache: bool = True, generator: torch.Generator | None = None, guidance_scale: float = 1.0
-                 ) -> None:
+    def __init__(self, model: WorldModel, maskgit_steps: int = 8, temperature: float = 1.0, *,
+                 top_k: int | None = None, render: RenderSettings | bool = True, use_cache: bool = True,
+                 generator: torch.Generator | None = None, guidance_scale: float = 1.0) -> None:
+        if not isinstance(render, (bool, RenderSettings)):
+            raise TypeError(f"render: expected True, False or a RenderSettings, got {type(render).__name__}")
         self.model = model
-        self.render, self.steps, self.sampler, self.generator = render, num_inference_steps, sampler, generator
+        self.render = render is not False
+        self.settings = render if isinstance(render, RenderSettings) else RenderSettings()
+        self.generator = generator
         self.rollout = Rollout(model.dynamics, maskgit_steps, temperature, top_k, use_cache, generator,
                                guidance_scale)
         self._prev: torch.Tensor | None = None  # the last frame (b, 3, h, w) and its tokens (b, h', w')
@@ -70,15 +81,13 @@ class WorldModelEnv:
         self.t = 0
 
     def check_actions(self, actions: torch.Tensor | None, lead: tuple[int, ...], where: str = "actions") -> None:
-        """Actions fit the model's action space: ``lead`` + ``()`` integer ids or ``lead + (a,)`` finite floats."""
+        """Actions fit the model's action space: ``lead`` + ``()`` integer ids in range or ``lead + (a,)`` finite
+        floats (the values are not read inside :func:`~wm_video.models.checks.validated`)."""
         if actions is None:
             return
         if not torch.is_tensor(actions):
             raise TypeError(f"{where}: expected a tensor, got {type(actions).__name__}")
-        if actions.is_floating_point() and not torch.isfinite(actions).all():
-            bad = (~torch.isfinite(actions)).nonzero()[0].tolist()
-            raise ValueError(f"{where}: NaN or infinite action at index {bad}")
-        self.model.dynamics.actions.check(actions, lead)
+        self.model.dynamics.actions.check(actions, lead, where)
 
     @torch.no_grad()
     def reset(self, context_frames: torch.Tensor, context_actions: torch.Tensor | None = None) -> torch.Tensor:
@@ -94,9 +103,10 @@ class WorldModelEnv:
             context_actions = context_actions[:, : t0 - 1]
         if context_actions is not None and t0 > 1:
             self.check_actions(context_actions, (b, t0 - 1), "context actions")
-        tokens = model.encode(context_frames)
-        self.rollout.start(tokens, context_actions if t0 > 1 else None)
-        self._prev = to_model_frames(context_frames[:, -1]).to(model.device)
+        tokens = model.encode(context_frames)  # checks the pixels of a float context
+        with validated():  # the tokenizer's tokens and the actions checked above
+            self.rollout.start(tokens, context_actions if t0 > 1 else None)
+            self._prev = to_model_frames(context_frames[:, -1]).to(model.device)
         self._prev_tokens = tokens[:, -1]
         self.batch_size, self.t = b, 0
         return tokens
@@ -106,13 +116,14 @@ class WorldModelEnv:
         """Take ``actions`` ``(b,)`` / ``(b, a)`` (None: the null action) -> the next frame, reward, termination."""
         if self.batch_size == 0:
             raise RuntimeError("WorldModelEnv.step before reset(context_frames)")
-        self.check_actions(actions, (self.batch_size,))
-        out = self.rollout.step(None if actions is None else actions.to(self.model.device))
-        frames = None
-        if self.render:
-            frames = self.model.decode(out.tokens[:, None], self._prev, self.steps, self.sampler, self.generator,
-                                       self._prev_tokens)[:, 0]
-            self._prev = frames
+        self.check_actions(actions, (self.batch_size,))  # before the device copy: a CPU tensor costs no sync
+        with validated():  # the actions checked above, the tokens made by the dynamics model
+            out = self.rollout.step(None if actions is None else actions.to(self.model.device))
+            frames = None
+            if self.render:
+                frames = self.model.decode(out.tokens[:, None], self._prev, prev_tokens=self._prev_tokens,
+                                           render=self.settings, generator=self.generator)[:, 0]
+                self._prev = frames
         self._prev_tokens = out.tokens
         self.t += 1
         return EnvStep(tokens=out.tokens, frames=frames, rewards=out.reward, terminations=out.termination)

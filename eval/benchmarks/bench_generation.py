@@ -54,14 +54,15 @@ def sync(device: str) -> None:
 
 @torch.no_grad()
 def bench(model: object, batch: int, args: argparse.Namespace) -> dict:
+    from wm_video.world_model import RenderSettings
     from wm_video.world_model_env import WorldModelEnv
 
     res = model.resolution
     gen = torch.Generator(device=args.device).manual_seed(0)
     dyn_t, dec_t = [], []
+    render = RenderSettings(num_inference_steps=args.num_inference_steps)
     for _ in range(args.repeats):
-        env = WorldModelEnv(model, maskgit_steps=args.maskgit_steps, temperature=1.0,
-                            num_inference_steps=args.num_inference_steps, render=False, generator=gen)
+        env = WorldModelEnv(model, maskgit_steps=args.maskgit_steps, temperature=1.0, render=False, generator=gen)
         ctx = torch.randint(0, 256, (batch, args.context, 3, res, res), dtype=torch.uint8, device=args.device)
         env.reset(ctx)
         prev = None
@@ -72,7 +73,7 @@ def bench(model: object, batch: int, args: argparse.Namespace) -> dict:
             out = env.step(actions)
             sync(args.device)
             t1 = time.perf_counter()
-            prev = model.decode(out.tokens[:, None], prev, args.num_inference_steps, None, gen)[:, 0]
+            prev = model.decode(out.tokens[:, None], prev, render=render, generator=gen)[:, 0]
             sync(args.device)
             t2 = time.perf_counter()
             if i:  # the first step warms up

@@ -36,7 +36,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from wm_video.metrics.moving import MovingScores
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.utils import progress
-from wm_video.world_model import WorldModel, keep_still_patches
+from wm_video.world_model import RenderSettings, WorldModel, keep_still_patches
 from wm_video.world_model_env import WorldModelEnv
 
 
@@ -187,7 +187,8 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
                     continue
                 # shuffled: every clip gets its neighbour's actions; null: no actions at all, context included
                 acts = acts[torch.roll(torch.arange(b), 1)] if m == "shuffled_actions" else None
-            env = WorldModelEnv(model, cfg.maskgit_steps, cfg.temperature, None, cfg.num_inference_steps,
+            env = WorldModelEnv(model, cfg.maskgit_steps, cfg.temperature,
+                                render=RenderSettings(cfg.num_inference_steps),
                                 generator=gen, guidance_scale=cfg.guidance_scale)
             env.reset(frames[:, :c], None if acts is None else acts[:, : c - 1])
             for i in range(hz):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from wm_video.utils import progress
-from wm_video.world_model import WorldModel
+from wm_video.world_model import RenderSettings, WorldModel
 from wm_video.world_model_env import WorldModelEnv
 
 
@@ -101,8 +101,8 @@ class WorldModelPipeline:
         ctx_acts = None if context_actions is None else torch.as_tensor(context_actions)
         if ctx_acts is not None and ctx_acts.ndim == unbatched:
             ctx_acts = ctx_acts[None].expand(b, *ctx_acts.shape)
-        env = WorldModelEnv(self.model, maskgit_steps, temperature, top_k, num_inference_steps, sampler,
-                            generator=generator)
+        env = WorldModelEnv(self.model, maskgit_steps, temperature, top_k=top_k,
+                            render=RenderSettings(num_inference_steps, sampler), generator=generator)
         env.reset(x.to(self.model.device), ctx_acts)
         frames, rewards, terms, tokens = [], [], [], []
         bar = progress(total=num_frames, desc="generating", unit="frame", enable=show_progress)

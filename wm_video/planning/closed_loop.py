@@ -86,11 +86,12 @@ class PlanRenderer:
 
     def __init__(self, model: Any, max_steps: int | None = None, maskgit_steps: int = 8, temperature: float = 0.0,
                  num_inference_steps: int | None = None, generator: torch.Generator | None = None) -> None:
+        from wm_video.world_model import RenderSettings
         from wm_video.world_model_env import WorldModelEnv
 
         self.model, self.max_steps = model, max_steps
-        self.env = WorldModelEnv(model, maskgit_steps, temperature, num_inference_steps=num_inference_steps,
-                                 render=True, generator=generator)
+        self.env = WorldModelEnv(model, maskgit_steps, temperature, render=RenderSettings(num_inference_steps),
+                                 generator=generator)
 
     @torch.no_grad()
     def __call__(self, context: torch.Tensor, context_actions: torch.Tensor | None, actions: torch.Tensor

@@ -28,6 +28,7 @@ import torch
 
 from wm_video.data.loader import LoaderConfig
 from wm_video.data.schema import DatasetInfo
+from wm_video.models.checks import validated
 from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
 from wm_video.models.dynamics.config import training_flops_per_token
 from wm_video.training.finetune import FinetuneConfig, Finetuning
@@ -123,16 +124,27 @@ class DynamicsModule(L.LightningModule):
             raise ValueError(f"train_frames must be >= 2 (a context frame and a target), got {cfg.train_frames}")
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})  # plain values: weights_only-safe
 
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Check each batch's token ids and actions once, where it arrives: on the CPU, before the copy to the
+        device, so the check waits for no kernel. The steps then run inside ``validated()``, where the model skips
+        its own value checks (:mod:`wm_video.models.checks`)."""
+        tokens = batch["tokens"]
+        self.model.check_tokens(tokens, sliding_window=True)  # longer clips are cropped to the window in the step
+        self.model.actions.check(batch.get("actions"), tuple(tokens.shape[:2]))
+        return batch
+
     def training_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
         batch = crop_window(batch, self.frames)
-        loss, logs = self.model.compute_loss(batch)
+        with validated():  # checked in on_before_batch_transfer
+            loss, logs = self.model.compute_loss(batch)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=len(batch["tokens"]))
         return loss
 
     def validation_step(self, batch: dict[str, Any], _: int) -> None:
         batch = crop_window(batch, self.frames)
-        _, logs = self.model.compute_loss(batch)
-        tf = self.model.teacher_forced_accuracy(batch["tokens"], batch.get("actions"))
+        with validated():  # checked in on_before_batch_transfer
+            _, logs = self.model.compute_loss(batch)
+            tf = self.model.teacher_forced_accuracy(batch["tokens"], batch.get("actions"))
         logs.update({f"tf_{k}": v for k, v in tf.items()})
         self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=len(batch["tokens"]))
 

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import EDMEulerScheduler
 from einops import rearrange
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from wm_video.models.checks import ids_out_of_range
 from wm_video.models.decoder.config import DecoderConfig
 from wm_video.models.decoder.network import Denoiser
 from wm_video.models.decoder.sampler import check_steps, make_scheduler, sample
@@ -44,6 +46,7 @@ class DiffusionDecoder(nn.Module, PyTorchModelHubMixin):
         self.config = config
         self.network = Denoiser(config)
         self.edm = make_scheduler(config)  # the EDM preconditioning shared by training and sampling
+        self._schedulers: dict[str, EDMEulerScheduler] = {}  # sampling schedulers by sampler name: scheduler()
 
     @classmethod
     def from_tokenizer(cls, tokenizer: nn.Module, config: DecoderConfig | None = None) -> DiffusionDecoder:
@@ -74,8 +77,9 @@ class DiffusionDecoder(nn.Module, PyTorchModelHubMixin):
             raise ValueError(f"{where}: token grid {tokens.shape[-2]}x{tokens.shape[-1]}, but this decoder renders "
                              f"the {self.token_grid[0]}x{self.token_grid[1]} grid of the tokenizer it was trained "
                              f"with (tokens from another tokenizer?)")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
-            lo, hi = int(tokens.min()), int(tokens.max())
+        bad = ids_out_of_range(tokens, self.vocab_size)  # a host read: skipped inside checks.validated()
+        if bad:
+            lo, hi = bad
             raise ValueError(f"{where}: token values must be in [0, {self.vocab_size}) (the vocabulary of the "
                              f"tokenizer this decoder was trained with), got [{lo}, {hi}]")
 
@@ -137,6 +141,16 @@ class DiffusionDecoder(nn.Module, PyTorchModelHubMixin):
         loss = (weight * se).mean()
         return loss, {"loss": loss.detach(), "denoise_mse": se.detach().mean(), "sigma_median": sigma.median()}
 
+    def scheduler(self, sampler: str | None = None) -> EDMEulerScheduler:
+        """The sampling scheduler of ``sampler`` (default: the config's), built on first use and reused by every
+        render after: :func:`~.sampler.sample` resets its state each time, so the frames equal a fresh scheduler's,
+        without building a diffusers scheduler per frame of a rollout. (One sampling run at a time holds its state:
+        two threads rendering with one decoder at once would need a decoder each.)"""
+        name = sampler or self.config.sampler
+        if name not in self._schedulers:
+            self._schedulers[name] = make_scheduler(self.config, name)
+        return self._schedulers[name]
+
     @torch.no_grad()
     def render(self, tokens: torch.Tensor, prev_frame: torch.Tensor | None = None,
                num_inference_steps: int | None = None, sampler: str | None = None,
@@ -157,11 +171,12 @@ class DiffusionDecoder(nn.Module, PyTorchModelHubMixin):
         b, t = tokens.shape[:2]
         res = self.config.resolution
         device = tokens.device
+        scheduler = self.scheduler(sampler)
 
         def run(tok: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
             cond = self.conditioning(tok, prev)
             x = sample(lambda x_in, s: self.network(x_in, s, cond), (tok.shape[0], 3, res, res), self.config, steps,
-                       sampler, generator, device)
+                       sampler, generator, device, scheduler)
             if self.config.residual:
                 x = x + cond[:, :3]
             return x.clamp(-1, 1)

@@ -5,6 +5,9 @@ network (:mod:`.network`), the schedule and the sampler stay three separate thin
 "trailing" spacing: the Karras ramp is cut into ``steps`` pieces and the last stop before zero is the start of
 the last piece rather than ``sigma_min``, so no step is spent denoising noise that is not there (with 2 steps the
 plain schedule would visit sigma 80 and then 0.002, which is one useful step).
+
+A scheduler holds the state of one sampling run (step index, solver history); :func:`sample` resets it first, so
+the decoder builds one per sampler and reuses it for every frame (``DiffusionDecoder.scheduler``).
 """
 
 from __future__ import annotations
@@ -69,11 +72,14 @@ Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @torch.no_grad()
 def sample(network: Denoise, shape: tuple[int, ...], cfg: DecoderConfig, steps: int, sampler: str | None = None,
-           generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+           generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+           scheduler: EDMEulerScheduler | None = None) -> torch.Tensor:
     """Run the sampler: ``network(x_in, sigma)`` is the raw EDM network with its conditioning bound; returns
-    ``shape`` samples. ``steps`` network calls, no more."""
+    ``shape`` samples. ``steps`` network calls, no more. ``scheduler``: one that :func:`make_scheduler` built for
+    ``sampler``, to reuse (its state is reset here, so it gives the same samples as a fresh one); None builds one."""
     steps = check_steps(steps, cfg)
-    scheduler = make_scheduler(cfg, sampler)
+    if scheduler is None:
+        scheduler = make_scheduler(cfg, sampler)
     set_steps(scheduler, steps, torch.device(device))
     x = randn_tensor(shape, generator=generator, device=torch.device(device)) * scheduler.sigmas[0]
     for i, t in enumerate(scheduler.timesteps):

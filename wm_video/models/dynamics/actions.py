@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wm_video.models.checks import check_values, ids_out_of_range
 from wm_video.models.dynamics.config import DynamicsConfig
 
 
@@ -62,31 +63,33 @@ class ActionEncoder(nn.Module):
                 nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
 
-    def check(self, actions: torch.Tensor | None, lead: tuple[int, ...]) -> None:
-        """Clear errors for actions of the wrong type, shape or range; ``lead`` is the expected ``(b, t)`` or
-        ``(b,)``."""
+    def check(self, actions: torch.Tensor | None, lead: tuple[int, ...], where: str = "actions") -> None:
+        """Clear errors, naming ``where``, for actions of the wrong type, shape or range; ``lead`` is the expected
+        ``(b, t)`` or ``(b,)``. The values (ids in range, finite floats) cost one host read and are not read inside
+        :func:`~wm_video.models.checks.validated`; type and shape always are."""
         if actions is None:
             return
         dims = "(b, t)" if len(lead) == 2 else "(b,)"
         if self.kind == "none":
-            raise ValueError(f"actions: this model has action_type 'none' (video only), got actions "
+            raise ValueError(f"{where}: this model has action_type 'none' (video only), got actions "
                              f"{_describe(actions)}; pass actions=None")
         if self.kind == "discrete":
             if actions.is_floating_point() or actions.is_complex() or actions.dtype == torch.bool \
                     or tuple(actions.shape) != lead:
-                raise ValueError(f"actions: expected discrete action ids, int64 {dims} = {lead}, "
+                raise ValueError(f"{where}: expected discrete action ids, int64 {dims} = {lead}, "
                                  f"got {_describe(actions)}")
-            if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.num_actions):
-                raise ValueError(f"actions: discrete ids must be in [0, {self.num_actions}), got "
-                                 f"[{int(actions.min())}, {int(actions.max())}]")
+            bad = ids_out_of_range(actions, self.num_actions)
+            if bad:
+                raise ValueError(f"{where}: discrete ids must be in [0, {self.num_actions}), got [{bad[0]}, {bad[1]}]")
             return
         expected = (*lead, self.action_dim)
         a_dims = dims[:-1] + ", a)"
         if not actions.is_floating_point() or tuple(actions.shape) != expected:
-            raise ValueError(f"actions: expected continuous actions, float {a_dims} = {expected}, "
+            raise ValueError(f"{where}: expected continuous actions, float {a_dims} = {expected}, "
                              f"got {_describe(actions)}")
-        if not bool(torch.isfinite(actions).all()):
-            raise ValueError("actions: NaN or inf in continuous actions")
+        if check_values() and not bool(torch.isfinite(actions).all()):
+            index = (~torch.isfinite(actions)).nonzero()[0].tolist()
+            raise ValueError(f"{where}: NaN or inf in continuous actions (first at index {index})")
 
     def forward(self, actions: torch.Tensor | None, lead: tuple[int, ...], drop_prob: float = 0.0) -> torch.Tensor:
         """``actions`` ``lead`` int ids or ``(*lead, a)`` floats, or None (all null) -> ``(*lead, c)``.

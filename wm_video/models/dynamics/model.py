@@ -26,6 +26,7 @@ from einops import rearrange
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from wm_video.models.checks import ids_out_of_range
 from wm_video.models.dynamics.actions import ActionEncoder
 from wm_video.models.dynamics.config import DynamicsConfig, mask_schedule
 from wm_video.models.dynamics.heads import OutcomeHeads, outcome_metrics, reward_loss, termination_loss
@@ -97,7 +98,8 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
 
     def check_tokens(self, tokens: torch.Tensor, sliding_window: bool = False) -> None:
         """``(b, t, h, w)`` integer ids in ``[0, vocab_size)`` on this model's grid, ``t <= context_frames``
-        unless ``sliding_window``; clear errors otherwise."""
+        unless ``sliding_window``; clear errors otherwise. The id range is not read inside
+        :func:`~wm_video.models.checks.validated` (the caller checked it, or made the ids itself)."""
         c = self.config
         if tokens.ndim != 4:
             raise ValueError(f"tokens: expected (b, t, h, w) int64, got shape {tuple(tokens.shape)}")
@@ -106,9 +108,9 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         if tuple(tokens.shape[2:]) != (c.token_h, c.token_w):
             raise ValueError(f"tokens: expected a {c.token_h}x{c.token_w} token grid (config token_h x token_w), "
                              f"got {tokens.shape[2]}x{tokens.shape[3]}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= c.vocab_size):
-            raise ValueError(f"tokens: ids must be in [0, {c.vocab_size}), got [{int(tokens.min())}, "
-                             f"{int(tokens.max())}]")
+        bad = ids_out_of_range(tokens, c.vocab_size)  # a host read: skipped inside checks.validated()
+        if bad:
+            raise ValueError(f"tokens: ids must be in [0, {c.vocab_size}), got [{bad[0]}, {bad[1]}]")
         if tokens.shape[1] > c.context_frames and not sliding_window:
             raise ValueError(f"tokens: {tokens.shape[1]} frames exceed context_frames={c.context_frames}; use the "
                              "sliding-window rollout (wm_video.models.dynamics.Rollout), forward(..., "

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 
+from wm_video.models.checks import validated
 from wm_video.models.dynamics.config import mask_schedule
 from wm_video.models.dynamics.model import DynamicsModel
 from wm_video.models.dynamics.st_transformer import KVCache
@@ -272,6 +273,7 @@ def sample_next_frame(model: DynamicsModel, tokens: torch.Tensor, actions: torch
     """One next frame from a clip, without a cache: ``tokens`` ``(b, t, h, w)`` (the last ``context_frames - 1``
     frames are used) and its aligned ``actions`` ``(b, t, ...)``, whose last entry produces the new frame.
     ``guidance_scale``: classifier-free guidance on actions (:class:`Rollout`)."""
+    model.check_tokens(tokens, sliding_window=True)
     b, t = tokens.shape[:2]
     roll = Rollout(model, steps, temperature, top_k, use_cache=False, generator=generator,
                    guidance_scale=guidance_scale)
@@ -279,8 +281,9 @@ def sample_next_frame(model: DynamicsModel, tokens: torch.Tensor, actions: torch
     if actions is not None:
         model.actions.check(actions, (b, t))
         last = actions[:, -1]
-    roll.start(tokens, actions)
-    return roll.step(last)
+    with validated():  # checked once above: start and step would read the same values again
+        roll.start(tokens, actions)
+        return roll.step(last)
 
 
 @torch.no_grad()
@@ -295,8 +298,11 @@ def rollout(model: DynamicsModel, context_tokens: torch.Tensor, actions: torch.T
         raise ValueError("rollout: give actions (b, T, ...) or num_frames for an action-free rollout")
     roll = Rollout(model, steps, temperature, top_k, use_cache, generator, guidance_scale)
     roll.start(context_tokens, context_actions)
-    outs = [roll.step(None if actions is None else actions[:, i])
-            for i in range(num_frames if actions is None else actions.shape[1])]
+    if actions is not None:  # all steps' actions at once, not one host read per step
+        model.actions.check(actions, (roll.batch_size, actions.shape[1]))
+    with validated():
+        outs = [roll.step(None if actions is None else actions[:, i])
+                for i in range(num_frames if actions is None else actions.shape[1])]
     return RolloutOutput(tokens=torch.stack([o.tokens for o in outs], 1),
                          rewards=torch.stack([o.reward for o in outs], 1),
                          terminations=torch.stack([o.termination for o in outs], 1))

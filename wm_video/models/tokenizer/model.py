@@ -23,6 +23,7 @@ from einops import rearrange
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from wm_video.models.checks import check_values, ids_out_of_range
 from wm_video.models.export import check_export
 from wm_video.models.tokenizer.config import TokenizerConfig
 from wm_video.models.tokenizer.patch_encoder import PatchEncoder
@@ -115,9 +116,9 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
         """Tokens ``(b, t, h', w')`` -> frames ``(b, t, 3, h, w)`` (about [-1, 1])."""
         if tokens.ndim != 4:
             raise ValueError(f"tokens: expected (b, t, h, w), got {tuple(tokens.shape)}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
-            raise ValueError(f"tokens: values must be in [0, {self.vocab_size}), got [{int(tokens.min())}, "
-                             f"{int(tokens.max())}]")
+        bad = ids_out_of_range(tokens, self.vocab_size)  # a host read: skipped inside checks.validated()
+        if bad:
+            raise ValueError(f"tokens: values must be in [0, {self.vocab_size}), got [{bad[0]}, {bad[1]}]")
         b = tokens.shape[0]
         codes = self.quantizer.indices_to_codes(rearrange(tokens, "b t h w -> (b t) h w"))
         return rearrange(self.decoder(codes), "(b t) c h w -> b t c h w", b=b)
@@ -223,9 +224,12 @@ def weights_fingerprint(*modules: nn.Module) -> str:
 
 
 def to_model_frames(frames: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
-    """uint8 frames (0-255) -> float in [-1, 1]; float input must already be finite and in [-1, 1]."""
+    """uint8 frames (0-255) -> float in [-1, 1]; float input must already be finite and in [-1, 1] (checked, with
+    a host read, outside :func:`~wm_video.models.checks.validated`)."""
     if frames.dtype == torch.uint8:
         return frames.float() / 127.5 - 1
+    if not check_values():
+        return frames.float()
     bad = ~torch.isfinite(frames).flatten(1).all(1) | (frames.abs().flatten(1).amax(1) > 1 + 1e-3)
     if bad.any():
         i = int(bad.nonzero()[0])
