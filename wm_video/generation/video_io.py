@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
+from PIL import Image, ImageDraw
 
 from wm_video.utils.atomic import atomic_path
 
@@ -32,8 +35,6 @@ def side_by_side(*videos: np.ndarray, gap: int = 2) -> np.ndarray:
 
 def annotate(frames: np.ndarray, lines: list[str]) -> np.ndarray:
     """A caption strip under each frame: ``lines[i]`` for frame ``i``."""
-    from PIL import Image, ImageDraw
-
     t, h, w = frames.shape[:3]
     strip = 14
     out = np.zeros((t, h + strip, w, 3), np.uint8)
@@ -69,15 +70,11 @@ def _atomic(path: Path, write) -> Path:
 
 def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int = 18) -> Path:
     """``(t, h, w, 3)`` uint8 -> H.264 mp4 (yuv420p, so odd sizes are padded to even)."""
-    import av
-
     h, w = frames.shape[1:3]
     pad = ((0, 0), (0, h % 2), (0, w % 2), (0, 0))
     frames = np.pad(frames, pad) if h % 2 or w % 2 else frames
 
     def write(tmp: Path) -> None:
-        from fractions import Fraction
-
         with av.open(str(tmp), mode="w", format="mp4") as out:
             stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
             stream.height, stream.width = frames.shape[1:3]
@@ -92,8 +89,6 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int 
 
 def write_gif(frames: np.ndarray, path: str | os.PathLike, fps: float) -> Path:
     """``(t, h, w, 3)`` uint8 -> looping GIF."""
-    from PIL import Image
-
     images = [Image.fromarray(f) for f in frames]
 
     def write(tmp: Path) -> None:
@@ -105,7 +100,5 @@ def write_gif(frames: np.ndarray, path: str | os.PathLike, fps: float) -> Path:
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
     """All frames of a video file as ``(t, h, w, 3)`` uint8 (for tests and checks)."""
-    import av
-
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
