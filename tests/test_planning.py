@@ -12,7 +12,6 @@ from test_decoder import make_tokenizer
 
 from wm_video.cli import main
 from wm_video.data.schema import ActionSpace
-from wm_video.generation.video_io import read_video
 from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
 from wm_video.planning import (
     ActorCritic,
@@ -29,6 +28,7 @@ from wm_video.planning import (
     model_action_space,
     score_plans,
 )
+from wm_video.utils.video_io import read_video
 from wm_video.world_model import WorldModel, WorldModelInfo
 from wm_video.world_model_env import EnvStep, WorldModelEnv
 

@@ -21,12 +21,9 @@ import torch
 
 from wm_video.data.schema import ActionSpace
 from wm_video.envs.convert import resize_frame
-
-# planning and generation are peers; these two are the ones planning still borrows (video frames and files)
-from wm_video.generation.pipeline import to_uint8
-from wm_video.generation.video_io import annotate, side_by_side, upscale, write_mp4
 from wm_video.planning.scoring import Plan, repeat_context
 from wm_video.utils import progress
+from wm_video.utils.video_io import annotate, side_by_side, to_uint8, upscale, write_mp4
 from wm_video.world_model_env import WorldModelEnv
 
 

@@ -1,6 +1,7 @@
-"""Writing generated video: mp4 (H.264 through PyAV), GIF (Pillow), side by side with the ground truth, with the
-predicted reward and termination drawn on each frame (only for the heads that passed their quality gates). Every
-file is written under a temporary name and then renamed."""
+"""Video frames and files, for whatever writes or reads video (generation, planning, evaluation scripts): model
+frames to uint8, mp4 (H.264 through PyAV) and GIF (Pillow), side by side with the ground truth, with the predicted
+reward and termination drawn on each frame (only for the heads that passed their quality gates). Every file is
+written under a temporary name and then renamed."""
 
 from __future__ import annotations
 
@@ -11,11 +12,18 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from wm_video.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(..., 3, h, w)`` float in [-1, 1] -> ``(..., h, w, 3)`` uint8."""
+    x = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
 
 
 def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
