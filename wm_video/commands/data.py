@@ -183,7 +183,7 @@ def videos(*overrides: str, data: str, out: str, shard_mb: int | None = None, st
         min_motion: clips whose mean absolute frame difference (0-255 levels) is below this are static.
     """
     cfg = _pipeline_config("data_videos", preset, config, shard_mb, settings, overrides)
-    _report(run_pipeline(VideoSource(data), cfg, out, stages, show_progress=progress), out, stages)
+    _report(run_pipeline(VideoSource(data), cfg.pipeline(), out, stages, show_progress=progress), out, stages)
 
 
 def lerobot(*overrides: str, data: str, out: str, shard_mb: int | None = None, stages: list[str] | None = None,
