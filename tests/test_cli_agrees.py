@@ -188,7 +188,7 @@ def test_generate_predicts_one_frame_per_action_and_warns_when_the_truth_runs_ou
     from test_world_model import make_world_model
 
     from wm_video.commands.generate import generate
-    from wm_video.generation.video_io import read_video
+    from wm_video.utils.video_io import read_video
 
     make_world_model(decoder=False).save_pretrained(tmp_path / "wm")
     write_dataset(tmp_path / "ds", shards=1, clips_per_shard=1, t=6, size=32)  # 2 context + 4 real future frames

@@ -8,7 +8,7 @@ import json
 from wm_video.cli import main
 from wm_video.data.reader import load_dataset_info
 from wm_video.data.split import split_dataset
-from wm_video.generation.video_io import read_video
+from wm_video.utils.video_io import read_video
 from wm_video.world_model import WorldModel
 
 SMALL = ["--env", "Pendulum-v1", "--episodes", "8", "--max-episode-steps", "40", "--workers", "1",

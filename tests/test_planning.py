@@ -12,7 +12,6 @@ from test_decoder import make_tokenizer
 
 from wm_video.cli import main
 from wm_video.data.schema import ActionSpace
-from wm_video.generation.video_io import read_video
 from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
 from wm_video.planning import (
     ActorCritic,
@@ -29,6 +28,7 @@ from wm_video.planning import (
     model_action_space,
     score_plans,
 )
+from wm_video.utils.video_io import read_video
 from wm_video.world_model import WorldModel, WorldModelInfo
 from wm_video.world_model_env import EnvStep, WorldModelEnv
 
@@ -412,3 +412,22 @@ def test_imagine_train_cli_trains_saves_and_evaluates_the_actor(saved_models, tm
                  "--max-steps", "1", "--horizon", "2", "--population", "4", "--elites", "2", "--iterations", "1",
                  "--maskgit-steps", "1", "--no-baseline", "--video-episodes", "0", "--value", str(out / "actor"),
                  "--out", str(tmp_path / "valued")]) == 0
+
+
+def test_planning_returns_stages_call_the_planning_library_with_the_verbs_settings(saved_models, tmp_path, capsys):
+    """eval/planning/planning_returns.py runs its stages through planning.runner (not the CLI), with settings that
+    are fields of the plan config."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("gymnasium")
+    script = Path(__file__).parent.parent / "eval" / "planning" / "planning_returns.py"
+    spec = importlib.util.spec_from_file_location("planning_returns", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    settings = {**module.agent_settings(smoke=True)["cem"], "episodes": 1, "max_steps": 2, "horizon": 2,
+                "population": 4, "elites": 2, "iterations": 1, "video_episodes": 0}
+    report = module.run_stage("cem", saved_models / "pendulum", tmp_path, settings, "Pendulum-v1")
+    assert report["kind"] == "plan" and set(report["results"]) == {"cem", "random"}
+    assert report["settings"]["population"] == 4 and (tmp_path / "cem" / "report.json").exists()
+    assert "| cem | 1 |" in capsys.readouterr().out

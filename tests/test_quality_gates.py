@@ -23,7 +23,7 @@ from wm_video.data.schema import ActionSpace, Clip, ClipMeta
 from wm_video.data.tokenize import tokenize_dataset
 from wm_video.data.tokenizer_fit import report_token_dataset_fit
 from wm_video.data.writer import ShardWriter, finalize_dataset
-from wm_video.generation.video_io import prediction_captions
+from wm_video.utils.video_io import prediction_captions
 from wm_video.world_model import WorldModel
 
 GATE = "QUALITY GATE FAILED:"

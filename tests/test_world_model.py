@@ -13,8 +13,8 @@ from test_decoder import make_decoder, make_tokenizer
 from wm_video.cli import main
 from wm_video.generation import WorldModelPipeline
 from wm_video.generation.inputs import load_actions, load_context
-from wm_video.generation.video_io import read_video, write_mp4
 from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
+from wm_video.utils.video_io import read_video, write_mp4
 from wm_video.world_model import RenderSettings, WorldModel, WorldModelInfo
 from wm_video.world_model_env import WorldModelEnv
 

@@ -3,16 +3,21 @@
 Each verb's ``--help`` is made from its function's signature and docstring (Google style ``Args:``), so the
 function is the documentation. Parameters without a default are positional, keyword-only parameters without a
 default (after ``*`` or ``*overrides``) are required ``--flags``, the rest are optional ``--flags``; ``bool`` gets
-``--flag/--no-flag``; a ``*overrides`` parameter takes trailing ``field.path=value`` items. ``FLAG_ALIASES`` keeps
-old flag spellings working in every verb, ``PRESET_KINDS`` makes a verb's ``--preset`` help list the registry's
+``--flag/--no-flag``; a ``*overrides`` parameter takes trailing ``field.path=value`` items.
+
+A verb with a typed config (``PRESET_KINDS``) takes ``**settings``: every plain field of its config class becomes a
+``--flag`` (help from the config's docstring unless the verb's own ``Args:`` says more; shown default: the verb's
+default preset's value), so a setting is spelled once, in its config. Only the flags actually given reach the verb,
+so one left out keeps the value of the preset or YAML (``load_config``'s precedence). ``FLAG_ALIASES`` keeps old
+flag spellings working in every verb, ``PRESET_KINDS`` also makes a verb's ``--preset`` help list the registry's
 presets. A mistyped verb, flag or choice gets a "did you mean" suggestion.
-Verb modules import heavy libraries inside the functions, so ``wm-video --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import difflib
 import importlib
 import inspect
@@ -26,10 +31,20 @@ from collections.abc import Callable
 from typing import Any, Union
 
 # OpenMP threads that wait for each other by sleeping, not spinning, unless the user chose otherwise. It must be set
-# before torch loads its OpenMP runtime, so here, before any verb imports torch. On a shared machine spinning threads
-# fight whatever else holds a core: the tiny tokenizer trained 2.4x faster with this beside other work, and a minute
-# cap had starved it into drawing flat colour (eval/benchmarks/bench_threads.py, docs/benchmarks.md).
+# before torch loads its OpenMP runtime, so here, before the project's imports below (they load torch). On a shared
+# machine spinning threads fight whatever else holds a core: the tiny tokenizer trained 2.4x faster with this beside
+# other work, and a minute cap had starved it into drawing flat colour (eval/benchmarks/bench_threads.py,
+# docs/benchmarks.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# E402: after the line above, on purpose
+from wm_video import __version__
+from wm_video.config import ConfigError, kinds, preset, presets
+from wm_video.data.loader import DataError
+from wm_video.data.schema import SchemaError
+from wm_video.data.writer import DataWriteError
+from wm_video.envs.base import MissingExtraError, UnknownEnvError
+from wm_video.utils.logs import setup_logging
 
 # verb path -> "module:function"; nested dicts are verb groups.
 VERBS: dict[str, Any] = {
@@ -53,7 +68,7 @@ VERBS: dict[str, Any] = {
     "generate": "wm_video.commands.generate:generate",
     "eval": "wm_video.commands.evaluate:evaluate",
     "export": "wm_video.commands.export:export",
-    "demo": "wm_video.commands.demo:demo",
+    "demo": "wm_video.demo:demo",
     "plan": "wm_video.commands.plan:plan",
     "imagine-train": "wm_video.commands.plan:imagine_train",
 }
@@ -69,14 +84,20 @@ GROUP_HELP = {
 # folder was --src in 'data tokenize/videos/lerobot' and --data everywhere else; --data is the one spelling now.
 FLAG_ALIASES: dict[str, tuple[str, ...]] = {"data": ("--src",)}
 
-# verb -> the config kind whose registered presets its --preset takes (None: any kind's). The list is read from the
-# registry when help is printed, so it never goes stale; not before, as loading the registry imports torch.
+# verb -> the config kind whose registered presets its --preset takes (None: any kind's), and whose fields its
+# **settings take as flags. The preset list is read from the registry when help is printed, so it never goes stale.
 PRESET_KINDS: dict[str, str | None] = {
     "data collect": "collect",
+    "data videos": "data_videos",
+    "data lerobot": "data_lerobot",
     "config show": None,
     "train tokenizer": "train_tokenizer",
     "train dynamics": "train_dynamics",
     "train decoder": "train_decoder",
+    "generate": "generate",
+    "eval": "eval",
+    "plan": "plan",
+    "imagine-train": "imagine_train",
 }
 _PRESETS = "{presets}"  # where the registry's list goes in a --preset help text
 
@@ -95,8 +116,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         if _PRESETS in text:
-            from wm_video.config import kinds, presets
-
             kind = getattr(action, "preset_kind", None)
             names = presets(kind) if kind else sorted({n for k in kinds() for n in presets(k)})
             text = text.replace(_PRESETS, ", ".join(names))
@@ -193,32 +212,76 @@ def _int_or_str(value: str) -> int | str:
         return value
 
 
+class _Given(argparse._StoreAction):
+    """Stores the value and records the flag as given (``namespace._flags_given``), so a left-out setting keeps its
+    preset's or YAML's value rather than the default shown in help."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        namespace._flags_given = {*getattr(namespace, "_flags_given", ()), self.dest}
+
+
+class _GivenBool(argparse.BooleanOptionalAction):
+    """``--flag/--no-flag`` that records the flag as given, like :class:`_Given`."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        namespace._flags_given = {*getattr(namespace, "_flags_given", ()), self.dest}
+
+
+def _settings(verb: str, fn: Callable[..., Any]) -> tuple[list[inspect.Parameter], dict[str, Any], dict[str, str]]:
+    """The flags of a verb's ``**settings``: one keyword-only parameter per plain field of its config kind, whose
+    default is the field's value in the verb's default preset; their types and help texts (the config's docstrings,
+    base classes' included)."""
+    kind = PRESET_KINDS.get(verb)
+    if not kind:
+        raise TypeError(f"{fn.__qualname__} takes **settings, but verb {verb!r} has no config kind in PRESET_KINDS")
+    start = preset(kind, inspect.signature(fn).parameters["preset"].default)
+    cls = type(start)
+    hints = typing.get_type_hints(cls)
+    helps: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        helps.update(parse_docstring(base.__doc__)[1] if dataclasses.is_dataclass(base) else {})
+    params = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict:
+            continue  # sections and mappings: YAML and dotted overrides only
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=getattr(start, f.name)))
+    return params, {p.name: hints[p.name] for p in params}, helps
+
+
+def _parameters(fn: Callable[..., Any], verb: str) -> list[tuple[inspect.Parameter, Any, str, bool]]:
+    """``(parameter, type, help, is_setting)`` for each of ``fn``'s flags, ``**settings`` expanded."""
+    _, helps = parse_docstring(fn.__doc__)
+    hints = typing.get_type_hints(fn)
+    out = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is not p.VAR_KEYWORD:
+            out.append((p, hints.get(p.name, str), helps.get(p.name, ""), False))
+            continue
+        params, types_, config_helps = _settings(verb, fn)
+        # the verb's own Args: text wins: it may say more about a field in the verb's terms
+        out += [(q, types_[q.name], helps.get(q.name) or config_helps.get(q.name, ""), True) for q in params]
+    return out
+
+
 def add_function(parser: argparse.ArgumentParser, fn: Callable[..., Any], verb: str = "") -> None:
     """Add ``fn``'s parameters to ``parser`` and remember ``fn`` as the verb to call (``verb``: its path, e.g.
     ``"data collect"``, for ``PRESET_KINDS``)."""
-    description, helps = parse_docstring(fn.__doc__)
-    parser.description = description
+    parser.description = parse_docstring(fn.__doc__)[0]
     parser.formatter_class = HelpFormatter
-    hints = typing.get_type_hints(fn)
-    for p in inspect.signature(fn).parameters.values():
-        tp = _unwrap_optional(hints.get(p.name, str))
-        text = helps.get(p.name, "").replace("%", "%%")  # argparse %-formats help strings
+    settings = []
+    for p, hint, doc, is_setting in _parameters(fn, verb):
+        tp = _unwrap_optional(hint)
+        text = doc.replace("%", "%%")  # argparse %-formats help strings
         if p.kind is p.VAR_POSITIONAL:
             parser.add_argument(p.name, nargs="*", metavar="FIELD=VALUE", help=text or "dotted config overrides")
             parser._rest = p.name  # type: ignore[attr-defined]  # read by ArgumentParser.parse_args
             continue
-        kwargs: dict[str, Any] = {"help": text}
-        origin = typing.get_origin(tp)
-        if origin is typing.Literal:
-            kwargs["choices"] = list(typing.get_args(tp))
-        elif origin in (list, tuple):
-            kwargs["nargs"] = "+"
-            inner = typing.get_args(tp)
-            kwargs["type"] = inner[0] if inner else str
-        elif tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif callable(tp) and tp in (int, float, str, _int_or_str):
-            kwargs["type"] = tp
+        kwargs = _argument_kwargs(tp, text, is_setting)
         if p.default is inspect.Parameter.empty and p.kind is not p.KEYWORD_ONLY:
             parser.add_argument(p.name, **kwargs)
             continue
@@ -231,19 +294,40 @@ def add_function(parser: argparse.ArgumentParser, fn: Callable[..., Any], verb: 
             notes.insert(0, "required")
         else:
             kwargs["default"] = p.default
-            if p.default is not None and "action" not in kwargs:
+            shown = is_setting and "default" in text  # a config's docstring gives its defaults
+            if p.default is not None and not shown and kwargs.get("action") not in (argparse.BooleanOptionalAction,
+                                                                                  _GivenBool):
                 notes.insert(0, f"default: {p.default}")
         kwargs["help"] = f"{text} ({'; '.join(notes)})".strip() if notes else text
         action = parser.add_argument(f"--{p.name.replace('_', '-')}", *aliases, dest=p.name, **kwargs)
         action.aliases = aliases  # type: ignore[attr-defined]  # read by HelpFormatter
         if p.name == "preset":
             action.preset_kind = PRESET_KINDS.get(verb)  # type: ignore[attr-defined]
-    parser.set_defaults(_fn=fn, _parser=parser)
+        if is_setting:
+            settings.append(p.name)
+    parser.set_defaults(_fn=fn, _parser=parser, _settings=settings)
+
+
+def _argument_kwargs(tp: Any, text: str, tracked: bool) -> dict[str, Any]:
+    """argparse keywords for a parameter of type ``tp``; ``tracked``: record whether the flag was given."""
+    kwargs: dict[str, Any] = {"help": text}
+    if tracked:
+        kwargs["action"] = _Given
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        kwargs["choices"] = list(typing.get_args(tp))
+    elif origin in (list, tuple):
+        kwargs["nargs"] = "+"
+        inner = typing.get_args(tp)
+        kwargs["type"] = inner[0] if inner else str
+    elif tp is bool:
+        kwargs["action"] = _GivenBool if tracked else argparse.BooleanOptionalAction
+    elif callable(tp) and tp in (int, float, str, _int_or_str):
+        kwargs["type"] = tp
+    return kwargs
 
 
 def build_parser(verbs: dict[str, Any] | None = None) -> argparse.ArgumentParser:
-    from wm_video import __version__
-
     parser = ArgumentParser(prog="wm-video", description="wm-video: video-prediction world models.")
     parser.add_argument("--version", action="version", version=f"wm-video {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -264,24 +348,22 @@ def build_parser(verbs: dict[str, Any] | None = None) -> argparse.ArgumentParser
 
 
 def call(fn: Callable[..., Any], ns: argparse.Namespace) -> Any:
+    """Call ``fn`` with the parsed arguments; of its ``**settings``, only the flags given on the command line."""
     args, kwargs = [], {}
     for p in inspect.signature(fn).parameters.values():
         if p.kind is p.VAR_POSITIONAL:
             args += getattr(ns, p.name)
         elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             args.append(getattr(ns, p.name))
+        elif p.kind is p.VAR_KEYWORD:
+            given = getattr(ns, "_flags_given", set())
+            kwargs.update({name: getattr(ns, name) for name in getattr(ns, "_settings", ()) if name in given})
         else:
             kwargs[p.name] = getattr(ns, p.name)
     return fn(*args, **kwargs)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from wm_video.config import ConfigError
-    from wm_video.data.loader import DataError
-    from wm_video.data.schema import SchemaError
-    from wm_video.data.writer import DataWriteError
-    from wm_video.envs.base import MissingExtraError, UnknownEnvError
-
     return (ConfigError, SchemaError, DataWriteError, DataError, MissingExtraError, UnknownEnvError,
             FileNotFoundError, ValueError)
 
@@ -289,8 +371,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    from wm_video.utils.logs import setup_logging
-
     setup_logging(logging.DEBUG if ns.verbose else logging.INFO)  # ours at INFO, libraries' at WARNING
     try:
         call(ns._fn, ns)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import types
 import typing
 from collections.abc import Callable
@@ -54,9 +55,15 @@ def presets(kind: str) -> list[str]:
     return sorted(_PRESETS.get(kind, {}))
 
 
+# Modules whose import registers config kinds and their presets, each beside its config. Named, not imported at the
+# top: config.py is the bottom floor, and these modules sit above it.
+REGISTRIES = ("wm_video.presets", "wm_video.generation.config", "wm_video.evaluation.presets",
+              "wm_video.planning.config", "wm_video.commands.data_config")
+
+
 def _load_registries() -> None:
-    # Importing the modules that own configs registers their kinds and presets.
-    import wm_video.presets  # noqa: F401
+    for module in REGISTRIES:
+        importlib.import_module(module)
 
 
 def preset(kind: str, name: str) -> Any:

@@ -97,7 +97,7 @@ def record_episode(env: Any, policy: Any, seed: int, repeat: int) -> dict[str, n
 def run_job(job: EpisodeJob) -> dict[str, Any]:
     """Record ``job``'s episode and write its video (and arrays); returns a short summary."""
     from wm_video.envs import make_policy
-    from wm_video.generation.video_io import write_mp4
+    from wm_video.utils.video_io import write_mp4
 
     env = _env(job.task, job.size, job.max_steps)
     policy = make_policy("noisy", env, seed=job.seed, noise=job.noise)

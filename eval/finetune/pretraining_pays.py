@@ -9,7 +9,7 @@ episodes with their true actions and with shuffled ones.
 Everything goes through the project's own commands, run as subprocesses (logs in ``OUT/logs/``):
 
 1. collect: noisy scripted-expert episodes (action held 4 physics steps: 20 frames/s, 64x64) of the video tasks,
-   written as mp4 files (``wm_video.generation.video_io.write_mp4``), and of the robot task, written as a LeRobot
+   written as mp4 files (``wm_video.utils.video_io.write_mp4``), and of the robot task, written as a LeRobot
    v2.1 dataset (parquet frames + H.264 videos + JSONL metadata; :mod:`metaworld_lerobot`);
 2. ``wm-video data videos`` (the video tasks: pretraining clips; the videos plus the robot's training episodes:
    the tokenizer's mix) and ``wm-video data lerobot`` (the robot clips, with actions);

@@ -54,6 +54,11 @@ from typing import Any
 
 import torch
 
+from wm_video.data.writer import atomic_write_bytes, atomic_write_json
+from wm_video.demo import DemoConfig, run_demo
+from wm_video.planning import ImagineTrainConfig, PlanConfig, run_planner, train_actor
+from wm_video.planning.report import markdown as report_markdown
+
 CART_ENV, PACMAN_ENV = "InvertedPendulum-v5", "ALE/MsPacman-v5"
 BOXING_ENV, REACHER_ENV = "ALE/Boxing-v5", "Reacher-v5"
 STAGES = ("cem", "cem_confirm", "actor", "mcts", "mcts_confirm", "mcts_boxing", "cem_reacher")
@@ -62,8 +67,6 @@ SUITE_STAGES = {"mcts_boxing": BOXING_ENV, "cem_reacher": REACHER_ENV}  # stage 
 
 def world_model_configs(smoke: bool) -> dict[str, Any]:
     """The two :class:`~wm_video.demo.DemoConfig` s (``--smoke``: a few steps each, numbers mean nothing)."""
-    from wm_video.demo import DemoConfig
-
     if smoke:
         small = {"tokenizer_steps": 10, "dynamics_steps": 10, "decoder_steps": 5, "max_clips": 4}
         return {"wm_cart": DemoConfig(env=CART_ENV, policy="noisy", noise=2.0, episodes=8, max_episode_steps=40,
@@ -82,7 +85,8 @@ def world_model_configs(smoke: bool) -> dict[str, Any]:
 
 
 def agent_settings(smoke: bool) -> dict[str, dict[str, Any]]:
-    """Keyword arguments of :func:`wm_video.commands.plan.plan` / ``imagine_train`` per stage."""
+    """Fields of :class:`~wm_video.planning.PlanConfig` / :class:`~wm_video.planning.ImagineTrainConfig` per stage
+    (the settings of ``wm-video plan`` / ``imagine-train``)."""
     episodes = 2 if smoke else 10
     # Horizon 12 and sampled rollouts (temperature 1): with horizon 6 at argmax most plans were predicted to survive
     # the whole horizon and CEM could not tell them apart (see docs/benchmarks.md). Seeds 100-109: the settings
@@ -114,8 +118,6 @@ def agent_settings(smoke: bool) -> dict[str, dict[str, Any]]:
 
 
 def build_world_model(name: str, cfg: Any, out: Path, smoke: bool) -> Path:
-    from wm_video.demo import run_demo
-
     folder = out / name
     if not (folder / "demo_summary.json").exists():
         run_demo(cfg, folder)
@@ -151,12 +153,13 @@ def falls_finetune(folder: Path, smoke: bool) -> Path:
 
 def run_stage(name: str, model: Path, out: Path, settings: dict[str, Any], env: str) -> dict[str, Any]:
     """One planning/actor stage into ``out/name``."""
-    from wm_video.commands.plan import imagine_train, plan
-
     if name == "actor":
-        data = model.parent / "data"
-        return imagine_train(model=str(model), env=env, data=str(data), out=str(out / name), **settings)
-    return plan(model=str(model), env=env, out=str(out / name), **settings)
+        cfg = ImagineTrainConfig(**settings)
+        report = train_actor(model, out / name, cfg, env=env, data=model.parent / "data")
+    else:
+        report = run_planner(model, env, out / name, PlanConfig(**settings))
+    print(report_markdown(report))
+    return report
 
 
 def summarize(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -207,8 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reacher-model", default=None, help="world model of cem_reacher (default: the fidelity suite's, "
                    "runs/fidelity/Reacher-v5/world_model)")
     args = p.parse_args(argv)
-    from wm_video.data.writer import atomic_write_bytes, atomic_write_json
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]

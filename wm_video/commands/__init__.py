@@ -1,1 +1,2 @@
-"""The functions behind ``wm-video`` verbs; their signatures and docstrings are the ``--help`` text."""
+"""The functions behind ``wm-video`` verbs: thin adapters that resolve the verb's config, call one library function
+and print; their signatures and docstrings (and their configs' fields) are the ``--help`` text."""

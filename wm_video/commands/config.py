@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wm_video.config import ConfigError, dump_yaml, kinds, load_config, presets, read_yaml
+
 
 def show(*overrides: str, kind: str | None = None, config: str | None = None, preset: str = "debug") -> None:
     """Print the config that preset + YAML + overrides resolve to, as YAML (a valid config file itself).
@@ -19,8 +21,6 @@ def show(*overrides: str, kind: str | None = None, config: str | None = None, pr
         config: YAML file to apply.
         preset: starting preset when the YAML names none.
     """
-    from wm_video.config import ConfigError, dump_yaml, load_config, read_yaml
-
     items = list(overrides)
     if items and "=" not in items[0]:  # a word, not field=value: the kind
         if kind and kind != items[0]:
@@ -34,7 +34,5 @@ def show(*overrides: str, kind: str | None = None, config: str | None = None, pr
 
 def list_presets() -> None:
     """List config kinds and their named presets."""
-    from wm_video.config import kinds, presets
-
     for kind in kinds():
         print(f"{kind}: {', '.join(presets(kind))}")

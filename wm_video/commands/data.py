@@ -4,7 +4,16 @@ inspect datasets, list environments, tokenize."""
 from __future__ import annotations
 
 import json
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
+
+from wm_video.config import load_config
+from wm_video.data.collect import collect as run_collect
+from wm_video.data.inspect import format_summary, inspect_dataset, summarize
+from wm_video.data.pipeline import VideoSource, run_pipeline
+from wm_video.data.tokenize import tokenize_dataset
+from wm_video.envs import list_env_ids
+from wm_video.utils.device import resolve_device
 
 
 def collect(
@@ -59,15 +68,11 @@ def collect(
         preset: named preset the config starts from.
         progress: show a progress bar (default: on terminals, off in batch jobs).
     """
-    from wm_video.config import load_config
-    from wm_video.data.collect import collect as run
-    from wm_video.data.inspect import format_summary, summarize
-
     flags = dict(env=env, episodes=episodes, policy=policy, noise=noise, size=size, clip_len=clip_len, stride=stride,
                  max_episode_steps=max_episode_steps, episodes_per_shard=episodes_per_shard, workers=workers,
                  storage=storage, seed=seed, shard_range=shard_range)
     cfg = load_config("collect", preset_name=preset, yaml_path=config, flags=flags, overrides=overrides)
-    info = run(cfg, out, show_progress=progress)
+    info = run_collect(cfg, out, show_progress=progress)
     if info is not None:
         print(format_summary(summarize(info)))
         print(f"wrote {out}/dataset.json")
@@ -85,10 +90,6 @@ def inspect(path: str, sheet: str | None = None, gif: str | None = None, clips: 
         frames: frames shown per clip.
         json_out: print the summary as JSON instead of text.
     """
-    from pathlib import Path
-
-    from wm_video.data.inspect import format_summary, inspect_dataset
-
     sheet = sheet or str(Path(path) / "contact_sheet.png")
     summary = inspect_dataset(path, sheet=sheet, gif=gif, num_clips=clips, frames_per_clip=frames)
     if json_out:
@@ -104,8 +105,6 @@ def envs(family: Literal["atari", "gymnasium", "metaworld"] | None = None) -> No
     Args:
         family: only this family: atari, gymnasium or metaworld.
     """
-    from wm_video.envs import list_env_ids
-
     for env_id in list_env_ids(family):
         print(env_id)
 
@@ -128,16 +127,12 @@ def tokenize(*, tokenizer: str, data: str, out: str, batch_frames: int = 256, de
         device: auto (cuda when a GPU is visible, else cpu), cpu or cuda.
         progress: show a progress bar (default: on terminals).
     """
-    from wm_video.data.inspect import format_summary, summarize
-    from wm_video.data.tokenize import tokenize_dataset
-    from wm_video.utils.device import resolve_device
-
     info = tokenize_dataset(tokenizer, data, out, batch_frames, resolve_device(device), progress)
     print(format_summary(summarize(info)))
     print(f"token shards: {out} (vocabulary {info.tokens['vocab_size']}, {info.tokens['dtype']})")
 
 
-def _report(info, out: str, stages: list[str] | None) -> None:
+def _report(info: Any, out: str, stages: list[str] | None) -> None:
     """What a pipeline run made: inputs by fate, clips kept and dropped, shards (or which stages ran)."""
     if info is None:
         ran = " ".join(stages) if stages else "all"
@@ -159,130 +154,73 @@ def _report(info, out: str, stages: list[str] | None) -> None:
     print(f"wrote {out}/dataset.json; every input's fate: {out}/manifest.jsonl")
 
 
-def videos(
-    *,
-    data: str,
-    out: str,
-    size: int = 64,
-    clip_len: int = 16,
-    stride: int | None = None,
-    fps: float | None = None,
-    min_motion: float = 0.5,
-    dedup: Literal["none", "exact", "near"] = "near",
-    near_dup_bits: int = 8,
-    storage: Literal["raw", "png", "mp4"] = "raw",
-    interpolation: Literal["area", "bilinear", "bicubic", "lanczos"] = "area",
-    clips_per_shard: int = 1000,
-    shard_mb: int = 1024,
-    workers: int = 2,
-    stages: list[str] | None = None,
-    shard_range: list[int] | None = None,
-    progress: bool | None = None,
-) -> None:
+def videos(*overrides: str, data: str, out: str, shard_mb: int | None = None, stages: list[str] | None = None,
+           config: str | None = None, preset: str = "default", progress: bool | None = None, **settings: Any) -> None:
     """Turn a folder (or list file) of videos into action-free episode-clip shards for pretraining.
 
     Stages: probe (PyAV metadata; corrupt, zero-length, truncated or video-less files are marked with the reason
     and skipped) -> clip (resample to --fps, scale the short side to --size, centre crop, cut --clip-len clips
     every --stride frames) -> filter (too short, static, duplicate) -> shard -> stats. Every input's fate is in
     OUT/manifest.jsonl. Rerunning the same command skips finished work; --stages runs some stages only (e.g. the
-    shard stage of a SLURM array task: see slurm/data_shards.sbatch).
+    shard stage of a SLURM array task: see slurm/data_shards.sbatch). Settings (kind ``data_videos``: the
+    pipeline's) resolve as: the preset, the YAML (--config), the flags given, then the trailing FIELD=VALUE
+    overrides.
 
     Example:
         wm-video data videos --data videos/ --out data/videos64 --size 64 --clip-len 16 --fps 15 --workers 2
 
     Args:
+        overrides: dotted overrides of the pipeline config, e.g. ``dedup=exact``; they beat flags and YAML.
         data: folder of videos (mp4, webm, mkv, avi; searched recursively) or a text file listing them.
         out: output dataset folder.
-        size: output frame height and width in pixels.
-        clip_len: frames per clip.
-        stride: frames between clip starts (default: clip_len).
+        shard_mb: raw megabytes per shard at most (sets shard_bytes; default: 1024).
+        stages: run only these stages, in pipeline order: probe clip filter shard stats (default: all).
+        config: YAML file with ``kind: data_videos``.
+        preset: named preset the settings start from.
+        progress: show progress bars (default: on terminals).
+        settings: the fields of the pipeline config, as flags.
         fps: output frame rate (default: the most common rate among the videos).
         min_motion: clips whose mean absolute frame difference (0-255 levels) is below this are static.
-        dedup: drop duplicate clips: none, exact (identical frames), near (also perceptual near duplicates).
-        near_dup_bits: perceptual hash bits (of 192) near duplicates may differ in.
-        storage: frame storage: raw or png (lossless), mp4 (H.264 yuv444p).
-        interpolation: resize filter.
-        clips_per_shard: clips per shard at most.
-        shard_mb: raw megabytes per shard at most.
-        workers: worker processes.
-        stages: run only these stages, in pipeline order: probe clip filter shard stats (default: all).
-        shard_range: two numbers FIRST STOP: make only shards [FIRST, STOP) (SLURM array tasks).
-        progress: show progress bars (default: on terminals).
     """
-    from wm_video.data.pipeline import PipelineConfig, VideoSource, run_pipeline
-
-    cfg = PipelineConfig(size=size, clip_len=clip_len, stride=stride, fps=fps, interpolation=interpolation,
-                         storage=storage, min_motion=min_motion, dedup=dedup, near_dup_bits=near_dup_bits,
-                         clips_per_shard=clips_per_shard, shard_bytes=shard_mb << 20, workers=workers,
-                         shard_range=shard_range)
-    info = run_pipeline(VideoSource(data), cfg, out, stages, show_progress=progress)
-    _report(info, out, stages)
+    cfg = _pipeline_config("data_videos", preset, config, shard_mb, settings, overrides)
+    _report(run_pipeline(VideoSource(data), cfg.pipeline(), out, stages, show_progress=progress), out, stages)
 
 
-def lerobot(
-    *,
-    data: str,
-    out: str,
-    camera: str | None = None,
-    size: int = 64,
-    clip_len: int = 16,
-    stride: int | None = None,
-    fps: float | None = None,
-    action_key: str = "action",
-    state_key: str = "auto",
-    reward_key: str = "auto",
-    done_key: str = "auto",
-    min_motion: float = 0.0,
-    dedup: Literal["none", "exact", "near"] = "none",
-    storage: Literal["raw", "png", "mp4"] = "raw",
-    interpolation: Literal["area", "bilinear", "bicubic", "lanczos"] = "area",
-    clips_per_shard: int = 1000,
-    shard_mb: int = 1024,
-    workers: int = 2,
-    stages: list[str] | None = None,
-    shard_range: list[int] | None = None,
-    progress: bool | None = None,
-) -> None:
+def lerobot(*overrides: str, data: str, out: str, shard_mb: int | None = None, stages: list[str] | None = None,
+            config: str | None = None, preset: str = "default", progress: bool | None = None,
+            **settings: Any) -> None:
     """Turn a LeRobot dataset on local disk (layout v2.x or v3.0) into episode-clip shards with actions.
 
     Reads meta/info.json, the parquet frames and the camera's videos (H.264, AV1, ...) with pyarrow and PyAV; the
     lerobot package is not needed. Actions come from --action-key (continuous, normalisation statistics and
     quantiles in dataset.json), rewards and terminations from next.reward / next.done where present; the state
     and the task text go into each clip's meta.json (extra). Episodes with NaN or infinite values are rejected and
-    counted; a missing field or unknown camera key stops with an error that lists what the dataset has.
+    counted; a missing field or unknown camera key stops with an error that lists what the dataset has. Settings
+    (kind ``data_lerobot``: the pipeline's and the features to read) resolve as for 'wm-video data videos'.
 
     Example:
         wm-video data lerobot --data ~/datasets/aloha --out data/aloha64 --camera top --size 64 --clip-len 16
 
     Args:
+        overrides: dotted overrides of the config, e.g. ``camera=top``; they beat flags and YAML.
         data: LeRobot dataset folder (holds meta/info.json).
         out: output dataset folder.
-        camera: camera feature, full or short (observation.images.top or top); optional with one camera.
-        size: output frame height and width in pixels.
-        clip_len: frames per clip.
-        stride: frames between clip starts (default: clip_len).
-        fps: output frame rate (default: the dataset's); rewards are summed over the steps an output step spans.
-        action_key: feature holding the actions.
-        state_key: feature kept as clip state: auto (observation.state if present), a key, or none.
-        reward_key: rewards: auto (next.reward if present), a key, or none.
-        done_key: terminations: auto (next.done if present), a key, or none.
-        min_motion: drop clips below this motion score as static (default 0: robot data keeps still moments).
-        dedup: drop duplicate clips: none, exact, near.
-        storage: frame storage: raw or png (lossless), mp4 (H.264 yuv444p).
-        interpolation: resize filter.
-        clips_per_shard: clips per shard at most.
-        shard_mb: raw megabytes per shard at most.
-        workers: worker processes.
+        shard_mb: raw megabytes per shard at most (sets shard_bytes; default: 1024).
         stages: run only these stages, in pipeline order: probe clip filter shard stats (default: all).
-        shard_range: two numbers FIRST STOP: make only shards [FIRST, STOP) (SLURM array tasks).
+        config: YAML file with ``kind: data_lerobot``.
+        preset: named preset the settings start from.
         progress: show progress bars (default: on terminals).
+        settings: the fields of the lerobot config, as flags.
+        fps: output frame rate (default: the dataset's); rewards are summed over the steps an output step spans.
+        min_motion: drop clips below this motion score as static (default 0: robot data keeps still moments).
     """
-    from wm_video.data.pipeline import LeRobotSource, PipelineConfig, run_pipeline
-
-    cfg = PipelineConfig(size=size, clip_len=clip_len, stride=stride, fps=fps, interpolation=interpolation,
-                         storage=storage, min_motion=min_motion, dedup=dedup, clips_per_shard=clips_per_shard,
-                         shard_bytes=shard_mb << 20, workers=workers, shard_range=shard_range)
-    source = LeRobotSource(data, camera=camera, action_key=action_key, state_key=state_key, reward_key=reward_key,
-                           done_key=done_key)
-    info = run_pipeline(source, cfg, out, stages, show_progress=progress)
+    cfg = _pipeline_config("data_lerobot", preset, config, shard_mb, settings, overrides)
+    info = run_pipeline(cfg.source(data), cfg.pipeline(), out, stages, show_progress=progress)
     _report(info, out, stages)
+
+
+def _pipeline_config(kind: str, preset: str, config: str | None, shard_mb: int | None, settings: dict[str, Any],
+                     overrides: tuple[str, ...]) -> Any:
+    """The data verbs' config: ``--shard-mb`` is the pipeline's ``shard_bytes`` in megabytes."""
+    flags = {**settings, **({"shard_bytes": shard_mb << 20} if shard_mb is not None else {})}
+    return load_config(kind, preset_name=preset, yaml_path=config, flags=flags, overrides=overrides)

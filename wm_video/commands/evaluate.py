@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
 
-def evaluate(*, model: str, data: str, horizon: int = 8, context_frames: int = 4, out: str = "eval_out",
-             max_clips: int = 64, batch_size: int = 8, temperature: float = 0.0, maskgit_steps: int = 8,
-             num_inference_steps: int | None = None, seed: int = 0, val_fraction: float | None = None,
-             guidance_scale: float = 1.0, device: str = "auto") -> None:
+from wm_video.config import load_config
+from wm_video.evaluation.report import markdown
+from wm_video.evaluation.run import evaluate_folder
+
+
+def evaluate(*overrides: str, model: str, data: str, out: str = "eval_out", config: str | None = None,
+             preset: str = "default", device: str = "auto", **settings: Any) -> None:
     """Open-loop rollouts on held-out clips, scored per horizon against copy-last-frame, shuffled actions, the null
     action and the tokenizer's ceiling, on whole frames, on the pixels that move and on the tokens that change;
     writes OUT/report.json, OUT/report.md and one PNG plot per metric.
 
-    The protocol (wm_video/evaluation/rollout_eval.py) is recorded in the report with every setting.
+    The protocol (wm_video/evaluation/rollout_eval.py) is recorded in the report with every setting. Settings (kind
+    ``eval``) resolve as: the preset, the YAML (--config), the flags given, then the trailing FIELD=VALUE overrides.
 
     Example:
         wm-video eval --model runs/wm --data data/breakout --horizon 8 --out runs/wm/eval
 
     Args:
+        overrides: dotted overrides of the eval config, e.g. ``max_clips=16``; they beat flags and YAML.
         model: world-model folder.
         data: frame-shard dataset; the held-out episodes its dataset.json records (the split training used) are scored.
+        out: report folder.
+        config: YAML file with ``kind: eval``.
+        preset: named preset the settings start from.
+        device: auto (cuda when a GPU is visible, else cpu), cpu or cuda.
+        settings: the fields of the eval config, as flags.
         horizon: predicted frames per clip.
         context_frames: context frames per clip.
-        out: report folder.
         max_clips: held-out clips evaluated.
         batch_size: clips rolled out together.
         temperature: token sampling temperature. The default 0 is argmax: deterministic scoring, so two runs and two
@@ -33,19 +43,10 @@ def evaluate(*, model: str, data: str, horizon: int = 8, context_frames: int = 4
             episodes, or of its shards for a dataset.json written before splits were recorded).
         guidance_scale: classifier-free guidance on actions (1: the plain model; >1 pushes predictions towards what
             the actions imply, at twice the dynamics cost per frame).
-        device: auto (cuda when a GPU is visible, else cpu), cpu or cuda.
+        methods: what is scored: model and the baselines copy_last_frame, shuffled_actions, null_actions,
+            tokenizer_ceiling.
     """
-    from wm_video.evaluation import EvalConfig, evaluate_world_model, write_report
-    from wm_video.evaluation.report import markdown
-    from wm_video.utils.device import resolve_device
-    from wm_video.world_model import WorldModel
-
-    wm = WorldModel.from_pretrained(model).to(resolve_device(device))
-    cfg = EvalConfig(horizon=horizon, context_frames=context_frames, max_clips=max_clips, batch_size=batch_size,
-                     temperature=temperature, maskgit_steps=maskgit_steps, num_inference_steps=num_inference_steps,
-                     seed=seed, val_fraction=val_fraction, guidance_scale=guidance_scale)
-    report = evaluate_world_model(wm, data, cfg)
-    report["model"] = str(model)
-    paths = write_report(report, out)
+    cfg = load_config("eval", preset_name=preset, yaml_path=config, flags=settings, overrides=overrides)
+    report, paths = evaluate_folder(model, data, cfg, out, device)
     print(markdown(report))
     print(f"wrote {', '.join(str(p) for p in paths)}")

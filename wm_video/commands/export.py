@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from wm_video.assembly import export_world_model
+from wm_video.training.consolidate import PART_FILES, export_part, is_part_export
+from wm_video.utils.atomic import check_output_folder
+from wm_video.world_model import FOLDER_ENTRIES, is_world_model_folder
 
 
 def export(*, out: str, checkpoint: str | None = None, tokenizer: str | None = None, dynamics: str | None = None,
@@ -42,10 +45,6 @@ def export(*, out: str, checkpoint: str | None = None, tokenizer: str | None = N
         overwrite: write into a non-empty --out that holds no export of this kind, replacing only the export's own
             entries there.
     """
-    from wm_video.training.consolidate import PART_FILES, export_part, is_part_export
-    from wm_video.utils.atomic import check_output_folder
-    from wm_video.world_model import FOLDER_ENTRIES, is_world_model_folder
-
     if tokenizer or dynamics or decoder:
         if checkpoint:
             raise ValueError("give either --checkpoint (one part) or --tokenizer/--dynamics[/--decoder] (a world "
@@ -61,55 +60,3 @@ def export(*, out: str, checkpoint: str | None = None, tokenizer: str | None = N
     check_output_folder(out, is_part_export, PART_FILES, "part export", overwrite)
     path = export_part(checkpoint, out, overwrite)
     print(f"exported to {path}")
-
-
-def part_folder(spec: str) -> Path | None:
-    """The export folder a part ``spec`` names (itself, or a run folder's ``export/``); None for a checkpoint."""
-    p = Path(spec)
-    for folder in (p, p / "export"):
-        if (folder / "config.json").exists():
-            return folder
-    return None
-
-
-def load_part(spec: str, cls: type, kind: str) -> object:
-    """A part from an export folder, a run folder (``spec/export``) or a training checkpoint."""
-    import tempfile
-
-    from wm_video.training.consolidate import export_part
-
-    p = Path(spec)
-    if not p.exists():
-        raise FileNotFoundError(f"--{kind} {p}: no such file or folder")
-    if (p / "config.json").exists():
-        return cls.from_pretrained(p)
-    if (p / "export" / "config.json").exists():
-        return cls.from_pretrained(p / "export")
-    with tempfile.TemporaryDirectory() as tmp:  # a checkpoint: consolidate, then load
-        model = cls.from_pretrained(export_part(p, Path(tmp) / "export"))
-    if not isinstance(model, cls):
-        raise ValueError(f"--{kind} {p}: holds a {type(model).__name__}, not a {cls.__name__}")
-    return model
-
-
-def export_world_model(tokenizer: str, dynamics: str, decoder: str | None, data: str | None, out: str,
-                       overwrite: bool = False) -> object:
-    from wm_video.models.decoder import DiffusionDecoder
-    from wm_video.models.dynamics import DynamicsModel
-    from wm_video.models.export import read_quality
-    from wm_video.models.tokenizer import VQTokenizer
-    from wm_video.world_model import WorldModel, WorldModelInfo
-
-    tok = load_part(tokenizer, VQTokenizer, "tokenizer")
-    dyn = load_part(dynamics, DynamicsModel, "dynamics")
-    dec = load_part(decoder, DiffusionDecoder, "decoder") if decoder else None
-    info = WorldModelInfo(resolution=tok.config.resolution, source={"tokenizer": tokenizer, "dynamics": dynamics,
-                                                                    "decoder": decoder, "data": data})
-    if data:
-        from wm_video.data.reader import load_dataset_info
-
-        d = load_dataset_info(data)
-        info.fps, info.action_space, info.stats = d.fps, d.action_space.to_dict(), d.stats
-    specs = {"tokenizer": tokenizer, "dynamics": dynamics, "decoder": decoder}
-    quality = {part: read_quality(folder) for part, spec in specs.items() if spec and (folder := part_folder(spec))}
-    return WorldModel(tok, dyn, dec, info, quality).save_pretrained(out, overwrite=overwrite)

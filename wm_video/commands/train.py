@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
+from wm_video.config import load_config
+from wm_video.training.decoder_module import train_decoder
+from wm_video.training.dynamics_module import train_dynamics
+from wm_video.training.run import DataMix
+from wm_video.training.tokenizer_module import train_tokenizer
+
 
 def tokenizer(*overrides: str, data: list[str], data_weights: list[float] | None = None,
               out: str | None = None, config: str | None = None, preset: str = "small", max_steps: int | None = None,
@@ -35,8 +44,6 @@ def tokenizer(*overrides: str, data: list[str], data_weights: list[float] | None
         max_minutes: opt-in wall-clock safety cap in minutes, counted over every resume (overrides
             trainer.max_minutes; budgets are max_steps).
     """
-    from wm_video.training.tokenizer_module import train_tokenizer
-
     mix, overrides = _datasets(data, data_weights, overrides)
     cfg = _run_config("train_tokenizer", mix, config, preset, overrides, max_steps, max_minutes)
     export = train_tokenizer(cfg, mix, out or cfg.trainer.run_dir)
@@ -78,10 +85,6 @@ def dynamics(*overrides: str, data: str, out: str | None = None, config: str | N
             trainer.max_minutes; budgets are max_steps).
         init_from: pretrained dynamics export folder to fine-tune (sets finetune.init_from).
     """
-    import dataclasses
-
-    from wm_video.training.dynamics_module import train_dynamics
-
     cfg = _run_config("train_dynamics", data, config, preset, overrides, max_steps, max_minutes)
     if init_from:
         cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, init_from=init_from))
@@ -117,8 +120,6 @@ def decoder(*overrides: str, data: str, tokenizer: str, out: str | None = None,
         max_minutes: opt-in wall-clock safety cap in minutes, counted over every resume (overrides
             trainer.max_minutes; budgets are max_steps).
     """
-    from wm_video.training.decoder_module import train_decoder
-
     cfg = _run_config("train_decoder", data, config, preset, overrides, max_steps, max_minutes)
     export = train_decoder(cfg, data, tokenizer, out or cfg.trainer.run_dir)
     print(f"decoder exported to {export}")
@@ -126,10 +127,6 @@ def decoder(*overrides: str, data: str, tokenizer: str, out: str | None = None,
 
 def _run_config(kind: str, data: object, config: str | None, preset: str, overrides: tuple[str, ...],
                 max_steps: int | None, max_minutes: float | None) -> object:
-    import dataclasses
-
-    from wm_video.config import load_config
-
     cfg = load_config(kind, preset_name=preset, yaml_path=config, overrides=overrides)
     flags = {k: v for k, v in (("max_steps", max_steps), ("max_minutes", max_minutes)) if v is not None}
     if flags:
@@ -142,10 +139,6 @@ def _datasets(data: str | list[str] | None, weights: list[float] | None, overrid
     """``--data`` (one folder, or a :class:`~wm_video.training.run.DataMix` of several at ``--data-weights``) and the
     overrides: ``--data`` takes every word up to the next flag, so ``field=value`` words after it that are not
     folders are the overrides they were before it took several."""
-    from pathlib import Path
-
-    from wm_video.training.run import DataMix
-
     words = [data] if isinstance(data, str) else list(data or [])
     is_override = [("=" in w and not Path(w).exists()) for w in words]
     folders = [w for w, o in zip(words, is_override, strict=True) if not o]

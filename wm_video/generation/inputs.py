@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
+from PIL import Image
+
+from wm_video.data.pipeline.clip import SquareResizer
+from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -63,10 +68,6 @@ def load_context(spec: str, resolution: int, num_frames: int) -> Context:
 
 
 def _video_file(p: Path, resolution: int) -> np.ndarray:
-    import av
-
-    from wm_video.data.pipeline.clip import SquareResizer
-
     resize = SquareResizer(resolution)
     try:
         with av.open(str(p)) as container:
@@ -81,8 +82,6 @@ def _video_file(p: Path, resolution: int) -> np.ndarray:
 
 
 def _image_folder(p: Path, resolution: int) -> np.ndarray:
-    from PIL import Image
-
     files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"context {p}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
@@ -108,8 +107,6 @@ def _image_folder(p: Path, resolution: int) -> np.ndarray:
 def frame_dataset_info(p: str | Path, resolution: int, where: str) -> Any:
     """The ``DatasetInfo`` of a frame dataset whose frames are ``resolution`` square; ValueError (naming ``where``)
     for token shards or another resolution."""
-    from wm_video.data.reader import load_dataset_info
-
     info = load_dataset_info(p)
     if info.frame_storage == "tokens":
         raise ValueError(f"{where} {p}: holds tokens; give the frame dataset it was tokenized from")
@@ -120,8 +117,6 @@ def frame_dataset_info(p: str | Path, resolution: int, where: str) -> Any:
 
 
 def _dataset_context(p: Path, pick: str, resolution: int, num_frames: int) -> Context:
-    from wm_video.data.reader import iter_clips, shard_paths
-
     info = frame_dataset_info(p, resolution, "context")
     index = int(pick) if pick.isdigit() else None
     i = 0

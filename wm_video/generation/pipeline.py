@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from wm_video.utils import progress
+from wm_video.utils.video_io import to_uint8
 from wm_video.world_model import RenderSettings, WorldModel
 from wm_video.world_model_env import WorldModelEnv
 
@@ -32,12 +33,6 @@ class GenerationOutput:
     rewards: np.ndarray | torch.Tensor
     terminations: np.ndarray | torch.Tensor
     tokens: np.ndarray | torch.Tensor
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """``(..., 3, h, w)`` float in [-1, 1] -> ``(..., h, w, 3)`` uint8."""
-    x = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.movedim(-3, -1).cpu().numpy()
 
 
 def as_model_video(video: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,12 @@ import numpy as np
 import torch
 
 from wm_video.data.schema import ActionSpace
+from wm_video.envs.convert import resize_frame
 from wm_video.planning.scoring import Plan, repeat_context
+from wm_video.utils import progress
+from wm_video.utils.video_io import annotate, side_by_side, to_uint8, upscale, write_mp4
+from wm_video.world_model import RenderSettings
+from wm_video.world_model_env import WorldModelEnv
 
 
 class Agent(Protocol):
@@ -86,9 +91,6 @@ class PlanRenderer:
 
     def __init__(self, model: Any, max_steps: int | None = None, maskgit_steps: int = 8, temperature: float = 0.0,
                  num_inference_steps: int | None = None, generator: torch.Generator | None = None) -> None:
-        from wm_video.world_model import RenderSettings
-        from wm_video.world_model_env import WorldModelEnv
-
         self.model, self.max_steps = model, max_steps
         self.env = WorldModelEnv(model, maskgit_steps, temperature, render=RenderSettings(num_inference_steps),
                                  generator=generator)
@@ -97,8 +99,6 @@ class PlanRenderer:
     def __call__(self, context: torch.Tensor, context_actions: torch.Tensor | None, actions: torch.Tensor
                  ) -> tuple[np.ndarray, np.ndarray]:
         """-> frames ``(T, h, w, 3)`` uint8 and predicted rewards ``(T,)``."""
-        from wm_video.generation.pipeline import to_uint8
-
         device = self.model.device
         frames, acts = repeat_context(context, context_actions, 1, device)
         self.env.reset(frames, acts)
@@ -150,8 +150,6 @@ class ClosedLoopResult:
 
 def model_frame(frame: np.ndarray, size: int) -> np.ndarray:
     """A simulator frame ``(h, w, 3)`` uint8 at the model's resolution ``(size, size, 3)``."""
-    from wm_video.envs.convert import resize_frame
-
     return resize_frame(frame, size) if frame.shape[:2] != (size, size) else frame
 
 
@@ -165,8 +163,6 @@ def env_action_of(action: torch.Tensor, sim: Any) -> tuple[Any, torch.Tensor]:
 
 
 def _write_video(panels: dict[str, tuple[list[np.ndarray], list[str]]], path: Path, fps: float, scale: int) -> str:
-    from wm_video.generation.video_io import annotate, side_by_side, upscale, write_mp4
-
     videos = [annotate(upscale(np.stack(frames), scale), captions) for frames, captions in panels.values()]
     return str(write_mp4(side_by_side(*videos), path, fps))
 
@@ -192,8 +188,6 @@ def run_closed_loop(sim: Any, agent: Agent, model: Any, episodes: int = 10, cont
         scale: upscaling of the video frames.
         show_progress: progress bar over episodes (None: on terminals).
     """
-    from wm_video.utils import progress
-
     if episodes < 1 or context_frames < 1:
         raise ValueError(f"episodes and context_frames must be >= 1, got {episodes} and {context_frames}")
     size = model.resolution

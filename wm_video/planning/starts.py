@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from wm_video.data.reader import iter_clips, shard_paths
+from wm_video.generation.inputs import frame_dataset_info  # a peer's; belongs in data/ (docs/architecture.md)
 from wm_video.planning.closed_loop import RandomAgent, env_action_of, model_frame
 from wm_video.planning.imagination import StartStates
 
@@ -50,9 +52,6 @@ def start_states_from_env(sim: Any, count: int, context_frames: int, resolution:
 
 def start_states_from_data(path: str | Path, count: int, context_frames: int, resolution: int) -> StartStates:
     """Windows of ``context_frames`` frames (non-overlapping, in stored order) from a frame dataset's clips."""
-    from wm_video.data.reader import iter_clips, shard_paths
-    from wm_video.generation.inputs import frame_dataset_info
-
     info = frame_dataset_info(path, resolution, "start states")
     windows, acts = [], []
     for url in shard_paths(path, info):

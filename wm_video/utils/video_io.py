@@ -1,18 +1,29 @@
-"""Writing generated video: mp4 (H.264 through PyAV), GIF (Pillow), side by side with the ground truth, with the
-predicted reward and termination drawn on each frame (only for the heads that passed their quality gates). Every
-file is written under a temporary name and then renamed."""
+"""Video frames and files, for whatever writes or reads video (generation, planning, evaluation scripts): model
+frames to uint8, mp4 (H.264 through PyAV) and GIF (Pillow), side by side with the ground truth, with the predicted
+reward and termination drawn on each frame (only for the heads that passed their quality gates). Every file is
+written under a temporary name and then renamed."""
 
 from __future__ import annotations
 
 import logging
 import os
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
+import torch
+from PIL import Image, ImageDraw
 
 from wm_video.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(..., 3, h, w)`` float in [-1, 1] -> ``(..., h, w, 3)`` uint8."""
+    x = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
 
 
 def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
@@ -32,8 +43,6 @@ def side_by_side(*videos: np.ndarray, gap: int = 2) -> np.ndarray:
 
 def annotate(frames: np.ndarray, lines: list[str]) -> np.ndarray:
     """A caption strip under each frame: ``lines[i]`` for frame ``i``."""
-    from PIL import Image, ImageDraw
-
     t, h, w = frames.shape[:3]
     strip = 14
     out = np.zeros((t, h + strip, w, 3), np.uint8)
@@ -69,15 +78,11 @@ def _atomic(path: Path, write) -> Path:
 
 def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int = 18) -> Path:
     """``(t, h, w, 3)`` uint8 -> H.264 mp4 (yuv420p, so odd sizes are padded to even)."""
-    import av
-
     h, w = frames.shape[1:3]
     pad = ((0, 0), (0, h % 2), (0, w % 2), (0, 0))
     frames = np.pad(frames, pad) if h % 2 or w % 2 else frames
 
     def write(tmp: Path) -> None:
-        from fractions import Fraction
-
         with av.open(str(tmp), mode="w", format="mp4") as out:
             stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
             stream.height, stream.width = frames.shape[1:3]
@@ -92,8 +97,6 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int 
 
 def write_gif(frames: np.ndarray, path: str | os.PathLike, fps: float) -> Path:
     """``(t, h, w, 3)`` uint8 -> looping GIF."""
-    from PIL import Image
-
     images = [Image.fromarray(f) for f in frames]
 
     def write(tmp: Path) -> None:
@@ -105,7 +108,5 @@ def write_gif(frames: np.ndarray, path: str | os.PathLike, fps: float) -> Path:
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
     """All frames of a video file as ``(t, h, w, 3)`` uint8 (for tests and checks)."""
-    import av
-
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
