@@ -16,10 +16,12 @@ presets. A mistyped verb, flag or choice gets a "did you mean" suggestion.
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import dataclasses
 import difflib
 import importlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -40,10 +42,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # E402: after the line above, on purpose
 from wm_video import __version__
 from wm_video.config import ConfigError, kinds, preset, presets
-from wm_video.data.loader import DataError
-from wm_video.data.schema import SchemaError
-from wm_video.data.writer import DataWriteError
-from wm_video.envs.base import MissingExtraError, UnknownEnvError
 from wm_video.utils.logs import setup_logging
 
 # verb path -> "module:function"; nested dicts are verb groups.
@@ -327,24 +325,43 @@ def _argument_kwargs(tp: Any, text: str, tracked: bool) -> dict[str, Any]:
     return kwargs
 
 
-def build_parser(verbs: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+def build_parser(verbs: dict[str, Any] | None = None, argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``argv``, only the verb it names gets its flags (the others are listed by name
+    and summary), so a command imports the libraries of its own verb only, not of all of them (``--help`` of the
+    top level reads each verb's summary from its source without importing it)."""
     parser = ArgumentParser(prog="wm-video", description="wm-video: video-prediction world models.")
     parser.add_argument("--version", action="version", version=f"wm-video {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    words = [a for a in argv if not a.startswith("-")] if argv is not None else None
 
-    def fill(p: argparse.ArgumentParser, table: dict[str, Any], path: str = "") -> None:
+    def fill(p: argparse.ArgumentParser, table: dict[str, Any], path: str, depth: int) -> None:
         sub = p.add_subparsers(dest=f"verb_{id(table)}", metavar="VERB", required=True)
+        chosen = words[depth] if words is not None and len(words) > depth else None
         for name, target in table.items():
             if isinstance(target, dict):
                 child = sub.add_parser(name, help=GROUP_HELP.get(name, ""), description=GROUP_HELP.get(name))
-                fill(child, target, f"{path}{name} ")
-            else:
+                fill(child, target, f"{path}{name} ", depth + 1)
+            elif words is None or name == chosen:
                 fn = _resolve(target)
                 child = sub.add_parser(name, help=parse_docstring(fn.__doc__)[0].split("\n")[0].replace("%", "%%"))
                 add_function(child, fn, f"{path}{name}")
+            else:
+                sub.add_parser(name, help=_summary(target).replace("%", "%%"))
 
-    fill(parser, verbs or VERBS)
+    fill(parser, verbs or VERBS, "", 0)
     return parser
+
+
+def _summary(target: str) -> str:
+    """First line of the docstring of ``module:function``, read from its source (nothing imported)."""
+    module, name = target.split(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return ""
+    with open(spec.origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    return parse_docstring(ast.get_docstring(fn) if fn else None)[0].split("\n")[0]
 
 
 def call(fn: Callable[..., Any], ns: argparse.Namespace) -> Any:
@@ -364,12 +381,19 @@ def call(fn: Callable[..., Any], ns: argparse.Namespace) -> Any:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    # imported here, when a verb has run: at the top they would load torch for ``wm-video --help`` (0.1 s -> 2 s)
+    from wm_video.data.loader import DataError
+    from wm_video.data.schema import SchemaError
+    from wm_video.data.writer import DataWriteError
+    from wm_video.envs.base import MissingExtraError, UnknownEnvError
+
     return (ConfigError, SchemaError, DataWriteError, DataError, MissingExtraError, UnknownEnvError,
             FileNotFoundError, ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv=argv)
     ns = parser.parse_args(argv)
     setup_logging(logging.DEBUG if ns.verbose else logging.INFO)  # ours at INFO, libraries' at WARNING
     try:
