@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from wm_video.cli import build_parser, main, parse_docstring
+from wm_video.cli import build_parser, main
+from wm_video.commands.parsing import parse_docstring
 from wm_video.config import ConfigError, kinds, load_config, parse_dotted, presets
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
