@@ -46,7 +46,7 @@ def worker(stage: int, out: Path) -> None:
 
     from wm_video.config import preset
     from wm_video.models.tokenizer import VQTokenizer
-    from wm_video.training.consolidate import export_info
+    from wm_video.training.export_info import export_info
     from wm_video.training.optim import OptimConfig, build_optimizer
 
     deepspeed.init_distributed(dist_backend="gloo")

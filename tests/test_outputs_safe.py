@@ -20,7 +20,7 @@ from test_world_model import make_world_model
 from wm_video.cli import main
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.training.checkpointing import find_resume_checkpoint
-from wm_video.training.consolidate import export_info
+from wm_video.training.export_info import export_info
 from wm_video.training.run import hold_run_folder
 from wm_video.utils.locking import LOCK_FILE, FolderInUse, FolderLock
 from wm_video.world_model import WorldModel

@@ -95,6 +95,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         if _PRESETS in text:
+            import wm_video.registry  # noqa: F401  (registers every config kind)
             from wm_video.config import kinds, presets
 
             kind = getattr(action, "preset_kind", None)
@@ -279,8 +280,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from wm_video.config import ConfigError
     from wm_video.data.loader import DataError
     from wm_video.data.schema import SchemaError
-    from wm_video.data.writer import DataWriteError
-    from wm_video.envs.base import MissingExtraError, UnknownEnvError
+    from wm_video.envs.base import UnknownEnvError
+    from wm_video.utils.atomic import DataWriteError
+    from wm_video.utils.extras import MissingExtraError
 
     return (ConfigError, SchemaError, DataWriteError, DataError, MissingExtraError, UnknownEnvError,
             FileNotFoundError, ValueError)

@@ -45,7 +45,7 @@ class DemoConfig:
     Args:
         env: simulator id (``wm-video data envs`` lists them; the recipes cover the fidelity suite's and Pendulum-v1).
         policy: collection policy: ``random``, ``scripted`` or ``noisy``.
-        noise: noise level of the ``noisy`` policy (see :class:`~wm_video.data.collect.CollectConfig`).
+        noise: noise level of the ``noisy`` policy (see :class:`~wm_video.envs.collect.CollectConfig`).
         episodes: episodes to collect; the last 10% of episodes are held out.
         max_episode_steps: cap on episode length.
         workers: collection processes.
@@ -122,6 +122,7 @@ def peak_memory_gib() -> dict[str, float]:
 
 
 def _train_config(kind: str, steps: int, seed: int, overrides: list[str]) -> Any:
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import load_config
 
     cfg = load_config(kind, preset_name="tiny", overrides=tuple(overrides))
@@ -144,16 +145,16 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     cfg, recipe = cfg.resolved()
     from wm_video.commands.export import export_world_model
     from wm_video.commands.generate import generate
-    from wm_video.data.collect import CollectConfig, collect
     from wm_video.data.inspect import format_summary, inspect_dataset
     from wm_video.data.tokenize import tokenize_dataset
-    from wm_video.data.writer import atomic_write_json
+    from wm_video.envs.collect import CollectConfig, collect
     from wm_video.evaluation import EvalConfig, evaluate_world_model, write_report
     from wm_video.evaluation.report import markdown
     from wm_video.evaluation.verdicts import format_verdicts, verdicts
     from wm_video.training.decoder_module import train_decoder
     from wm_video.training.dynamics_module import train_dynamics
     from wm_video.training.tokenizer_module import train_tokenizer
+    from wm_video.utils.atomic import atomic_write_json
     from wm_video.world_model import WorldModel
 
     out = Path(out)

@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="/tmp/wm_video_bench_loader")
     args = parser.parse_args()
-    from wm_video.data.collect import CollectConfig, collect
+    from wm_video.envs.collect import CollectConfig, collect
 
     out = Path(args.out)
     src = out / "src_256_raw"

@@ -43,6 +43,7 @@ def scaling_worker(data: str, steps: int, warmup: int, batch: int, out: str) -> 
     """One DDP rank (under torchrun): time optimizer steps ``warmup``..``steps`` on rank 0."""
     import lightning as L
 
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import load_config
     from wm_video.training import build_trainer
     from wm_video.training.run import make_loaders
@@ -89,6 +90,7 @@ def preemption(data: Path, out: Path, steps: int) -> dict:
     import lightning as L
     import torch
 
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import load_config
     from wm_video.training.run import fit_and_export
     from wm_video.training.tokenizer_module import TokenizerModule

@@ -325,7 +325,7 @@ def collect(plan: Plan, p: dict[str, Path]) -> None:
 
 
 def clips_per_episode(plan: Plan) -> int:
-    from wm_video.data.collect import clip_starts
+    from wm_video.data.writer import clip_starts
 
     return len(clip_starts(plan.frames_per_episode, plan.clip_len, plan.stride))
 

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reacher-model", default=None, help="world model of cem_reacher (default: the fidelity suite's, "
                    "runs/fidelity/Reacher-v5/world_model)")
     args = p.parse_args(argv)
-    from wm_video.data.writer import atomic_write_bytes, atomic_write_json
+    from wm_video.utils.atomic import atomic_write_bytes, atomic_write_json
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

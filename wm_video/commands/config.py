@@ -19,6 +19,7 @@ def show(*overrides: str, kind: str | None = None, config: str | None = None, pr
         config: YAML file to apply.
         preset: starting preset when the YAML names none.
     """
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import ConfigError, dump_yaml, load_config, read_yaml
 
     items = list(overrides)
@@ -34,6 +35,7 @@ def show(*overrides: str, kind: str | None = None, config: str | None = None, pr
 
 def list_presets() -> None:
     """List config kinds and their named presets."""
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import kinds, presets
 
     for kind in kinds():

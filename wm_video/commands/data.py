@@ -59,9 +59,10 @@ def collect(
         preset: named preset the config starts from.
         progress: show a progress bar (default: on terminals, off in batch jobs).
     """
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import load_config
-    from wm_video.data.collect import collect as run
     from wm_video.data.inspect import format_summary, summarize
+    from wm_video.envs.collect import collect as run
 
     flags = dict(env=env, episodes=episodes, policy=policy, noise=noise, size=size, clip_len=clip_len, stride=stride,
                  max_episode_steps=max_episode_steps, episodes_per_shard=episodes_per_shard, workers=workers,

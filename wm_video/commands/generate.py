@@ -46,11 +46,11 @@ def generate(*, model: str, context: str, actions: str | None = None, num_frames
     import numpy as np
     import torch
 
-    from wm_video.data.writer import atomic_write_json
     from wm_video.generation.inputs import check_actions, load_actions, load_context
     from wm_video.generation.pipeline import WorldModelPipeline
     from wm_video.generation.video_io import annotate, prediction_captions, upscale, write_gif, write_mp4
     from wm_video.generation.video_io import side_by_side as beside
+    from wm_video.utils.atomic import atomic_write_json
     from wm_video.utils.device import resolve_device
 
     # ---- every argument, before the model is loaded

@@ -264,8 +264,8 @@ def _run_and_report(wm: Any, sim: Any, agents: dict[str, Any], out: str, episode
 
     import torch
 
-    from wm_video.data.writer import atomic_write_bytes, atomic_write_json
     from wm_video.planning import PlanRenderer, RandomAgent, run_closed_loop
+    from wm_video.utils.atomic import atomic_write_bytes, atomic_write_json
 
     start = time.perf_counter()
     out_dir = Path(out)

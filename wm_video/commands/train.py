@@ -128,6 +128,7 @@ def _run_config(kind: str, data: object, config: str | None, preset: str, overri
                 max_steps: int | None, max_minutes: float | None) -> object:
     import dataclasses
 
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import load_config
 
     cfg = load_config(kind, preset_name=preset, yaml_path=config, overrides=overrides)

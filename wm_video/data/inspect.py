@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from wm_video.data.reader import ClipChecks, iter_clips, load_dataset_info, shard_paths
+from wm_video.data.reader import DATASET_FILE, ClipChecks, iter_clips, load_dataset_info, shard_paths
 from wm_video.data.schema import Clip, DatasetInfo
 from wm_video.data.split import split_dataset
-from wm_video.data.writer import DATASET_FILE
 
 
 def sample_clips(root: str | Path, info: DatasetInfo, num_clips: int) -> list[Clip]:

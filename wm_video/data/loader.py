@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from wm_video.data.reader import (
+    DATASET_FILE,
     ClipChecks,
     DatasetMismatchError,
     decode_sample,
@@ -49,7 +50,6 @@ from wm_video.data.reader import (
 from wm_video.data.schema import Clip, DatasetInfo, SchemaError, episode_of_key
 from wm_video.data.shuffle import buffer_shuffle
 from wm_video.data.split import Part, Split, require_heldout, split_dataset
-from wm_video.data.writer import DATASET_FILE
 
 log = logging.getLogger(__name__)
 

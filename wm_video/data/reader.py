@@ -20,7 +20,8 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from wm_video.data.codecs import decode_frames, frame_field
 from wm_video.data.schema import ActionSpace, Clip, ClipMeta, DatasetInfo, SchemaError
-from wm_video.data.writer import DATASET_FILE
+
+DATASET_FILE = "dataset.json"  # a dataset folder's description: shards, schema, statistics, held-out split
 
 
 def load_dataset_info(path: str | os.PathLike) -> DatasetInfo:

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from wm_video.training.export_info import export_info
 from wm_video.utils.atomic import AtomicFile
 
 log = logging.getLogger(__name__)
@@ -66,18 +67,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with AtomicFile(path) as f:
         torch.save(obj, f.file)
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a completely written folder ``tmp`` to ``final``; an older ``final`` is moved aside first and deleted
-    after, so one complete copy exists at every moment (``final`` or ``final.old``)."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_checkpoint_io() -> Any:
@@ -256,8 +245,6 @@ def callbacks(run_dir: str, seed: int, preemption_signal: str | None) -> list[An
             checkpoint["rank_states"] = _gather_json(trainer, own)
             model = getattr(pl_module, "model", None)
             if model is not None and hasattr(model, "config"):  # what `wm-video export` rebuilds
-                from wm_video.training.consolidate import export_info
-
                 checkpoint["export"] = export_info(model)
 
         def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:

@@ -34,16 +34,8 @@ from typing import Any
 
 import torch
 
-from wm_video.data.loader import (
-    ClipLoader,
-    LoaderConfig,
-    heldout_loader,  # noqa: F401  (re-exported: this was its home)
-)
-from wm_video.data.split import (
-    Split,
-    split_dataset,
-    split_shards,  # noqa: F401  (re-exported: this was its home)
-)
+from wm_video.data.loader import ClipLoader, LoaderConfig
+from wm_video.data.split import Split, split_dataset
 from wm_video.training.checkpointing import (
     Preempted,
     check_resume_compatible,
@@ -54,8 +46,8 @@ from wm_video.training.checkpointing import (
 )
 from wm_video.training.consolidate import export_part, save_part
 from wm_video.training.quality import finish_training, stop_record
-from wm_video.training.strategy import DEEPSPEED
-from wm_video.training.trainer import TrainerConfig, build_trainer
+from wm_video.training.trainer import build_trainer
+from wm_video.training.trainer_config import DEEPSPEED, TrainerConfig
 from wm_video.utils.atomic import clean_stale_temporaries
 from wm_video.utils.locking import FolderLock
 

@@ -20,21 +20,12 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from wm_video.training.trainer import TrainerConfig
-
-DEEPSPEED = {  # name -> (ZeRO stage, offload optimizer states, offload parameters)
-    "deepspeed_stage_1": (1, False, False),
-    "deepspeed_stage_2": (2, False, False),
-    "deepspeed_stage_2_offload": (2, True, False),
-    "deepspeed_stage_3": (3, False, False),
-    "deepspeed_stage_3_offload": (3, True, True),
-}
-STRATEGIES = ("auto", "ddp", *DEEPSPEED)
+from wm_video.training.trainer_config import DEEPSPEED, STRATEGIES, TrainerConfig
+from wm_video.utils.atomic import replace_folder, shared_temporary_path
 
 
 class LaunchError(ValueError):
@@ -47,15 +38,11 @@ def on_gpu(cfg: TrainerConfig) -> bool:
     return cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
 
 
-def check_strategy_name(cfg: TrainerConfig) -> None:
-    if cfg.strategy not in STRATEGIES:
-        raise ValueError(f"trainer: field 'strategy' must be one of {list(STRATEGIES)}, got {cfg.strategy!r}")
-
-
 def check_strategy(cfg: TrainerConfig) -> None:
     """Errors for a strategy this machine cannot run, naming the field and what to use instead (configs stay
     loadable anywhere: this runs when the Trainer is built, on the machine that trains)."""
-    check_strategy_name(cfg)
+    if cfg.strategy not in STRATEGIES:
+        raise ValueError(f"trainer: field 'strategy' must be one of {list(STRATEGIES)}, got {cfg.strategy!r}")
     if cfg.strategy not in DEEPSPEED:
         return
     if not on_gpu(cfg):
@@ -151,16 +138,14 @@ def _atomic_deepspeed_strategy(**kwargs: Any) -> Any:
 
         def save_checkpoint(self, checkpoint: dict, filepath: Any, storage_options: Any | None = None) -> None:
             final = Path(self.broadcast(str(filepath)))
-            tmp = final.with_name(final.name + ".tmp")
+            tmp = shared_temporary_path(final)
             if self.is_global_zero and tmp.exists():
                 shutil.rmtree(tmp)
             self.barrier("ds_checkpoint_tmp")
             super().save_checkpoint(checkpoint, tmp, storage_options)
             self.barrier("ds_checkpoint_written")
             if self.is_global_zero:
-                from wm_video.training.checkpointing import replace_dir
-
-                replace_dir(tmp, final)
+                replace_folder(tmp, final)
             self.barrier("ds_checkpoint_renamed")
 
         def remove_checkpoint(self, filepath: Any) -> None:

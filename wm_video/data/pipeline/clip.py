@@ -24,8 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from wm_video.data.writer import DataWriteError, atomic_write_bytes
-from wm_video.utils.atomic import AtomicFile
+from wm_video.utils.atomic import AtomicFile, DataWriteError, atomic_write_bytes
 
 T = TypeVar("T")
 WORK_DIR = "work"
