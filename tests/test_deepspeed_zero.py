@@ -44,6 +44,7 @@ def worker(stage: int, out: Path) -> None:
     import deepspeed
     from safetensors.torch import save_file
 
+    import wm_video.registry  # noqa: F401  (registers every config kind: this worker runs without conftest)
     from wm_video.config import preset
     from wm_video.models.tokenizer import VQTokenizer
     from wm_video.training.export_info import export_info

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -34,7 +35,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from wm_video.training.export_info import export_info
 from wm_video.utils.atomic import AtomicFile
@@ -71,9 +76,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 def atomic_checkpoint_io() -> Any:
     """Lightning's torch checkpoint IO with write-then-rename saves (a plugin for ``Trainer(plugins=[...])``)."""
-    from lightning.fabric.utilities.types import _PATH
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
-
     class AtomicCheckpointIO(TorchCheckpointIO):
         def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
             atomic_torch_save(checkpoint, path)
@@ -88,7 +90,7 @@ def _deepspeed_safe_globals() -> list[Any]:
     """The few DeepSpeed classes its checkpoint files hold besides tensors and plain values: allowed by name, so
     they load with ``weights_only=True`` like every other checkpoint here."""
     allowed: list[Any] = []
-    try:
+    try:  # DeepSpeed is an optional heavy dependency (the 'deepspeed' extra): imported here, only when installed
         from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
         from deepspeed.runtime.zero.config import ZeroStageEnum
 
@@ -232,8 +234,6 @@ def _seed_for(*parts: int) -> int:
 def callbacks(run_dir: str, seed: int, preemption_signal: str | None) -> list[Any]:
     """The resume callbacks :func:`wm_video.training.build_trainer` adds: per-rank stream states, step seeds,
     the preemption handler and the final ``last.ckpt``."""
-    from lightning.pytorch.callbacks import Callback
-
     class RankStates(Callback):
         """Every rank's loader position in the checkpoint (``rank_states``), each rank restoring its own; and the
         exported part's class and config (``export``).
@@ -262,10 +262,6 @@ def callbacks(run_dir: str, seed: int, preemption_signal: str | None) -> list[An
         """Reseed before every training batch from ``(seed, rank, batches started so far)``."""
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            import random
-
-            import numpy as np
-
             n = trainer.fit_loop.epoch_loop.batch_progress.total.ready
             s = _seed_for(seed, trainer.global_rank, n)
             torch.manual_seed(s)  # CPU and every CUDA device

@@ -65,7 +65,7 @@ def load_state_dict(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], di
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint (a .ckpt file or a DeepSpeed checkpoint folder)")
     if path.is_dir():
-        try:
+        try:  # DeepSpeed is an optional heavy dependency (the 'deepspeed' extra), needed for ZeRO folders only
             from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         except ImportError as e:
             raise MissingExtraError(f"{path} is a DeepSpeed checkpoint: reading it needs DeepSpeed, the 'deepspeed' "

@@ -99,7 +99,7 @@ def apply_lora(model: nn.Module, options: LoraOptions) -> list[str]:
     class, its forward and its other modules), and leave trainable only the adapters and the parameters under
     ``options.train``. Returns the adapted modules' names. The adapters start with ``B = 0``: the model computes
     exactly what it did before."""
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import LoraConfig, inject_adapter_in_model  # heavy (imports transformers): only LoRA runs pay for it
 
     targets = lora_targets(model, options.targets)
     extra = set(params_matching(model, options.train, "finetune.lora.train"))
@@ -118,7 +118,7 @@ def merge_lora(model: nn.Module) -> int:
     """Fold every LoRA adapter of ``model`` into the weight it adapts (``W + (alpha / r) B A``) and put the plain
     layer back in its place, in place: afterwards ``model.state_dict()`` has the plain names again and loads into
     a model built without peft. Returns the number of layers merged."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer  # heavy (imports transformers): only LoRA runs pay for it
 
     wrapped = [(name, m) for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
     for name, layer in wrapped:

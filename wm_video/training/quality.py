@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Timer
 from torchmetrics.functional.classification import binary_auroc
 
 from wm_video.data.tokenizer_fit import GATE_PREFIX, frame_psnr
@@ -180,8 +181,6 @@ def stop_record(trainer: Any, max_steps: int, max_minutes: float | None, preempt
     """Steps done out of planned and why training stopped: ``step budget``, ``time cap`` (``trainer.max_minutes``,
     warned about), ``preemption`` or ``other``; ``fit_seconds``: this invocation's wall-clock time in ``fit``;
     ``capped_seconds`` (only with a time cap): the training time the cap counts, over every resume."""
-    from lightning.pytorch.callbacks import Timer
-
     steps = int(trainer.global_step)
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     remaining = timer.time_remaining() if timer is not None else None

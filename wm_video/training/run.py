@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from wm_video.data.loader import ClipLoader, LoaderConfig
 from wm_video.data.split import Split, split_dataset
@@ -182,8 +183,6 @@ def hold_run_folder(out: str | Path) -> Iterator[None]:
 
 
 def _validation_from_the_start() -> Any:
-    from lightning.pytorch.callbacks import Callback
-
     class ValidationFromTheStart(Callback):
         """Every validation run reads the same first ``val_batches`` held-out batches: a run cut short by
         ``limit_val_batches`` would otherwise leave the stream where it stopped, and the next run (or a resumed

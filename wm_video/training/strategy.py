@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.environments import TorchElasticEnvironment
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
 from wm_video.training.trainer_config import DEEPSPEED, STRATEGIES, TrainerConfig
 from wm_video.utils.atomic import replace_folder, shared_temporary_path
@@ -52,7 +54,7 @@ def check_strategy(cfg: TrainerConfig) -> None:
             "trainer.strategy=ddp (several processes, gloo) or trainer.strategy=auto (one process); ZeRO itself "
             "runs on CPUs through deepspeed.initialize (tests/test_deepspeed_zero.py shows how).")
     try:
-        import deepspeed  # noqa: F401
+        import deepspeed  # noqa: F401  (optional heavy dependency: the 'deepspeed' extra, imported when asked for)
     except ImportError as e:
         raise LaunchError(f"trainer.strategy={cfg.strategy} needs DeepSpeed: install the 'deepspeed' extra "
                           '(pip install -e ".[deepspeed]")') from e
@@ -71,8 +73,6 @@ def _slurm_tasks_per_node() -> int | None:
 
 def launcher_topology() -> tuple[str, int, int] | None:
     """``(launcher, processes per node, nodes)`` when started by ``srun`` or ``torchrun``, else None."""
-    from lightning.fabric.plugins.environments import TorchElasticEnvironment
-
     if TorchElasticEnvironment.detect():
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         return "torchrun", local, int(os.environ.get("WORLD_SIZE", "1")) // max(local, 1)
@@ -119,8 +119,6 @@ def check_launch(cfg: TrainerConfig) -> None:
 def build_strategy(cfg: TrainerConfig) -> Any:
     """The Lightning strategy object (or name) for ``cfg.strategy``; call :func:`check_strategy` first."""
     if cfg.strategy == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
-
         return DDPStrategy(find_unused_parameters=cfg.find_unused_parameters)
     if cfg.strategy in DEEPSPEED:
         stage, offload_opt, offload_params = DEEPSPEED[cfg.strategy]
@@ -130,8 +128,6 @@ def build_strategy(cfg: TrainerConfig) -> Any:
 
 
 def _atomic_deepspeed_strategy(**kwargs: Any) -> Any:
-    from lightning.pytorch.strategies import DeepSpeedStrategy
-
     class AtomicDeepSpeedStrategy(DeepSpeedStrategy):
         """DeepSpeed writes a checkpoint folder from every rank; write it under a temporary name and rename it
         into place once every rank is done, so a folder under the final name is always complete."""

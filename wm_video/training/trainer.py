@@ -22,7 +22,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch import loggers
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from wm_video.training import checkpointing
 from wm_video.training.parallelize import parallelize_callback
@@ -48,15 +52,13 @@ def resolve_precision(cfg: TrainerConfig) -> str:
 
 
 def make_logger(cfg: TrainerConfig) -> Any:
-    from lightning.pytorch import loggers
-
     if cfg.logger == "none":
         return False
     if cfg.logger == "csv":
         return loggers.CSVLogger(cfg.run_dir, name="logs", version="")
     if cfg.logger == "wandb":
         try:
-            import wandb  # noqa: F401
+            import wandb  # noqa: F401  (optional: the 'wandb' extra)
         except ImportError as e:
             raise ImportError("trainer.logger=wandb needs the wandb package: pip install wandb") from e
         return loggers.WandbLogger(project=cfg.wandb_project, save_dir=cfg.run_dir)
@@ -64,8 +66,6 @@ def make_logger(cfg: TrainerConfig) -> Any:
 
 
 def _log_lines_callback() -> Any:
-    from lightning.pytorch.callbacks import Callback
-
     class LogLines(Callback):
         """One line per ``log_every_n_steps``: step, rate and the logged metrics; for batch-job logs."""
 
@@ -93,8 +93,6 @@ def _log_lines_callback() -> Any:
 
 
 def _stream_lookahead_callback() -> Any:
-    from lightning.pytorch.callbacks import Callback
-
     class StreamLookahead(Callback):
         """Lightning's fit loop fetches one batch ahead; tell stateful loaders, so the stream position saved
         in checkpoints is the one after the last trained batch, not after the one held in hand."""
@@ -114,9 +112,6 @@ def build_trainer(cfg: TrainerConfig, callbacks: list[Any] | None = None, **over
     and preemption, parallelism switches, learning-rate monitor, progress display); ``overrides`` go to the
     Trainer as they are. Raises :class:`~wm_video.training.strategy.LaunchError` for a strategy or launch this
     machine cannot run, before any process group starts."""
-    import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-
     cfg.validate()
     check_strategy(cfg)  # imports deepspeed for its strategies
     check_launch(cfg)
@@ -144,8 +139,6 @@ def build_trainer(cfg: TrainerConfig, callbacks: list[Any] | None = None, **over
         plugins.append(checkpointing.atomic_checkpoint_io())
     topo = launcher_topology()
     if topo is not None and topo[0] == "srun":
-        from lightning.pytorch.plugins.environments import SLURMEnvironment
-
         # Topology from SLURM; no Lightning requeue handler: the Preemption callback checkpoints at a step boundary.
         plugins.append(SLURMEnvironment(auto_requeue=False))
     kwargs: dict[str, Any] = dict(

@@ -24,6 +24,7 @@ import multiprocessing as mp
 import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -269,8 +270,6 @@ def _parallel(pool: ProcessPoolExecutor, fn: Callable[..., Any], tasks: list[tup
     A worker that dies (a crash inside a decoder) ends the run with the inputs that were in flight named; what
     finished is kept (the caller saves the manifest).
     """
-    from concurrent.futures.process import BrokenProcessPool
-
     it = iter(tasks)
     pending: dict[Any, tuple[str, tuple]] = {}
 
