@@ -234,87 +234,92 @@ def _seed_for(*parts: int) -> int:
 def callbacks(run_dir: str, seed: int, preemption_signal: str | None) -> list[Any]:
     """The resume callbacks :func:`wm_video.training.build_trainer` adds: per-rank stream states, step seeds,
     the preemption handler and the final ``last.ckpt``."""
-    class RankStates(Callback):
-        """Every rank's loader position in the checkpoint (``rank_states``), each rank restoring its own; and the
-        exported part's class and config (``export``).
+    return [RankStates(), StepSeeds(seed), Preemption(run_dir, preemption_signal)]
 
-        Gathered as JSON bytes in a tensor (plain values, no pickling across processes)."""
 
-        def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-            own = _fit_loop_state(checkpoint).get("combined_loader", [])
-            checkpoint["rank_states"] = _gather_json(trainer, own)
-            model = getattr(pl_module, "model", None)
-            if model is not None and hasattr(model, "config"):  # what `wm-video export` rebuilds
-                checkpoint["export"] = export_info(model)
+class RankStates(Callback):
+    """Every rank's loader position in the checkpoint (``rank_states``), each rank restoring its own; and the
+    exported part's class and config (``export``).
 
-        def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-            states = checkpoint.get("rank_states")
-            if states is None:
-                return
-            if len(states) != trainer.world_size:
-                raise CheckpointError(f"checkpoint written by {len(states)} process(es), this run has "
-                                      f"{trainer.world_size}: set the same trainer.devices x trainer.num_nodes")
-            own = json.loads(states[trainer.global_rank])
-            if own:  # Lightning restores the loaders from here, after the callbacks
-                _fit_loop_state(checkpoint)["combined_loader"] = own
+    Gathered as JSON bytes in a tensor (plain values, no pickling across processes)."""
 
-    class StepSeeds(Callback):
-        """Reseed before every training batch from ``(seed, rank, batches started so far)``."""
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        own = _fit_loop_state(checkpoint).get("combined_loader", [])
+        checkpoint["rank_states"] = _gather_json(trainer, own)
+        model = getattr(pl_module, "model", None)
+        if model is not None and hasattr(model, "config"):  # what `wm-video export` rebuilds
+            checkpoint["export"] = export_info(model)
 
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            n = trainer.fit_loop.epoch_loop.batch_progress.total.ready
-            s = _seed_for(seed, trainer.global_rank, n)
-            torch.manual_seed(s)  # CPU and every CUDA device
-            np.random.seed(s)
-            random.seed(s)
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rank_states")
+        if states is None:
+            return
+        if len(states) != trainer.world_size:
+            raise CheckpointError(f"checkpoint written by {len(states)} process(es), this run has "
+                                  f"{trainer.world_size}: set the same trainer.devices x trainer.num_nodes")
+        own = json.loads(states[trainer.global_rank])
+        if own:  # Lightning restores the loaders from here, after the callbacks
+            _fit_loop_state(checkpoint)["combined_loader"] = own
 
-    class Preemption(Callback):
-        """Record the preemption signal; checkpoint, stop (and requeue under SLURM) at the next step boundary."""
+class StepSeeds(Callback):
+    """Reseed before every training batch from ``(seed, rank, batches started so far)``."""
 
-        def __init__(self) -> None:
-            self.requested = self.preempted = False
-            self._previous: Any = None
-            self._signum: int | None = None
-            self._last_step = -1
-            # Installed now, not at fit start: a signal during start-up is then kept for the first step boundary
-            # instead of killing the process (the default action of SIGUSR1).
-            if preemption_signal and threading.current_thread() is threading.main_thread():
-                self._signum = int(getattr(signal, preemption_signal))
-                self._previous = signal.signal(self._signum, self._handler)
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
 
-        def _handler(self, signum: int, frame: Any) -> None:
-            self.requested = True
-            log.warning("received %s: checkpointing at the next step boundary", signal.Signals(signum).name)
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        n = trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        s = _seed_for(self.seed, trainer.global_rank, n)
+        torch.manual_seed(s)  # CPU and every CUDA device
+        np.random.seed(s)
+        random.seed(s)
 
-        def on_train_start(self, trainer, pl_module) -> None:
-            self._last_step = trainer.global_step
+class Preemption(Callback):
+    """Record the preemption signal; checkpoint, stop (and requeue under SLURM) at the next step boundary."""
 
-        def _restore(self) -> None:
-            if self._signum is not None:
-                signal.signal(self._signum, self._previous if self._previous is not None else signal.SIG_DFL)
-                self._signum = None
+    def __init__(self, run_dir: str, preemption_signal: str | None) -> None:
+        self.run_dir = run_dir
+        self.requested = self.preempted = False
+        self._previous: Any = None
+        self._signum: int | None = None
+        self._last_step = -1
+        # Installed now, not at fit start: a signal during start-up is then kept for the first step boundary
+        # instead of killing the process (the default action of SIGUSR1).
+        if preemption_signal and threading.current_thread() is threading.main_thread():
+            self._signum = int(getattr(signal, preemption_signal))
+            self._previous = signal.signal(self._signum, self._handler)
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            if trainer.global_step == self._last_step:  # inside a gradient accumulation: not a step boundary
-                return
-            self._last_step = trainer.global_step
-            if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
-                return
-            save_last(trainer, run_dir)
-            self.preempted, trainer.should_stop = True, True
-            if trainer.is_global_zero:
-                log.warning("preempted: saved %s at step %d", Path(run_dir) / CHECKPOINT_DIR / LAST,
-                            trainer.global_step)
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        log.warning("received %s: checkpointing at the next step boundary", signal.Signals(signum).name)
 
-        def on_train_end(self, trainer, pl_module) -> None:
-            if not self.preempted:  # the preemption checkpoint is already last.ckpt
-                save_last(trainer, run_dir)
-            self._restore()
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last_step = trainer.global_step
 
-        def teardown(self, trainer, pl_module, stage: str) -> None:
-            self._restore()
+    def _restore(self) -> None:
+        if self._signum is not None:
+            signal.signal(self._signum, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._signum = None
 
-    return [RankStates(), StepSeeds(), Preemption()]
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self._last_step:  # inside a gradient accumulation: not a step boundary
+            return
+        self._last_step = trainer.global_step
+        if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+            return
+        save_last(trainer, self.run_dir)
+        self.preempted, trainer.should_stop = True, True
+        if trainer.is_global_zero:
+            log.warning("preempted: saved %s at step %d", Path(self.run_dir) / CHECKPOINT_DIR / LAST,
+                        trainer.global_step)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not self.preempted:  # the preemption checkpoint is already last.ckpt
+            save_last(trainer, self.run_dir)
+        self._restore()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._restore()
 
 
 def _fit_loop_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
