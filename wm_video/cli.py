@@ -278,7 +278,7 @@ def call(fn: Callable[..., Any], ns: argparse.Namespace) -> Any:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from wm_video.config import ConfigError
-    from wm_video.data.loader import DataError
+    from wm_video.data.bad_clips import DataError
     from wm_video.data.schema import SchemaError
     from wm_video.envs.base import UnknownEnvError
     from wm_video.utils.atomic import DataWriteError

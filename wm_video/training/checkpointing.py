@@ -43,6 +43,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from wm_video.training.export_info import export_info
 from wm_video.utils.atomic import AtomicFile
+from wm_video.utils.seeds import stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -224,13 +225,6 @@ def check_resume_compatible(path: Path, meta: dict[str, Any], current_config: di
 # ---- callbacks -----------------------------------------------------------------------------------------------
 
 
-def _seed_for(*parts: int) -> int:
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (int(p) + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
-    return h % (2**32)
-
-
 def callbacks(run_dir: str, seed: int, preemption_signal: str | None) -> list[Any]:
     """The resume callbacks :func:`wm_video.training.build_trainer` adds: per-rank stream states, step seeds,
     the preemption handler and the final ``last.ckpt``."""
@@ -261,6 +255,7 @@ class RankStates(Callback):
         if own:  # Lightning restores the loaders from here, after the callbacks
             _fit_loop_state(checkpoint)["combined_loader"] = own
 
+
 class StepSeeds(Callback):
     """Reseed before every training batch from ``(seed, rank, batches started so far)``."""
 
@@ -269,10 +264,11 @@ class StepSeeds(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         n = trainer.fit_loop.epoch_loop.batch_progress.total.ready
-        s = _seed_for(self.seed, trainer.global_rank, n)
+        s = stable_seed(self.seed, trainer.global_rank, n) % 2**32  # numpy takes 32 bits
         torch.manual_seed(s)  # CPU and every CUDA device
         np.random.seed(s)
         random.seed(s)
+
 
 class Preemption(Callback):
     """Record the preemption signal; checkpoint, stop (and requeue under SLURM) at the next step boundary."""
