@@ -27,8 +27,9 @@ attention projections (``qkv``, ``proj``), MLP and adaLN modulation, and the fin
 layers are where actions act, and a model pretrained on action-free video has only ever fed them its null action,
 so frozen ones would pass a new action through a nearly rank-one map. Training checkpoints hold the adapter form
 (``...qkv.base_layer.weight``, ``...qkv.lora_A.default.weight``); the export folds the adapters into the weights
-they adapt (:func:`merge_lora`), so ``OUT/export`` is a plain :class:`DynamicsModel` that loads without peft, and
-``wm-video export --checkpoint`` does the same for a LoRA run's checkpoints.
+they adapt (:func:`~wm_video.training.lora.merge_lora`), so ``OUT/export`` is a plain :class:`DynamicsModel` that
+loads without peft, and ``wm-video export --checkpoint`` does the same for a LoRA run's checkpoints. The adapters
+themselves live in :mod:`wm_video.training.lora`.
 
 Evaluation. Before the first step and after the last, the held-out clips (the split training validates on) are
 scored by :func:`wm_video.evaluation.dynamics_scores.score_dynamics`, the protocol of
