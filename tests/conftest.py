@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import wm_video.registry  # noqa: F401  (registers every config kind, as the CLI does)
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 

@@ -14,7 +14,8 @@ import pytest
 from conftest import action_space, write_dataset
 
 from wm_video.cli import _user_errors
-from wm_video.data.loader import ClipLoader, DataError, LoaderConfig
+from wm_video.data.bad_clips import DataError
+from wm_video.data.loader import ClipLoader, LoaderConfig
 from wm_video.data.reader import (
     ClipChecks,
     DatasetMismatchError,

@@ -15,8 +15,9 @@ import pytest
 
 from wm_video.cli import main
 from wm_video.config import load_config
-from wm_video.data.collect import CollectConfig, clip_starts, collect
 from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
+from wm_video.data.writer import clip_starts
+from wm_video.envs.collect import CollectConfig, collect
 
 
 def tiny(env: str, **kw) -> CollectConfig:

@@ -76,6 +76,26 @@ def test_dotted_values_are_typed():
     assert parse_dotted(["a.b=3", "a.c=true", "d=[1, 2]", "e=x"]) == {"a": {"b": 3, "c": True}, "d": [1, 2], "e": "x"}
 
 
+def test_activation_checkpointing_has_one_switch():
+    """``trainer.activation_checkpointing`` is the switch; the model-level flag, set in a run config, is read as it
+    and cleared (so exports never carry it), and a model config that has it still loads."""
+    from wm_video.models.dynamics import DynamicsConfig
+
+    cfg = load_config("train_dynamics", overrides=["model.gradient_checkpointing=true"])
+    assert cfg.trainer.activation_checkpointing and not cfg.model.gradient_checkpointing
+    assert not load_config("train_dynamics").trainer.activation_checkpointing
+    assert DynamicsConfig(gradient_checkpointing=True).gradient_checkpointing  # saved configs with it load
+
+
+def test_config_module_has_an_empty_registry_of_its_own():
+    """``wm_video.config`` imports nothing of the project: the packages fill its registry, and a process that has
+    not imported them gets an error saying what to import."""
+    code = ("from wm_video.config import ConfigError, kinds, preset\nassert kinds() == []\n"
+            "try:\n    preset('trainer', 'debug')\nexcept ConfigError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "import wm_video.registry" in out
+
+
 def test_docstring_args_become_help():
     def f(x: int, y: str = "a") -> None:
         """Do a thing.

@@ -11,7 +11,8 @@ from conftest import action_space, make_clip, write_dataset
 
 from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
 from wm_video.data.schema import SCHEMA_VERSION, SchemaError
-from wm_video.data.writer import DataWriteError, ShardWriter, read_sidecar
+from wm_video.data.writer import ShardWriter, read_sidecar
+from wm_video.utils.atomic import DataWriteError
 
 
 @pytest.mark.parametrize("storage", ["raw", "png", "mp4"])

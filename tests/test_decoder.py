@@ -10,14 +10,14 @@ import wm_video.models.decoder.model as decoder_model
 from wm_video.models.decoder import DecoderConfig, DiffusionDecoder
 from wm_video.models.decoder.sampler import make_scheduler
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
-from wm_video.presets import _decoder_debug, _tokenizer_debug
+from wm_video.training.presets import decoder_debug, tokenizer_debug
 from wm_video.world_model import RenderSettings
 from wm_video.world_model_env import WorldModelEnv
 
 
 def make_tokenizer(seed: int = 0, **overrides) -> VQTokenizer:
     torch.manual_seed(seed)
-    cfg = _tokenizer_debug()
+    cfg = tokenizer_debug()
     for k, v in overrides.items():
         setattr(cfg, k, v)
     tok = VQTokenizer(TokenizerConfig(**vars(cfg))).eval()
@@ -28,7 +28,7 @@ def make_tokenizer(seed: int = 0, **overrides) -> VQTokenizer:
 
 def make_decoder(tok: VQTokenizer | None = None, seed: int = 0, **overrides) -> DiffusionDecoder:
     torch.manual_seed(seed)
-    return DiffusionDecoder.from_tokenizer(tok or make_tokenizer(), DecoderConfig(**{**vars(_decoder_debug()),
+    return DiffusionDecoder.from_tokenizer(tok or make_tokenizer(), DecoderConfig(**{**vars(decoder_debug()),
                                                                                         **overrides})).eval()
 
 
@@ -199,7 +199,7 @@ def test_residual_sampling_starts_from_the_token_render(residual, monkeypatch):
 def test_trailing_karras_schedule_for_both_samplers(sampler):
     from wm_video.models.decoder.sampler import karras_sigmas, make_scheduler, set_steps
 
-    cfg = _decoder_debug()
+    cfg = decoder_debug()
     scheduler = make_scheduler(cfg, sampler)
     set_steps(scheduler, 3, torch.device("cpu"))
     want = karras_sigmas(torch.tensor([0, 1 / 3, 2 / 3], dtype=torch.float64), cfg.sigma_min, cfg.sigma_max, cfg.rho)

@@ -44,9 +44,10 @@ def worker(stage: int, out: Path) -> None:
     import deepspeed
     from safetensors.torch import save_file
 
+    import wm_video.registry  # noqa: F401  (registers every config kind: this worker runs without conftest)
     from wm_video.config import preset
     from wm_video.models.tokenizer import VQTokenizer
-    from wm_video.training.consolidate import export_info
+    from wm_video.training.export_info import export_info
     from wm_video.training.optim import OptimConfig, build_optimizer
 
     deepspeed.init_distributed(dist_backend="gloo")

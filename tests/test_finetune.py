@@ -227,7 +227,7 @@ def test_finetune_on_continuous_actions_through_the_cli(tmp_path):
 def lora_model(tmp_path: Path, **options) -> tuple[DynamicsModel, DynamicsModel, list[str]]:
     """A pretrained (perturbed) action-free export, and a copy fine-tuned for 2-D continuous actions with LoRA
     adapters applied; returns (pretrained, fine-tuned, adapted layer names)."""
-    from wm_video.training.finetune import LoraOptions, apply_lora
+    from wm_video.training.lora import LoraOptions, apply_lora
 
     write_continuous_token_dataset(tmp_path / "robot", shards=2, clips_per_shard=2)
     pre = pretrained_model(tmp_path / "pre")
@@ -278,7 +278,7 @@ def test_lora_steps_change_the_merged_model_and_its_export_loads_without_peft(tm
 
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    from wm_video.training.finetune import merge_lora
+    from wm_video.training.lora import merge_lora
 
     pre, model, adapted = lora_model(tmp_path, rank=4, alpha=8)
     batch, probe = continuous_batch(0, b=8), continuous_batch(1)
@@ -355,7 +355,7 @@ def test_lora_finetune_through_the_cli_exports_a_plain_model(tmp_path):
 
 
 def test_lora_bad_options_are_clear_errors(tmp_path, capsys):
-    from wm_video.training.finetune import LoraOptions, apply_lora
+    from wm_video.training.lora import LoraOptions, apply_lora
 
     model = pretrained_model(tmp_path / "pre", perturb=False)
     with pytest.raises(ValueError, match=r"'backbone.blocks.\*.attn' matches no Linear layer; the model's Linear "

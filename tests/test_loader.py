@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import write_dataset
 
-from wm_video.data.loader import ClipLoader, DataError, LoaderConfig
+from wm_video.data.bad_clips import DataError
+from wm_video.data.loader import ClipLoader, LoaderConfig
 
 
 def keys(loader) -> list[str]:

@@ -20,7 +20,7 @@ from test_world_model import make_world_model
 from wm_video.cli import main
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.training.checkpointing import find_resume_checkpoint
-from wm_video.training.consolidate import export_info
+from wm_video.training.export_info import export_info
 from wm_video.training.run import hold_run_folder
 from wm_video.utils.locking import LOCK_FILE, FolderInUse, FolderLock
 from wm_video.world_model import WorldModel
@@ -224,3 +224,36 @@ def test_kill_during_a_shard_write_leaves_no_shard_and_a_rerun_cleans_up(tmp_pat
     left = sorted(p.name for p in tokens.iterdir())
     assert not [n for n in left if ".tmp-" in n]
     assert {"shard-000000.tar", "shard-000001.tar", "dataset.json"} <= set(left)
+
+
+def test_the_shared_atomic_helpers(tmp_path):
+    """utils/atomic is the one place for write-then-rename: JSON results, folders several ranks write, and the
+    cleanup of a killed run's temporaries for the names (or name prefixes) a task is about to redo."""
+    from wm_video.utils.atomic import (
+        atomic_write_json,
+        clean_stale_temporaries,
+        replace_folder,
+        shared_temporary_path,
+    )
+
+    atomic_write_json(tmp_path / "r.json", {"a": 1})
+    assert (tmp_path / "r.json").read_text() == '{\n  "a": 1\n}\n' and not list(tmp_path.glob(".*"))
+
+    final = tmp_path / "ckpt"
+    for version in ("old", "new"):
+        tmp = shared_temporary_path(final)
+        tmp.mkdir()
+        (tmp / "v").write_text(version)
+        replace_folder(tmp, final)
+        assert (final / "v").read_text() == version and not tmp.exists()
+    assert not final.with_name("ckpt.old").exists()
+
+    work = tmp_path / "work"
+    work.mkdir()
+    live = os.getpid()  # a live PID: only an explicit name or prefix makes its temporary stale
+    for name in ("a.frames", "a.npz", "b.npz", "shard-000001.tar"):
+        (work / f".{name}.tmp-{live}").write_bytes(b"")
+    removed = clean_stale_temporaries(work, names=["shard-000001.tar"], prefixes=["a."])
+    assert sorted(p.name for p in removed) == [f".a.frames.tmp-{live}", f".a.npz.tmp-{live}",
+                                               f".shard-000001.tar.tmp-{live}"]
+    assert [p.name for p in work.iterdir()] == [f".b.npz.tmp-{live}"]

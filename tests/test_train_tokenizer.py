@@ -6,8 +6,8 @@ import torch
 from conftest import write_dataset
 
 from wm_video.cli import main
+from wm_video.data.split import split_shards
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
-from wm_video.training.run import split_shards
 from wm_video.training.tokenizer_module import recon_grid, sample_frames
 
 

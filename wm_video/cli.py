@@ -201,6 +201,8 @@ def build_parser(verbs: dict[str, Any] | None = None, argv: list[str] | None = N
                 child = sub.add_parser(name, help=GROUP_HELP.get(name, ""), description=GROUP_HELP.get(name))
                 fill(child, target, f"{path}{name} ", depth + 1)
             elif words is None or name == chosen:
+                import wm_video.registry  # noqa: F401  (every config kind, for the verb's presets; loads torch, so only here)
+
                 fn = _resolve(target)
                 child = sub.add_parser(name, help=parse_docstring(fn.__doc__)[0].split("\n")[0].replace("%", "%%"))
                 add_function(child, fn, f"{path}{name}")
@@ -241,10 +243,11 @@ def call(fn: Callable[..., Any], ns: argparse.Namespace) -> Any:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     # imported here, when a verb has run: at the top they would load torch for ``wm-video --help`` (0.1 s -> 2 s)
-    from wm_video.data.loader import DataError
+    from wm_video.data.bad_clips import DataError
     from wm_video.data.schema import SchemaError
-    from wm_video.data.writer import DataWriteError
-    from wm_video.envs.base import MissingExtraError, UnknownEnvError
+    from wm_video.envs.base import UnknownEnvError
+    from wm_video.utils.atomic import DataWriteError
+    from wm_video.utils.extras import MissingExtraError
 
     return (ConfigError, SchemaError, DataWriteError, DataError, MissingExtraError, UnknownEnvError,
             FileNotFoundError, ValueError)

@@ -1,5 +1,10 @@
 """Typed configs: dataclasses are the source of truth, presets live in a registry, YAML and dotted overrides refine.
 
+The registry is filled by the packages that own the configs: each keeps its presets beside its configs
+(``training/presets.py``, ``data/presets.py``, ...) and registers them with :func:`register_kind` and
+:func:`register_preset` when imported; :mod:`wm_video.registry` imports them all. This module imports nothing of
+the project, so every floor may use it.
+
 Precedence, lowest first: the dataclass defaults, a named preset (``debug`` for CPU tests, ``small``, ``base``,
 ``large``), a YAML file from ``configs/`` (``kind:`` names the config type, ``preset:`` the starting preset, every
 other key overrides a field), command-line flags, then dotted overrides such as ``loader.batch_size=4``.
@@ -10,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import types
 import typing
 from collections.abc import Callable
@@ -31,6 +35,7 @@ _PRESETS: dict[str, dict[str, Callable[[], Any]]] = {}
 
 
 def register_kind(kind: str, cls: type) -> None:
+    """Name config class ``cls`` ``kind`` (the ``kind:`` of YAML files, the first word of ``wm-video config``)."""
     _KINDS[kind] = cls
     _PRESETS.setdefault(kind, {})
 
@@ -46,30 +51,20 @@ def register_preset(kind: str, name: str) -> Callable[[Callable[[], T]], Callabl
 
 
 def kinds() -> list[str]:
-    _load_registries()
+    """The registered config kinds (after ``import wm_video.registry``: all of them)."""
     return sorted(_KINDS)
 
 
 def presets(kind: str) -> list[str]:
-    _load_registries()
+    """The preset names registered for ``kind``."""
     return sorted(_PRESETS.get(kind, {}))
 
 
-# Modules whose import registers config kinds and their presets, each beside its config. Named, not imported at the
-# top: config.py is the bottom floor, and these modules sit above it.
-REGISTRIES = ("wm_video.presets", "wm_video.generation.config", "wm_video.evaluation.presets",
-              "wm_video.planning.config", "wm_video.commands.data_config")
-
-
-def _load_registries() -> None:
-    for module in REGISTRIES:
-        importlib.import_module(module)
-
-
 def preset(kind: str, name: str) -> Any:
-    _load_registries()
+    """A fresh config of ``kind`` from its preset ``name``."""
     if kind not in _KINDS:
-        raise ConfigError(f"unknown config kind {kind!r}; known: {sorted(_KINDS)}")
+        hint = "" if _KINDS else " (none is registered: import wm_video.registry first, which registers them all)"
+        raise ConfigError(f"unknown config kind {kind!r}; known: {sorted(_KINDS)}{hint}")
     table = _PRESETS[kind]
     if name not in table:
         raise ConfigError(f"unknown preset {name!r} for {kind!r}; known: {sorted(table)}")

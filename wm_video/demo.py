@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import wm_video.registry  # noqa: F401  (every config kind: the demo resolves the training presets by name)
 from wm_video.assembly import export_world_model
 from wm_video.config import load_config
-from wm_video.data.collect import CollectConfig, collect
 from wm_video.data.inspect import format_summary, inspect_dataset
 from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
 from wm_video.data.split import require_heldout, split_dataset
 from wm_video.data.tokenize import tokenize_dataset
-from wm_video.data.writer import atomic_write_json
+from wm_video.envs.collect import CollectConfig, collect
 from wm_video.evaluation import EvalConfig, evaluate_world_model, write_report
 from wm_video.evaluation.report import markdown
 from wm_video.evaluation.verdicts import format_verdicts, verdicts
@@ -49,6 +49,7 @@ from wm_video.recipes import DEMO_ENV, Recipe, recipe_for
 from wm_video.training.decoder_module import train_decoder
 from wm_video.training.dynamics_module import train_dynamics
 from wm_video.training.tokenizer_module import train_tokenizer
+from wm_video.utils.atomic import atomic_write_json
 from wm_video.world_model import WorldModel
 
 # the evaluation's rows in the demo: the fidelity suite adds the null action (a quarter of the evaluation's time)
@@ -63,7 +64,7 @@ class DemoConfig:
     Args:
         env: simulator id (``wm-video data envs`` lists them; the recipes cover the fidelity suite's and Pendulum-v1).
         policy: collection policy: ``random``, ``scripted`` or ``noisy``.
-        noise: noise level of the ``noisy`` policy (see :class:`~wm_video.data.collect.CollectConfig`).
+        noise: noise level of the ``noisy`` policy (see :class:`~wm_video.envs.collect.CollectConfig`).
         episodes: episodes to collect; the last 10% of episodes are held out.
         max_episode_steps: cap on episode length.
         workers: collection processes.

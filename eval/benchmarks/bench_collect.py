@@ -7,7 +7,7 @@
 its own frame render where frames are not the observation (MuJoCo, Box2D, Meta-World), at the collection's
 render settings, resetting when an episode ends or reaches the same cap as collection (the first reset seeded,
 as collection seeds one reset per shard); no resize, no recording.
-``collect``: ``wm_video.data.collect.collect_shard`` in this process (one worker): random policy, resize to
+``collect``: ``wm_video.envs.collect.collect_shard`` in this process (one worker): random policy, resize to
 ``--size``, clip splitting, validation, encoding and the atomic shard write (raw storage), timed by the
 collector itself. Each round runs collection, then the bare env for the same number of steps; the table gives the means.
 """
@@ -49,7 +49,7 @@ def bare_rate(env_id: str, size: int, steps: int, max_episode_steps: int, seed: 
 
 
 def collect_rate(env_id: str, size: int, steps: int, max_episode_steps: int, storage: str) -> tuple[float, int]:
-    from wm_video.data.collect import CollectConfig, collect_shard
+    from wm_video.envs.collect import CollectConfig, collect_shard
 
     cfg = CollectConfig(env=env_id, size=size, clip_len=16, policy="random", storage=storage, workers=1,
                         max_episode_steps=max_episode_steps, episodes=max(1, steps // max_episode_steps),

@@ -21,7 +21,7 @@ import torch
 
 from wm_video.models.decoder import DiffusionDecoder
 from wm_video.models.tokenizer import VQTokenizer
-from wm_video.presets import _decoder_small, _tokenizer_small
+from wm_video.training.presets import decoder_small, tokenizer_small
 from wm_video.utils import emit_json
 
 
@@ -46,10 +46,10 @@ def bench(resolutions: list[int], batches: list[int], steps: list[int], device: 
     dev = torch.device(device)
     rows = []
     for res in resolutions:
-        tcfg = _tokenizer_small()
+        tcfg = tokenizer_small()
         tcfg.resolution = res
         tok = VQTokenizer(tcfg).to(dev).eval()
-        dec = DiffusionDecoder.from_tokenizer(tok, _decoder_small()).to(dev).eval()
+        dec = DiffusionDecoder.from_tokenizer(tok, decoder_small()).to(dev).eval()
         grid = tcfg.token_grid
         for b in batches:
             tokens = torch.randint(0, tok.vocab_size, (b, 1, grid, grid), device=dev)

@@ -72,6 +72,7 @@ def _batch(cfg, b: int, t: int, device: str) -> dict[str, torch.Tensor]:
 
 def train_child(preset: str, batch_size: int, steps: int, device: str, dtype: str, checkpointing: bool) -> dict:
     """Runs in a fresh process: one preset's training throughput and peak memory."""
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import preset as get_preset
     from wm_video.models.dynamics import DynamicsModel, training_flops_per_token
 
@@ -131,6 +132,7 @@ def measure_training(args: argparse.Namespace, matmul_flops: float) -> list[dict
 
 
 def _rollout_model(args: argparse.Namespace):
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import preset as get_preset
     from wm_video.models.dynamics import DynamicsModel
 

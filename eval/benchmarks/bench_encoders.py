@@ -21,6 +21,7 @@ import torch
 
 
 def build(encoder: str):
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import load_config
     from wm_video.models.tokenizer import VQTokenizer
 

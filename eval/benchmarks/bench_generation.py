@@ -30,6 +30,7 @@ import torch
 def build(preset: str, resolution: int | None) -> object:
     import dataclasses
 
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import load_config
     from wm_video.models.decoder.model import DiffusionDecoder
     from wm_video.models.dynamics.model import DynamicsModel
@@ -128,7 +129,7 @@ def main() -> None:
         print(f"| {r['preset']} | {r['batch']} | {r['dynamics_ms_per_step']} | {r['decoder_ms_per_step']} | "
               f"{r['dynamics_share']:.0%} | {r['frames_per_s']} | {r['latency_ms_p50']} | {r['latency_ms_p99']} |")
     if args.out:
-        from wm_video.data.writer import atomic_write_json
+        from wm_video.utils.atomic import atomic_write_json
 
         atomic_write_json(args.out, result)
 

@@ -80,7 +80,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="/tmp/wm_video_bench_loader")
     args = parser.parse_args()
-    from wm_video.data.collect import CollectConfig, collect
+    from wm_video.envs.collect import CollectConfig, collect
+    from wm_video.utils.atomic import atomic_write_bytes
 
     out = Path(args.out)
     src = out / "src_256_raw"
@@ -103,7 +104,7 @@ def main() -> None:
           f"{args.workers} workers) |\n| --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['size']} | {r['storage']} | {r['MB']} | {r['decode_only_fps']} | {r['loader_fps']} |")
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    atomic_write_bytes(out / "results.json", json.dumps(rows, indent=2).encode())
 
 
 if __name__ == "__main__":

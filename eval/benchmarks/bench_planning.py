@@ -34,6 +34,7 @@ MCTS_SETTINGS = {  # name -> (simulations, parallel, max_depth, rollout_depth)
 
 
 def build(preset: str, action: dict, device: str) -> object:
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import load_config
     from wm_video.models.dynamics.model import DynamicsModel
     from wm_video.models.tokenizer.model import VQTokenizer
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['setting']} | {r['decisions_per_s']:.2f} | {r['imagined_frames_per_decision']} | "
               f"{r['imagined_frames_per_s']:.0f} |")
     if args.out:
-        from wm_video.data.writer import atomic_write_json
+        from wm_video.utils.atomic import atomic_write_json
 
         atomic_write_json(args.out, result)
     return 0

@@ -43,10 +43,12 @@ def scaling_worker(data: str, steps: int, warmup: int, batch: int, out: str) -> 
     """One DDP rank (under torchrun): time optimizer steps ``warmup``..``steps`` on rank 0."""
     import lightning as L
 
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import load_config
     from wm_video.training import build_trainer
     from wm_video.training.run import make_loaders
     from wm_video.training.tokenizer_module import TokenizerModule
+    from wm_video.utils.atomic import atomic_write_bytes
 
     cfg = load_config("train_tokenizer", preset_name="small", overrides=[
         *_trainer_overrides(steps, Path(out) / "run"), "trainer.accelerator=cpu", "trainer.strategy=ddp",
@@ -64,9 +66,9 @@ def scaling_worker(data: str, steps: int, warmup: int, batch: int, out: str) -> 
     if trainer.is_global_zero:
         dt = times[steps] - times[warmup]
         sps = (steps - warmup) * batch * trainer.world_size / dt
-        Path(out, f"scaling_{trainer.world_size}.json").write_text(json.dumps(
+        atomic_write_bytes(Path(out, f"scaling_{trainer.world_size}.json"), json.dumps(
             {"processes": trainer.world_size, "batch_per_process": batch, "timed_steps": steps - warmup,
-             "seconds": dt, "samples_per_s": sps}))
+             "seconds": dt, "samples_per_s": sps}).encode())
 
 
 def scaling(data: Path, out: Path, steps: int, warmup: int, batch: int) -> dict:
@@ -89,6 +91,7 @@ def preemption(data: Path, out: Path, steps: int) -> dict:
     import lightning as L
     import torch
 
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import load_config
     from wm_video.training.run import fit_and_export
     from wm_video.training.tokenizer_module import TokenizerModule

@@ -24,6 +24,7 @@ SETTINGS = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "one_threa
 
 CHILD = r"""
 import sys, time, torch
+import wm_video.registry  # noqa: F401  (registers every config kind)
 from wm_video.config import load_config
 from wm_video.models.dynamics import DynamicsModel
 from wm_video.models.tokenizer import VQTokenizer

@@ -26,6 +26,7 @@ import torch
 
 
 def build(preset: str, resolution: int, device: str):
+    import wm_video.registry  # noqa: F401  (registers every config kind)
     from wm_video.config import preset as get_preset
     from wm_video.models.tokenizer import VQTokenizer
 

@@ -36,9 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wm_video.data.writer import atomic_write_bytes, atomic_write_json
 from wm_video.evaluation.verdicts import Targets, format_verdicts, verdicts
 from wm_video.recipes import DEFAULT_ENVS, Recipe, recipe_for
+from wm_video.utils.atomic import atomic_write_bytes, atomic_write_json
 
 HORIZON, CONTEXT = 8, 4
 

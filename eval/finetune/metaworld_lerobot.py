@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from wm_video.utils.atomic import AtomicFile, atomic_path, atomic_write_json
 
 CAMERA = "corner2"  # the Meta-World camera wm_video.envs.metaworld_env renders from
 VIDEO_KEY = f"observation.images.{CAMERA}"
@@ -105,9 +106,8 @@ def run_job(job: EpisodeJob) -> dict[str, Any]:
     fps = env.fps / job.repeat
     write_mp4(ep["frames"], job.video, fps=fps)
     if job.arrays is not None:
-        tmp = f"{job.arrays}.tmp.npz"
-        np.savez(tmp, **{k: v for k, v in ep.items() if k != "frames"})
-        os.replace(tmp, job.arrays)
+        with AtomicFile(job.arrays) as f:  # a file object: np.savez adds no ".npz" to its name
+            np.savez(f.file, **{k: v for k, v in ep.items() if k != "frames"})
     return {"task": job.task, "frames": len(ep["frames"]), "success": bool(ep["success"].any()), "fps": fps}
 
 
@@ -182,8 +182,8 @@ def write_lerobot_v21(root: Path, work: Path, task: str, episodes: int, size: in
                 "episode_index": np.full(n, e, np.int64), "index": np.arange(first, first + n, dtype=np.int64),
                 "task_index": np.zeros(n, np.int64)}
         path = root / "data" / "chunk-000" / f"episode_{e:06d}.parquet"
-        pq.write_table(pa.table({k: column(v) for k, v in cols.items()}), f"{path}.tmp")
-        os.replace(f"{path}.tmp", path)
+        with atomic_path(path) as tmp:
+            pq.write_table(pa.table({k: column(v) for k, v in cols.items()}), tmp)
         ep_lines.append({"episode_index": e, "tasks": [TASK_TEXT.get(task, task)], "length": n})
         stat_lines.append({"episode_index": e, "stats": {"action": _stats(ep["actions"]),
                                                          "observation.state": _stats(ep["states"]),
@@ -214,7 +214,5 @@ def write_lerobot_v21(root: Path, work: Path, task: str, episodes: int, size: in
     for name, lines in (("episodes", ep_lines), ("episodes_stats", stat_lines),
                         ("tasks", [{"task_index": 0, "task": TASK_TEXT.get(task, task)}])):
         (root / "meta" / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    tmp = root / "meta" / "info.json.tmp"  # written last: its presence marks a complete dataset
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, root / "meta" / "info.json")
+    atomic_write_json(root / "meta" / "info.json", info)  # written last: its presence marks a complete dataset
     return info

@@ -60,6 +60,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import metaworld_lerobot as mwl
 
+from wm_video.utils.atomic import atomic_write_bytes, atomic_write_json
+
 REPO = Path(__file__).resolve().parents[2]
 WM = [sys.executable, "-m", "wm_video"]
 ROBOT_RUNS = ("finetuned", "scratch")
@@ -174,7 +176,7 @@ def replan_robot_steps(plan: Plan, runner: Runner) -> None:
     print(f"    robot runs: {steps} steps each ({per_step:.2f} s per step measured in pretraining, "
           f"{max(left, 0) / 60:.1f} min left for them and the evaluation; planned {plan.robot_steps})")
     plan.robot_steps, plan.robot_steps_measured = steps, True
-    (runner.out / "plan.json").write_text(json.dumps(dataclasses.asdict(plan), indent=2) + "\n")
+    atomic_write_json(runner.out / "plan.json", dataclasses.asdict(plan))
 
 
 def _threads() -> int:
@@ -271,7 +273,7 @@ class Runner:
         start = time.monotonic()
         fn()
         self.timings[name] = round(time.monotonic() - start, 1)
-        self.timings_path.write_text(json.dumps(self.timings, indent=2) + "\n")
+        atomic_write_json(self.timings_path, self.timings)
         print(f"[{(time.monotonic() - self.t0) / 60:5.1f} min] {name}: finished in {self.timings[name] / 60:.1f} min",
               flush=True)
 
@@ -325,7 +327,7 @@ def collect(plan: Plan, p: dict[str, Path]) -> None:
 
 
 def clips_per_episode(plan: Plan) -> int:
-    from wm_video.data.collect import clip_starts
+    from wm_video.data.writer import clip_starts
 
     return len(clip_starts(plan.frames_per_episode, plan.clip_len, plan.stride))
 
@@ -507,8 +509,8 @@ def report(plan: Plan, p: dict[str, Path], out: Path, timings: dict[str, float])
                      "one_shot": "eval/dynamics/eval_dynamics.py (the pretrained model: finetune_eval.json's "
                                  "'before'): every frame from its clean past, argmax",
                      "rollout": "wm-video eval: open-loop, VQ decoder, argmax MaskGIT"}}
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "results.md").write_text(markdown(result, plan))
+    atomic_write_json(out / "results.json", result)
+    atomic_write_bytes(out / "results.md", markdown(result, plan).encode())
     plot(result, out / "pretraining_pays.png")
     return result
 
@@ -626,7 +628,7 @@ def main() -> None:
         plan = make_plan(args)
         if not args.dry_run:
             out.mkdir(parents=True, exist_ok=True)
-            plan_path.write_text(json.dumps(dataclasses.asdict(plan), indent=2) + "\n")
+            atomic_write_json(plan_path, dataclasses.asdict(plan))
     print_plan(plan, out)
     if args.dry_run:
         return

@@ -54,10 +54,10 @@ from typing import Any
 
 import torch
 
-from wm_video.data.writer import atomic_write_bytes, atomic_write_json
 from wm_video.demo import DemoConfig, run_demo
 from wm_video.planning import ImagineTrainConfig, PlanConfig, run_planner, train_actor
 from wm_video.planning.report import markdown as report_markdown
+from wm_video.utils.atomic import atomic_write_bytes, atomic_write_json
 
 CART_ENV, PACMAN_ENV = "InvertedPendulum-v5", "ALE/MsPacman-v5"
 BOXING_ENV, REACHER_ENV = "ALE/Boxing-v5", "Reacher-v5"

@@ -3,8 +3,8 @@
     python eval/tokenizer/eval_tokenizer.py --tokenizer runs/tok_breakout/export --data data/breakout \
         --out runs/tok_breakout/eval.json
 
-Protocol (recorded in the output): the held-out shards are the same last-shards split training used
-(``--val-fraction``, default 0.1); every frame of every held-out clip is tokenized and decoded with the VQ
+Protocol (recorded in the output): the held-out clips are those training held out (``--val-fraction``;
+default: the split ``dataset.json`` records); every frame of every held-out clip is tokenized and decoded with the VQ
 decoder; PSNR and SSIM (torchmetrics, Gaussian window 11, data range 2 in [-1, 1]) are averaged over frames;
 codebook usage is the share of the vocabulary used at least once over all held-out frames; perplexity is
 exp(entropy) of that code histogram; bits per frame = tokens per frame * log2(vocabulary).

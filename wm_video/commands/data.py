@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wm_video.config import load_config
-from wm_video.data.collect import collect as run_collect
 from wm_video.data.inspect import format_summary, inspect_dataset, summarize
 from wm_video.data.pipeline import VideoSource, run_pipeline
 from wm_video.data.tokenize import tokenize_dataset
 from wm_video.envs import list_env_ids
+from wm_video.envs.collect import collect as run_collect
 from wm_video.utils.device import resolve_device
 
 

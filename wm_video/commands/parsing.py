@@ -33,6 +33,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         if PRESETS_SLOT in text:
+            import wm_video.registry  # noqa: F401  (registers every config kind; loads torch, so only when printed)
+
             kind = getattr(action, "preset_kind", None)
             names = presets(kind) if kind else sorted({n for k in kinds() for n in presets(k)})
             text = text.replace(PRESETS_SLOT, ", ".join(names))

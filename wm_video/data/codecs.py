@@ -8,8 +8,11 @@ quality (0 is lossless, 10 the default is visually lossless at a fraction of the
 from __future__ import annotations
 
 import io
+from fractions import Fraction
 
+import av
 import numpy as np
+from PIL import Image
 
 from wm_video.data.schema import FRAME_STORAGES, SchemaError
 
@@ -63,8 +66,6 @@ def frame_field(sample: dict) -> str | None:
 
 
 def _encode_png_strip(frames: np.ndarray) -> bytes:
-    from PIL import Image
-
     t, h, w, c = frames.shape
     buf = io.BytesIO()
     # One image per clip (frames stacked vertically) keeps one tar member per clip; level 1 encodes fast
@@ -74,8 +75,6 @@ def _encode_png_strip(frames: np.ndarray) -> bytes:
 
 
 def _decode_png_strip(data: bytes, num_frames: int) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as img:
         arr = np.asarray(img.convert("RGB"))
     if arr.shape[0] % num_frames:
@@ -84,10 +83,6 @@ def _decode_png_strip(data: bytes, num_frames: int) -> np.ndarray:
 
 
 def _encode_mp4(frames: np.ndarray, fps: float, crf: int) -> bytes:
-    from fractions import Fraction
-
-    import av
-
     t, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise SchemaError(f"mp4 frame storage needs even height and width, got {h}x{w}")
@@ -106,8 +101,6 @@ def _encode_mp4(frames: np.ndarray, fps: float, crf: int) -> bytes:
 
 
 def _decode_mp4(data: bytes) -> np.ndarray:
-    import av
-
     with av.open(io.BytesIO(data), mode="r") as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     if not frames:

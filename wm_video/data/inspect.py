@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from wm_video.data.reader import ClipChecks, iter_clips, load_dataset_info, shard_paths
+from wm_video.data.reader import DATASET_FILE, ClipChecks, iter_clips, load_dataset_info, shard_paths
 from wm_video.data.schema import Clip, DatasetInfo
 from wm_video.data.split import split_dataset
-from wm_video.data.writer import DATASET_FILE
 
 
 def sample_clips(root: str | Path, info: DatasetInfo, num_clips: int) -> list[Clip]:
@@ -37,8 +37,6 @@ def _fmt_action(clip: Clip, i: int) -> str:
 def contact_sheet(clips: list[Clip], frames_per_clip: int = 8, scale: int = 2) -> Any:
     """A PIL image: one row per clip (label: episode and start), ``frames_per_clip`` frames evenly spaced,
     each captioned with its action and reward; terminal frames get a red border."""
-    from PIL import Image, ImageDraw
-
     if not clips:
         raise ValueError("no clips to draw")
     t, h, w, _ = clips[0].frames.shape
@@ -63,8 +61,6 @@ def contact_sheet(clips: list[Clip], frames_per_clip: int = 8, scale: int = 2) -
 
 def write_gif(clips: list[Clip], path: str | Path, fps: float, scale: int = 2) -> None:
     """Clips side by side, played together as an animated GIF."""
-    from PIL import Image
-
     t = min(len(c.frames) for c in clips)
     row = np.concatenate([c.frames[:t] for c in clips], axis=2)  # (t, h, n*w, 3)
     frames = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in row]

@@ -30,7 +30,7 @@ import os
 import random
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from wm_video.data.bad_clips import BadClips, DataError, why_failed, worker_message
 from wm_video.data.reader import (
+    DATASET_FILE,
     ClipChecks,
     DatasetMismatchError,
     decode_sample,
@@ -49,13 +51,9 @@ from wm_video.data.reader import (
 from wm_video.data.schema import Clip, DatasetInfo, SchemaError, episode_of_key
 from wm_video.data.shuffle import buffer_shuffle
 from wm_video.data.split import Part, Split, require_heldout, split_dataset
-from wm_video.data.writer import DATASET_FILE
+from wm_video.utils.seeds import stable_seed
 
 log = logging.getLogger(__name__)
-
-
-class DataError(RuntimeError):
-    """Too much of the data is unreadable to go on."""
 
 
 @dataclass
@@ -90,58 +88,6 @@ class LoaderConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_bad_fraction <= 1.0:
             raise ValueError(f"loader.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
-
-
-def _seed(*parts: int) -> int:
-    """A stable seed from integers (Python's hash of tuples is not stable across processes)."""
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (int(p) + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-@dataclass
-class _BadCounter:
-    """One worker's clips this epoch: ``seen`` delivered, ``bad`` lost, and the losses per shard."""
-
-    seen: int = 0
-    bad: int = 0
-    by_shard: dict[str, list] = field(default_factory=dict)  # url -> [clips lost, last reason]
-
-    def record(self, url: str, reason: str, clips: int = 1) -> None:
-        self.bad += clips
-        entry = self.by_shard.setdefault(url, [0, ""])
-        entry[0] += clips
-        entry[1] = reason
-        log.warning("skipping %d clip%s of %s: %s", clips, "" if clips == 1 else "s", url, reason)
-
-    def check(self, cfg: LoaderConfig, final: bool = False) -> None:
-        total = self.seen + self.bad
-        if not total or (not final and total < cfg.min_samples_for_bad_check):
-            return
-        if self.bad / total > cfg.max_bad_fraction:
-            worst = sorted(self.by_shard.items(), key=lambda kv: -kv[1][0])
-            shards = "; ".join(f"{url}: {n} lost ({why})" for url, (n, why) in worst[:5])
-            more = f"; and {len(worst) - 5} more shards" if len(worst) > 5 else ""
-            raise DataError(f"{self.bad} of {total} clips unreadable (> max_bad_fraction={cfg.max_bad_fraction}) "
-                            f"in {len(worst)} shard{'' if len(worst) == 1 else 's'}: {shards}{more}")
-
-
-def _why(e: Exception) -> str:
-    """An exception in a line: webdataset appends `` @ <stream>`` and the stream and url to the arguments."""
-    if isinstance(e, OSError) and e.strerror:
-        return f"{type(e).__name__}: {e.strerror}"
-    first = str(e.args[0]).split(" @ ")[0] if e.args else str(e)
-    return f"{type(e).__name__}: {first}"
-
-
-def _worker_message(e: Exception) -> str | None:
-    """The message a DataLoader worker raised ``e`` with, or None when ``e`` was raised here. DataLoader re-raises
-    a worker's exception with the worker's traceback folded into the message, many lines where one is meant."""
-    prefix, msg = f"{type(e).__module__}.{type(e).__qualname__}: ", str(e)
-    if not msg.startswith("Caught ") or prefix not in msg:
-        return None
-    return msg.rsplit(prefix, 1)[1].strip()
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -208,14 +154,14 @@ class ClipStream(IterableDataset):
         urls, salt = self.sources[i].urls, (i,) if i else ()  # the first source draws as a lone dataset does
         slot, slots = self.rank * self.num_workers() + worker, self.world * self.num_workers()
         if self.cfg.resampled:
-            rng = random.Random(_seed(self.cfg.seed, self.epoch, slot, 1, *salt))
+            rng = random.Random(stable_seed(self.cfg.seed, self.epoch, slot, 1, *salt))
             while True:
                 yield rng.choice(urls)
         order = list(urls)
-        random.Random(_seed(self.cfg.seed, self.epoch, 2, *salt)).shuffle(order)  # same order on every rank
+        random.Random(stable_seed(self.cfg.seed, self.epoch, 2, *salt)).shuffle(order)  # same order on every rank
         yield from order[slot::slots]
 
-    def _raw_source(self, worker: int, i: int, bad: _BadCounter) -> Iterator[dict[str, Any]]:
+    def _raw_source(self, worker: int, i: int, bad: BadClips) -> Iterator[dict[str, Any]]:
         src = self.sources[i]
         for url in self._shards(worker, i):
             errors: list[Exception] = []
@@ -229,17 +175,18 @@ class ClipStream(IterableDataset):
             # Reached only when the shard was read to its end (not when the epoch's quota closed the stream).
             expected = src.expected[url]
             if errors or read < expected:
-                why = f"shard read error ({_why(errors[0])})" if errors else "shard ended early"
+                why = f"shard read error ({why_failed(errors[0])})" if errors else "shard ended early"
                 bad.record(url, f"{why}; read {read} of the {expected} clips {DATASET_FILE} records",
                            max(expected - read, 0))
-                bad.check(self.cfg)  # a resampled stream over unreadable shards would otherwise spin forever
+                # a resampled stream over unreadable shards would otherwise spin forever
+                bad.check(self.cfg.min_samples_for_bad_check, self.cfg.max_bad_fraction)
 
-    def _raw(self, worker: int, bad: _BadCounter) -> Iterator[dict[str, Any]]:
+    def _raw(self, worker: int, bad: BadClips) -> Iterator[dict[str, Any]]:
         streams = [self._raw_source(worker, i, bad) for i in range(len(self.sources))]
         if len(streams) == 1 or self.weights is None:
             yield from itertools.chain(*streams)
             return
-        rng = random.Random(_seed(self.cfg.seed, self.epoch, self.rank, worker, 4))
+        rng = random.Random(stable_seed(self.cfg.seed, self.epoch, self.rank, worker, 4))
         which = range(len(streams))
         while True:
             sample = next(streams[rng.choices(which, self.weights)[0]], None)
@@ -258,10 +205,10 @@ class ClipStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         wi = get_worker_info()
         worker = ((wi.id if wi else 0) + self.rotation) % self.num_workers()
-        cfg, bad = self.cfg, _BadCounter()
+        cfg, bad = self.cfg, BadClips()
         raw = self._raw(worker, bad)
         if cfg.shuffle_buffer > 0:
-            rng = random.Random(_seed(cfg.seed, self.epoch, self.rank, worker, 3))
+            rng = random.Random(stable_seed(cfg.seed, self.epoch, self.rank, worker, 3))
             raw = buffer_shuffle(raw, bufsize=cfg.shuffle_buffer, initial=cfg.shuffle_buffer, rng=rng)
         skip, quota = self.positions.get(worker, 0), self.per_worker_quota()
         pos, batch = 0, []
@@ -278,14 +225,14 @@ class ClipStream(IterableDataset):
                 raise  # dataset.json describes other data: every clip would be skipped
             except Exception as e:
                 bad.record(sample.get("__url__", "?"), str(e))
-                bad.check(cfg)
+                bad.check(cfg.min_samples_for_bad_check, cfg.max_bad_fraction)
                 continue
             bad.seen += 1
             batch.append(clip)
             if len(batch) == cfg.batch_size:
                 yield collate(batch, worker, pos, bad.bad)
                 batch = []
-        bad.check(cfg, final=True)
+        bad.check(cfg.min_samples_for_bad_check, cfg.max_bad_fraction, final=True)
         if batch and not cfg.drop_last:
             yield collate(batch, worker, pos, bad.bad)
 
@@ -383,7 +330,7 @@ class ClipLoader:
             # The traceback keeps the iterator and its workers alive until the garbage collector reaches them (then
             # a 5 s join, or an error when that happens in a forked child): stop them now.
             getattr(batches, "_shutdown_workers", lambda: None)()
-            message = _worker_message(e) if isinstance(e, (DataError, SchemaError)) else None
+            message = worker_message(e) if isinstance(e, (DataError, SchemaError)) else None
             if message is None:
                 raise
             raise type(e)(message) from e  # one line for the CLI; the worker's traceback stays in the chain

@@ -20,7 +20,8 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from wm_video.data.codecs import decode_frames, frame_field
 from wm_video.data.schema import ActionSpace, Clip, ClipMeta, DatasetInfo, SchemaError
-from wm_video.data.writer import DATASET_FILE
+
+DATASET_FILE = "dataset.json"  # a dataset folder's description: shards, schema, statistics, held-out split
 
 
 def load_dataset_info(path: str | os.PathLike) -> DatasetInfo:
@@ -36,6 +37,18 @@ def load_dataset_info(path: str | os.PathLike) -> DatasetInfo:
     except OSError as e:
         raise SchemaError(f"{file}: could not be read ({e.strerror or e})") from e
     return DatasetInfo.from_dict(d, where=str(file))
+
+
+def frame_dataset_info(p: str | Path, resolution: int, where: str) -> DatasetInfo:
+    """The ``DatasetInfo`` of a frame dataset whose frames are ``resolution`` square; ValueError (naming ``where``)
+    for token shards or another resolution."""
+    info = load_dataset_info(p)
+    if info.frame_storage == "tokens":
+        raise ValueError(f"{where} {p}: holds tokens; give the frame dataset it was tokenized from")
+    if info.resolution != [resolution, resolution]:
+        raise ValueError(f"{where} {p}: frames are {info.resolution[0]}x{info.resolution[1]}, the model needs "
+                         f"{resolution}x{resolution}")
+    return info
 
 
 def shard_paths(root: str | os.PathLike, info: DatasetInfo) -> list[str]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from wm_video.data.reader import DATASET_FILE, load_dataset_info
 from wm_video.data.schema import DatasetInfo, ShardRecord
 
 log = logging.getLogger(__name__)
@@ -116,11 +117,9 @@ def split_dataset(root: str | os.PathLike, val_fraction: float | None = None, in
                   ) -> Split:
     """The split of the dataset at ``root`` (see the module docstring for what ``val_fraction`` does)."""
     if info is None:
-        from wm_video.data.reader import load_dataset_info
-
         info = load_dataset_info(root)
     root, n = str(root), len(info.shards)
-    file = Path(root) / "dataset.json"
+    file = Path(root) / DATASET_FILE
     if info.heldout is None:  # written before splits were recorded: the old rule, unchanged
         vf = VAL_FRACTION if val_fraction is None else val_fraction
         train_idx, val_idx = split_shards(n, vf)

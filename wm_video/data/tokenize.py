@@ -22,8 +22,10 @@ from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
 from wm_video.data.schema import Clip, DatasetInfo
 from wm_video.data.tokenizer_fit import check_fit, measure_fit
 from wm_video.data.writer import ShardWriter, ensure_writable_dir, finalize_dataset, read_sidecar
+from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.utils import progress
+from wm_video.utils.atomic import clean_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,6 @@ def _flush(model: Any, pending: list[Clip], writer: ShardWriter, dtype: np.dtype
 def tokenize_dataset(tokenizer: str | Path, src: str | Path, out: str | Path, batch_frames: int = 256,
                      device: str = "auto", show_progress: bool | None = None) -> DatasetInfo:
     """Tokenize every clip of the dataset at ``src`` into token shards in ``out``; returns the new info."""
-    from wm_video.models.tokenizer import VQTokenizer
-
     info = load_dataset_info(src)
     model = VQTokenizer.from_pretrained(tokenizer).eval()
     res = model.config.resolution
@@ -73,9 +73,7 @@ def tokenize_dataset(tokenizer: str | Path, src: str | Path, out: str | Path, ba
     out = ensure_writable_dir(out)
     srcs = shard_paths(src, info)
     todo = [u for u in srcs if read_sidecar(out / Path(u).name) is None]
-    for u in todo:  # leftovers of a killed run for shards we are about to make
-        for stale in out.glob(f".{Path(u).name}.tmp-*"):
-            stale.unlink(missing_ok=True)
+    clean_stale_temporaries(out, names=[Path(u).name for u in todo])  # left by a killed run, for shards redone now
     clips_per_batch = max(1, batch_frames // info.clip_len)
     done = sum(s.samples for s, u in zip(info.shards, srcs, strict=True) if u not in todo)
     bar = progress(total=info.num_samples, initial=done, desc="tokenize", unit="clip", enable=show_progress)

@@ -24,6 +24,7 @@ import torch
 from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
 from wm_video.data.schema import DatasetInfo
 from wm_video.models.export import read_quality
+from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,6 @@ def report_token_dataset_fit(info: DatasetInfo, where: str, max_frames: int = CH
         log.info("%s: cannot check the tokenizer against its frames (tokenizer %s, frames %s not on disk)", where,
                  tokenizer, src)
         return None
-    from wm_video.models.tokenizer import VQTokenizer
-
     model = VQTokenizer.from_pretrained(tokenizer).eval()
     psnr, frames = measure_fit(model, src, max_frames=max_frames)
     return check_fit(psnr, frames, tokenizer, f"{where} (frames of {src})")

@@ -19,30 +19,13 @@ from typing import Any
 import numpy as np
 
 from wm_video.data.codecs import encode_frames
+from wm_video.data.reader import DATASET_FILE
 from wm_video.data.schema import ActionSpace, Clip, DatasetInfo, HeldOut, ShardRecord, fields_of
 from wm_video.data.split import VAL_FRACTION, choose_heldout, split_dataset
 from wm_video.data.stats import ClipStats
-from wm_video.utils.atomic import AtomicFile
+from wm_video.utils.atomic import AtomicFile, DataWriteError, atomic_write_json, why_not_written
 
 log = logging.getLogger(__name__)
-DATASET_FILE = "dataset.json"
-
-
-class DataWriteError(OSError):
-    """Output could not be written (unwritable folder, disk full); the partial file was removed."""
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename."""
-    try:
-        with AtomicFile(path) as f:
-            f.write(data)
-    except OSError as e:  # the temporary is gone already
-        raise DataWriteError(e.errno, f"could not write {path}: {_why(e)}") from e
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -54,16 +37,8 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise DataWriteError(e.errno, f"output folder {path} is not writable: {_why(e)}") from e
+        raise DataWriteError(e.errno, f"output folder {path} is not writable: {why_not_written(e)}") from e
     return path
-
-
-def _why(e: OSError) -> str:
-    if e.errno == errno.ENOSPC:
-        return "no space left on device"
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "permission denied (or read-only file system)"
-    return e.strerror or str(e)
 
 
 class ShardWriter:
@@ -87,7 +62,7 @@ class ShardWriter:
         try:
             self._out = AtomicFile(self.path)  # .NAME.tmp-PID until close()
         except OSError as e:
-            raise DataWriteError(e.errno, f"could not create shard {self.path}: {_why(e)}") from e
+            raise DataWriteError(e.errno, f"could not create shard {self.path}: {why_not_written(e)}") from e
         self._file = self._out.file
 
     def write(self, clip: Clip) -> None:
@@ -101,7 +76,7 @@ class ShardWriter:
             self._file.write(tar_sample(clip.key, members))
         except OSError as e:
             self.abort()
-            raise DataWriteError(e.errno, f"could not write shard {self.path}: {_why(e)}") from e
+            raise DataWriteError(e.errno, f"could not write shard {self.path}: {why_not_written(e)}") from e
         self.stats.update(clip.actions, clip.rewards, clip.terminations, len(clip.frames))
         self.samples += 1
         self.episodes[clip.meta.episode_id] = self.episodes.get(clip.meta.episode_id, 0) + 1
@@ -113,7 +88,7 @@ class ShardWriter:
             self._out.commit()
         except OSError as e:
             self.abort()
-            raise DataWriteError(e.errno, f"could not finish shard {self.path}: {_why(e)}") from e
+            raise DataWriteError(e.errno, f"could not finish shard {self.path}: {why_not_written(e)}") from e
         record = ShardRecord(self.path.name, self.samples, self.stats.frames, len(self.episodes), dict(self.episodes))
         atomic_write_json(sidecar_path(self.path), {"record": vars(record), "stats": self.stats.to_dict(),
                                                     "extra": extra or {}})
@@ -150,6 +125,21 @@ def npy_bytes(arr) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()
+
+
+def shard_name(k: int) -> str:
+    """File name of shard ``k`` of a dataset (``shard-000003.tar``): collection and the pipeline name shards alike."""
+    return f"shard-{k:06d}.tar"
+
+
+def clip_starts(n: int, clip_len: int, stride: int) -> list[int]:
+    """Start indices of the clips of an ``n``-step episode; the last clip ends with the episode."""
+    if n < clip_len:
+        return []
+    starts = list(range(0, n - clip_len + 1, stride))
+    if starts[-1] != n - clip_len:
+        starts.append(n - clip_len)
+    return starts
 
 
 def sidecar_path(shard: str | os.PathLike) -> Path:

@@ -6,9 +6,10 @@ missing one raises :class:`MissingExtraError` naming the ``sim`` extra.
 
 from __future__ import annotations
 
-from wm_video.envs.base import MissingExtraError, SimEnv, StepResult, UnknownEnvError
+from wm_video.envs.base import SimEnv, StepResult, UnknownEnvError
 from wm_video.envs.policies import Policy, make_policy
 from wm_video.envs.registry import list_env_ids, make_env
+from wm_video.utils.extras import MissingExtraError
 
 __all__ = [
     "MissingExtraError",

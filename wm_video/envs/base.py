@@ -16,14 +16,11 @@ from typing import Any
 import numpy as np
 
 from wm_video.data.schema import ActionSpace
+from wm_video.utils.extras import MissingExtraError
 
 SIM_EXTRA_HINT = "install the 'sim' extra: pip install -e \".[sim]\""
 Action = int | np.ndarray
 Expert = Callable[[Any], Action]  # the env's low-dim observation -> an action
-
-
-class MissingExtraError(ImportError):
-    """A simulator package (gymnasium, ale-py, mujoco, metaworld) is not installed."""
 
 
 class UnknownEnvError(ValueError):

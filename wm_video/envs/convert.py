@@ -50,7 +50,7 @@ def resize_frame(frame: np.ndarray, size: int, resample: str = "area") -> np.nda
 @functools.cache
 def _cv2() -> Any:
     try:
-        import cv2
+        import cv2  # the 'sim' extra (opencv): optional, PIL resizes without it
     except ImportError:
         return None
     cv2.setNumThreads(1)  # collection runs one process per core; OpenCV's own threads would only contend
@@ -60,7 +60,7 @@ def _cv2() -> Any:
 def space_to_action_space(space: Any) -> ActionSpace:
     """gymnasium ``Discrete(n)`` -> discrete; ``Box`` -> continuous with bounds (None if any bound is infinite:
     the schema keeps one list per side, and a half-known box is no better than none for sampling)."""
-    from gymnasium import spaces
+    from gymnasium import spaces  # the 'sim' extra: only gymnasium envs have spaces
 
     if isinstance(space, spaces.Discrete):
         if int(space.start) != 0:

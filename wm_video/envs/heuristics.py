@@ -72,7 +72,7 @@ def inverted_pendulum(env: Any) -> Expert:
 
 def lunar_lander(env: Any) -> Expert:
     """gymnasium's own PID heuristic (``gymnasium.envs.box2d.lunar_lander.heuristic``), both action kinds."""
-    from gymnasium.envs.box2d.lunar_lander import heuristic
+    from gymnasium.envs.box2d.lunar_lander import heuristic  # the 'sim' extra: imported only for this env
 
     continuous = bool(env.unwrapped.continuous)
 

@@ -24,7 +24,7 @@ def make_render_fast(env: Any, render_mode: str = "rgb_array") -> None:
     the scene flags live on the viewer's ``MjvScene`` and persist across ``mjv_updateScene``, so one render
     creates the viewer and the flags are cleared on it.
     """
-    import mujoco
+    import mujoco  # the 'sim' extra: imported only for MuJoCo envs
 
     env.model.vis.quality.offsamples = 0  # no multisample buffer
     env.model.vis.quality.shadowsize = 0  # no shadow-map texture

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import difflib
 
+from wm_video.envs.atari import AtariEnv, register_atari
 from wm_video.envs.base import SimEnv, UnknownEnvError, require_sim
+from wm_video.envs.gym_env import GymEnv
+from wm_video.envs.metaworld_env import PREFIX, MetaWorldEnv, task_names
 
 FAMILIES = ("atari", "gymnasium", "metaworld")
 LIST_HINT = "run 'wm-video data envs' to list valid ids"
@@ -25,8 +28,6 @@ def family_of(env_id: str) -> str:
 
 
 def _atari_ids() -> list[str]:
-    from wm_video.envs.atari import register_atari
-
     gym = require_sim("gymnasium")
     register_atari()
     return sorted(k for k in gym.registry if k.startswith("ALE/"))
@@ -44,8 +45,6 @@ def _gym_ids() -> list[str]:
 
 
 def _metaworld_ids() -> list[str]:
-    from wm_video.envs.metaworld_env import PREFIX, task_names
-
     return [PREFIX + t for t in task_names()]
 
 
@@ -91,13 +90,7 @@ def make_env(env_id: str, size: int = 64, max_episode_steps: int | None = None) 
         else:
             raise _unknown(env_id, known)
     if family == "atari":
-        from wm_video.envs.atari import AtariEnv
-
         return AtariEnv(env_id, size, max_episode_steps)
     if family == "metaworld":
-        from wm_video.envs.metaworld_env import MetaWorldEnv
-
         return MetaWorldEnv(env_id, size, max_episode_steps)
-    from wm_video.envs.gym_env import GymEnv
-
     return GymEnv(env_id, size, max_episode_steps)

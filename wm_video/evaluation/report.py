@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wm_video.data.writer import atomic_write_bytes, atomic_write_json
+from wm_video.utils.atomic import atomic_write_bytes, atomic_write_json
 
 LABELS = {"psnr_db": "PSNR (dB)", "psnr_moving_db": "PSNR on moving pixels (dB)", "ssim": "SSIM",
           "token_accuracy": "token accuracy", "changed_token_accuracy": "token accuracy on changing tokens",

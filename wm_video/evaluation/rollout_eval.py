@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
+from wm_video.data.loader import heldout_loader
 from wm_video.metrics.moving import MovingScores
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.utils import progress
@@ -141,8 +142,6 @@ class HorizonScores:
 def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_progress: bool | None = None) -> dict:
     """Run the protocol of the module docstring on ``data``'s held-out clips; returns the report dict. Raises
     :class:`~wm_video.data.split.NoHeldOutError`, saying how to fix the dataset, when it holds nothing out."""
-    from wm_video.data.loader import heldout_loader
-
     c, hz = cfg.context_frames, cfg.horizon
     if not 1 <= c <= model.context_frames:
         raise ValueError(f"context_frames must be in [1, {model.context_frames}] (the model's window), got {c}")

@@ -15,14 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from wm_video.data.writer import atomic_write_json
 from wm_video.generation.config import GenerateConfig
 from wm_video.generation.inputs import Context, check_actions, load_actions, load_context
 from wm_video.generation.pipeline import WorldModelPipeline
 from wm_video.models.dynamics import DynamicsConfig
 from wm_video.models.dynamics.model import REQUIRED_FIELDS
 from wm_video.models.export import read_config
-from wm_video.utils.atomic import OutputRefused
+from wm_video.utils.atomic import OutputRefused, atomic_write_json
 from wm_video.utils.device import resolve_device
 from wm_video.utils.video_io import annotate, prediction_captions, upscale, write_gif, write_mp4
 from wm_video.utils.video_io import side_by_side as beside

@@ -14,14 +14,13 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
 from PIL import Image
 
 from wm_video.data.pipeline.clip import SquareResizer
-from wm_video.data.reader import iter_clips, load_dataset_info, shard_paths
+from wm_video.data.reader import frame_dataset_info, iter_clips, shard_paths
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -102,18 +101,6 @@ def _image_folder(p: Path, resolution: int) -> np.ndarray:
         img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
         frames.append(np.asarray(img.resize((resolution, resolution), Image.Resampling.BOX)))
     return np.stack(frames)
-
-
-def frame_dataset_info(p: str | Path, resolution: int, where: str) -> Any:
-    """The ``DatasetInfo`` of a frame dataset whose frames are ``resolution`` square; ValueError (naming ``where``)
-    for token shards or another resolution."""
-    info = load_dataset_info(p)
-    if info.frame_storage == "tokens":
-        raise ValueError(f"{where} {p}: holds tokens; give the frame dataset it was tokenized from")
-    if info.resolution != [resolution, resolution]:
-        raise ValueError(f"{where} {p}: frames are {info.resolution[0]}x{info.resolution[1]}, the model needs "
-                         f"{resolution}x{resolution}")
-    return info
 
 
 def _dataset_context(p: Path, pick: str, resolution: int, num_frames: int) -> Context:

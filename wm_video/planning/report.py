@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from wm_video.data.writer import atomic_write_bytes, atomic_write_json
+from wm_video.utils.atomic import atomic_write_bytes, atomic_write_json
 
 
 def add_margins(results: dict[str, dict[str, Any]]) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -34,9 +35,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from wm_video.training.export_info import export_info
 from wm_video.utils.atomic import AtomicFile
+from wm_video.utils.seeds import stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +75,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, f.file)
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a completely written folder ``tmp`` to ``final``; an older ``final`` is moved aside first and deleted
-    after, so one complete copy exists at every moment (``final`` or ``final.old``)."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def atomic_checkpoint_io() -> Any:
     """Lightning's torch checkpoint IO with write-then-rename saves (a plugin for ``Trainer(plugins=[...])``)."""
-    from lightning.fabric.utilities.types import _PATH
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
-
     class AtomicCheckpointIO(TorchCheckpointIO):
         def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
             atomic_torch_save(checkpoint, path)
@@ -99,7 +91,7 @@ def _deepspeed_safe_globals() -> list[Any]:
     """The few DeepSpeed classes its checkpoint files hold besides tensors and plain values: allowed by name, so
     they load with ``weights_only=True`` like every other checkpoint here."""
     allowed: list[Any] = []
-    try:
+    try:  # DeepSpeed is an optional heavy dependency (the 'deepspeed' extra): imported here, only when installed
         from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
         from deepspeed.runtime.zero.config import ZeroStageEnum
 
@@ -233,105 +225,97 @@ def check_resume_compatible(path: Path, meta: dict[str, Any], current_config: di
 # ---- callbacks -----------------------------------------------------------------------------------------------
 
 
-def _seed_for(*parts: int) -> int:
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (int(p) + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
-    return h % (2**32)
-
-
 def callbacks(run_dir: str, seed: int, preemption_signal: str | None) -> list[Any]:
     """The resume callbacks :func:`wm_video.training.build_trainer` adds: per-rank stream states, step seeds,
     the preemption handler and the final ``last.ckpt``."""
-    from lightning.pytorch.callbacks import Callback
+    return [RankStates(), StepSeeds(seed), Preemption(run_dir, preemption_signal)]
 
-    class RankStates(Callback):
-        """Every rank's loader position in the checkpoint (``rank_states``), each rank restoring its own; and the
-        exported part's class and config (``export``).
 
-        Gathered as JSON bytes in a tensor (plain values, no pickling across processes)."""
+class RankStates(Callback):
+    """Every rank's loader position in the checkpoint (``rank_states``), each rank restoring its own; and the
+    exported part's class and config (``export``).
 
-        def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-            own = _fit_loop_state(checkpoint).get("combined_loader", [])
-            checkpoint["rank_states"] = _gather_json(trainer, own)
-            model = getattr(pl_module, "model", None)
-            if model is not None and hasattr(model, "config"):  # what `wm-video export` rebuilds
-                from wm_video.training.consolidate import export_info
+    Gathered as JSON bytes in a tensor (plain values, no pickling across processes)."""
 
-                checkpoint["export"] = export_info(model)
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        own = _fit_loop_state(checkpoint).get("combined_loader", [])
+        checkpoint["rank_states"] = _gather_json(trainer, own)
+        model = getattr(pl_module, "model", None)
+        if model is not None and hasattr(model, "config"):  # what `wm-video export` rebuilds
+            checkpoint["export"] = export_info(model)
 
-        def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-            states = checkpoint.get("rank_states")
-            if states is None:
-                return
-            if len(states) != trainer.world_size:
-                raise CheckpointError(f"checkpoint written by {len(states)} process(es), this run has "
-                                      f"{trainer.world_size}: set the same trainer.devices x trainer.num_nodes")
-            own = json.loads(states[trainer.global_rank])
-            if own:  # Lightning restores the loaders from here, after the callbacks
-                _fit_loop_state(checkpoint)["combined_loader"] = own
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rank_states")
+        if states is None:
+            return
+        if len(states) != trainer.world_size:
+            raise CheckpointError(f"checkpoint written by {len(states)} process(es), this run has "
+                                  f"{trainer.world_size}: set the same trainer.devices x trainer.num_nodes")
+        own = json.loads(states[trainer.global_rank])
+        if own:  # Lightning restores the loaders from here, after the callbacks
+            _fit_loop_state(checkpoint)["combined_loader"] = own
 
-    class StepSeeds(Callback):
-        """Reseed before every training batch from ``(seed, rank, batches started so far)``."""
 
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            import random
+class StepSeeds(Callback):
+    """Reseed before every training batch from ``(seed, rank, batches started so far)``."""
 
-            import numpy as np
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
 
-            n = trainer.fit_loop.epoch_loop.batch_progress.total.ready
-            s = _seed_for(seed, trainer.global_rank, n)
-            torch.manual_seed(s)  # CPU and every CUDA device
-            np.random.seed(s)
-            random.seed(s)
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        n = trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        s = stable_seed(self.seed, trainer.global_rank, n) % 2**32  # numpy takes 32 bits
+        torch.manual_seed(s)  # CPU and every CUDA device
+        np.random.seed(s)
+        random.seed(s)
 
-    class Preemption(Callback):
-        """Record the preemption signal; checkpoint, stop (and requeue under SLURM) at the next step boundary."""
 
-        def __init__(self) -> None:
-            self.requested = self.preempted = False
-            self._previous: Any = None
-            self._signum: int | None = None
-            self._last_step = -1
-            # Installed now, not at fit start: a signal during start-up is then kept for the first step boundary
-            # instead of killing the process (the default action of SIGUSR1).
-            if preemption_signal and threading.current_thread() is threading.main_thread():
-                self._signum = int(getattr(signal, preemption_signal))
-                self._previous = signal.signal(self._signum, self._handler)
+class Preemption(Callback):
+    """Record the preemption signal; checkpoint, stop (and requeue under SLURM) at the next step boundary."""
 
-        def _handler(self, signum: int, frame: Any) -> None:
-            self.requested = True
-            log.warning("received %s: checkpointing at the next step boundary", signal.Signals(signum).name)
+    def __init__(self, run_dir: str, preemption_signal: str | None) -> None:
+        self.run_dir = run_dir
+        self.requested = self.preempted = False
+        self._previous: Any = None
+        self._signum: int | None = None
+        self._last_step = -1
+        # Installed now, not at fit start: a signal during start-up is then kept for the first step boundary
+        # instead of killing the process (the default action of SIGUSR1).
+        if preemption_signal and threading.current_thread() is threading.main_thread():
+            self._signum = int(getattr(signal, preemption_signal))
+            self._previous = signal.signal(self._signum, self._handler)
 
-        def on_train_start(self, trainer, pl_module) -> None:
-            self._last_step = trainer.global_step
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        log.warning("received %s: checkpointing at the next step boundary", signal.Signals(signum).name)
 
-        def _restore(self) -> None:
-            if self._signum is not None:
-                signal.signal(self._signum, self._previous if self._previous is not None else signal.SIG_DFL)
-                self._signum = None
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last_step = trainer.global_step
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            if trainer.global_step == self._last_step:  # inside a gradient accumulation: not a step boundary
-                return
-            self._last_step = trainer.global_step
-            if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
-                return
-            save_last(trainer, run_dir)
-            self.preempted, trainer.should_stop = True, True
-            if trainer.is_global_zero:
-                log.warning("preempted: saved %s at step %d", Path(run_dir) / CHECKPOINT_DIR / LAST,
-                            trainer.global_step)
+    def _restore(self) -> None:
+        if self._signum is not None:
+            signal.signal(self._signum, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._signum = None
 
-        def on_train_end(self, trainer, pl_module) -> None:
-            if not self.preempted:  # the preemption checkpoint is already last.ckpt
-                save_last(trainer, run_dir)
-            self._restore()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self._last_step:  # inside a gradient accumulation: not a step boundary
+            return
+        self._last_step = trainer.global_step
+        if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+            return
+        save_last(trainer, self.run_dir)
+        self.preempted, trainer.should_stop = True, True
+        if trainer.is_global_zero:
+            log.warning("preempted: saved %s at step %d", Path(self.run_dir) / CHECKPOINT_DIR / LAST,
+                        trainer.global_step)
 
-        def teardown(self, trainer, pl_module, stage: str) -> None:
-            self._restore()
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not self.preempted:  # the preemption checkpoint is already last.ckpt
+            save_last(trainer, self.run_dir)
+        self._restore()
 
-    return [RankStates(), StepSeeds(), Preemption()]
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._restore()
 
 
 def _fit_loop_state(checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,9 @@ from torch import nn
 
 from wm_video.models.export import CONFIG, QUALITY, WEIGHTS, one_line
 from wm_video.training.checkpointing import load_checkpoint_meta, weights_only_loads
+from wm_video.training.lora import LoraOptions, apply_lora, merge_lora
 from wm_video.utils.atomic import check_output_folder, write_folder
+from wm_video.utils.extras import MissingExtraError
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +47,6 @@ PART_CLASSES = {  # export config class -> model class, for checkpoints written 
     "wm_video.models.decoder.config:DecoderConfig": "wm_video.models.decoder.model:DiffusionDecoder",
 }
 PART_FILES = (CONFIG, WEIGHTS, QUALITY, "README.md")  # all a part export holds (README.md: the mixin's model card)
-
-
-def export_info(model: nn.Module) -> dict[str, Any]:
-    """What rebuilds ``model`` from plain values: ``{"target": "module:Class", "config": {...}}``."""
-    cls = type(model)
-    config = model.config
-    return {"target": f"{cls.__module__}:{cls.__qualname__}",
-            "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)}
 
 
 def _import(target: str) -> Any:
@@ -71,11 +65,9 @@ def load_state_dict(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], di
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint (a .ckpt file or a DeepSpeed checkpoint folder)")
     if path.is_dir():
-        try:
+        try:  # DeepSpeed is an optional heavy dependency (the 'deepspeed' extra), needed for ZeRO folders only
             from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         except ImportError as e:
-            from wm_video.envs.base import MissingExtraError
-
             raise MissingExtraError(f"{path} is a DeepSpeed checkpoint: reading it needs DeepSpeed, the 'deepspeed' "
                                     'extra (pip install -e ".[deepspeed]")') from e
 
@@ -175,8 +167,6 @@ def export_part(checkpoint: str | Path, out: str | Path, overwrite: bool = False
     # a LoRA fine-tuning checkpoint holds the adapter form: rebuild it, load, then fold the adapters in
     lora = (((meta.get("hyper_parameters") or {}).get("config") or {}).get("finetune") or {}).get("lora")
     if lora:
-        from wm_video.training.finetune import LoraOptions, apply_lora, merge_lora
-
         apply_lora(model, LoraOptions(**lora))
     result = model.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:

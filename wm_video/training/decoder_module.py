@@ -23,6 +23,7 @@ import lightning as L
 import torch
 
 from wm_video.data.loader import LoaderConfig
+from wm_video.data.reader import load_dataset_info
 from wm_video.models.decoder import DecoderConfig, DiffusionDecoder
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
@@ -30,7 +31,7 @@ from wm_video.training.optim import OptimConfig, build_optimizer
 from wm_video.training.quality import QualityConfig, assess_decoder
 from wm_video.training.run import fit_and_export
 from wm_video.training.tokenizer_module import sample_frames
-from wm_video.training.trainer import TrainerConfig
+from wm_video.training.trainer_config import TrainerConfig
 
 
 @dataclass
@@ -147,8 +148,6 @@ class DecoderModule(L.LightningModule):
 def train_decoder(cfg: DecoderTrainConfig, data: str | Path, tokenizer: str | Path, out: str | Path) -> Path:
     """Train on the frame shards in ``data`` with tokens from the tokenizer export ``tokenizer``, into run folder
     ``out``; resumes from ``out/checkpoints/last.ckpt``; returns the export folder."""
-    from wm_video.data.reader import load_dataset_info
-
     info = load_dataset_info(data)
     L.seed_everything(cfg.trainer.seed, verbose=False)  # weights init from trainer.seed, not torch's random start
     if info.frame_storage == "tokens":

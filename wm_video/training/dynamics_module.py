@@ -1,4 +1,5 @@
-"""Training the dynamics transformer on token shards: the run's config, the LightningModule, and the run.
+"""Training the dynamics transformer on token shards: the LightningModule and the run (its config is in
+:mod:`.dynamics_config`).
 
     wm-video train dynamics --config configs/dynamics/atari_small.yaml --data data/breakout_tokens --out runs/dyn
 
@@ -19,87 +20,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
-from wm_video.data.loader import LoaderConfig
-from wm_video.data.schema import DatasetInfo
+from wm_video.data.reader import load_dataset_info
 from wm_video.models.checks import validated
-from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
+from wm_video.models.dynamics import DynamicsModel
 from wm_video.models.dynamics.config import training_flops_per_token
-from wm_video.training.finetune import FinetuneConfig, Finetuning
-from wm_video.training.optim import OptimConfig, build_optimizer
-from wm_video.training.quality import QualityConfig, assess_dynamics
+from wm_video.training.dynamics_config import DynamicsTrainConfig, model_config_for_data
+from wm_video.training.finetune import Finetuning
+from wm_video.training.optim import build_optimizer
+from wm_video.training.quality import assess_dynamics
 from wm_video.training.run import fit_and_export
 from wm_video.training.throughput import throughput_callback
-from wm_video.training.trainer import TrainerConfig
 
 log = logging.getLogger(__name__)
 
 _BATCH_TIME_FIELDS = ("tokens", "actions", "rewards", "terminations")
-
-
-@dataclass
-class DynamicsTrainConfig:
-    """A dynamics training run.
-
-    Args:
-        model: the transformer (vocabulary, grid and action fields are filled in from the data).
-        trainer: Trainer settings (devices, precision, steps, logging, checkpoints).
-        loader: streaming settings for the token shards.
-        optim: optimizer and schedule.
-        val_fraction: None: validate on the held-out episodes ``dataset.json`` records (the last shards of one
-            written before splits were recorded); a number: the last that fraction of the episodes instead; 0:
-            no validation (:mod:`wm_video.data.split`).
-        val_batches: validation batches per validation run.
-        train_frames: frames per training clip, a random crop of each batch's clips (None: the model's
-            ``context_frames``); shorter crops buy more optimizer steps per minute where compute is scarce.
-        termination_pos_weight_from_data: set ``model.termination_pos_weight`` to the data's ratio of
-            non-terminal to terminal steps (clamped to [1, 1000]) instead of the config's value.
-        finetune: start from a pretrained export (``finetune.init_from``), freeze parts, evaluate before/after.
-        quality: floors of the end-of-training quality gates (reward and termination heads).
-    """
-
-    model: DynamicsConfig = field(default_factory=DynamicsConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    loader: LoaderConfig = field(default_factory=LoaderConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    val_fraction: float | None = None
-    val_batches: int = 8
-    train_frames: int | None = None
-    termination_pos_weight_from_data: bool = True
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    quality: QualityConfig = field(default_factory=QualityConfig)
-
-
-def model_config_for_data(cfg: DynamicsTrainConfig, info: DatasetInfo, where: str) -> DynamicsConfig:
-    """The model config with vocabulary, token grid, action space and statistics taken from a token dataset."""
-    if info.frame_storage != "tokens" or not info.tokens:
-        raise ValueError(f"{where} holds {info.frame_storage} frames, not tokens: tokenize it first with "
-                         f"'wm-video data tokenize --tokenizer DIR --src {where} --out DIR'")
-    space = info.action_space
-    token_h, token_w = info.resolution  # a token dataset's resolution is its token grid
-    fields: dict[str, Any] = {"vocab_size": int(info.tokens["vocab_size"]), "token_h": token_h, "token_w": token_w,
-                              "action_type": space.kind}
-    if space.kind == "discrete":
-        fields["num_actions"] = int(space.n)
-    elif space.kind == "continuous":
-        stats = info.stats.get("actions") or {}
-        fields.update(action_dim=int(space.dim), action_mean=[float(v) for v in stats.get("mean", [])],
-                      # a constant dimension (std 0) is left unscaled: dividing by ~0 would blow up any other value
-                      action_std=[float(v) if float(v) > 1e-6 else 1.0 for v in stats.get("std", [])])
-    if cfg.termination_pos_weight_from_data:
-        steps, terms = info.stats.get("frames", 0), info.stats.get("terminations", 0)
-        if steps and terms:
-            fields["termination_pos_weight"] = float(min(1000.0, max(1.0, (steps - terms) / terms)))
-    changed = {k: v for k, v in fields.items() if getattr(cfg.model, k) != v}
-    if changed:
-        log.info("model fields set from %s/dataset.json: %s", where, changed)
-    return dataclasses.replace(cfg.model, **fields)
 
 
 def crop_window(batch: dict[str, Any], window: int, generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -156,8 +96,6 @@ class DynamicsModule(L.LightningModule):
 def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path, out: str | Path) -> Path:
     """Train on the token shards in ``data`` into run folder ``out``; resumes from ``out/checkpoints/last.ckpt``;
     returns the export folder."""
-    from wm_video.data.reader import load_dataset_info
-
     info = load_dataset_info(data)
     L.seed_everything(cfg.trainer.seed, verbose=False)  # weights init from trainer.seed, not torch's random start
     finetuning = None

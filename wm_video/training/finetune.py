@@ -27,14 +27,16 @@ attention projections (``qkv``, ``proj``), MLP and adaLN modulation, and the fin
 layers are where actions act, and a model pretrained on action-free video has only ever fed them its null action,
 so frozen ones would pass a new action through a nearly rank-one map. Training checkpoints hold the adapter form
 (``...qkv.base_layer.weight``, ``...qkv.lora_A.default.weight``); the export folds the adapters into the weights
-they adapt (:func:`merge_lora`), so ``OUT/export`` is a plain :class:`DynamicsModel` that loads without peft, and
-``wm-video export --checkpoint`` does the same for a LoRA run's checkpoints.
+they adapt (:func:`~wm_video.training.lora.merge_lora`), so ``OUT/export`` is a plain :class:`DynamicsModel` that
+loads without peft, and ``wm-video export --checkpoint`` does the same for a LoRA run's checkpoints. The adapters
+themselves live in :mod:`wm_video.training.lora`.
 
 Evaluation. Before the first step and after the last, the held-out clips (the split training validates on) are
-scored as in ``eval/dynamics/eval_dynamics.py``: every frame predicted in one shot from its clean past and the
-true actions (``mask_ratio=1``, argmax), and again with each clip given another clip's actions and with the null
-action (the gaps measure how much the model uses the actions). Both results go to ``OUT/finetune_eval.json`` and
-the log.
+scored by :func:`wm_video.evaluation.dynamics_scores.score_dynamics`, the protocol of
+``eval/dynamics/eval_dynamics.py``: every frame predicted in one shot from its clean past and the true actions
+(``mask_ratio=1``, argmax), and again with each clip given another clip's actions and with the null action (the
+gaps measure how much the model uses the actions). Both results go to ``OUT/finetune_eval.json`` (written
+atomically) and the log.
 
 Tokenizer check. Before that first score, the fine-tuning tokens' tokenizer is set against the frames they were made
 from: its reconstruction PSNR there (as ``data tokenize`` measured it) beside its own held-out figure, with a warning
@@ -46,98 +48,38 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import fnmatch
-import json
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
+from wm_video.data.loader import heldout_loader
+from wm_video.data.reader import load_dataset_info
 from wm_video.data.schema import DatasetInfo
 from wm_video.data.split import split_dataset
+from wm_video.data.tokenizer_fit import report_token_dataset_fit
+from wm_video.evaluation.dynamics_scores import PROTOCOL, score_dynamics
 from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
-
-if TYPE_CHECKING:
-    from wm_video.training.dynamics_module import DynamicsTrainConfig
+from wm_video.training.dynamics_config import DynamicsTrainConfig, model_config_for_data
+from wm_video.training.lora import apply_lora, merge_lora, params_matching
+from wm_video.training.trainer_config import DEEPSPEED
+from wm_video.utils.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 EVAL_FILE = "finetune_eval.json"
 # DynamicsConfig fields that shape no weight and may differ between pretraining and fine-tuning: taken from the
-# run config. Every other field (the architecture) comes from the pretrained config.json.
+# run config. Every other field (the architecture) comes from the pretrained config.json. gradient_checkpointing is
+# among them so that an old export that set it does not switch recomputation on: trainer.activation_checkpointing
+# is the one switch (DynamicsTrainConfig clears the run's model flag).
 TRAINING_FIELDS = ("dropout", "null_action_prob", "termination_pos_weight", "mask_schedule", "token_loss_weight",
                    "reward_loss_weight", "termination_loss_weight", "gradient_checkpointing")
 _ACTION_WEIGHTS = ("actions.embed.", "actions.mlp.")  # the action-space-specific part of the action encoder
-# The Linear layers LoRA adapts by default: attention projections, MLP and adaLN modulation of every block, and the
-# final modulation (not the action encoder, which trains in full, nor the output heads).
-DEFAULT_LORA_TARGETS = ("backbone.blocks.*.spatial", "backbone.blocks.*.temporal", "backbone.blocks.*.mlp",
-                        "backbone.blocks.*.modulation", "backbone.out_modulation")
-LORA_ADAPTER = "default"  # peft's adapter name: the one adapter of a run
-
-
-@dataclass
-class LoraOptions:
-    """LoRA adapters (peft) on some Linear layers of the dynamics model, folded into the weights at export.
-
-    Args:
-        rank: adapter rank ``r`` (the low-rank update ``B A`` has ``r * (in + out)`` parameters per layer).
-        alpha: the update is scaled by ``alpha / rank``; None: ``2 * rank`` (scale 2).
-        dropout: dropout on the adapters' input (training only).
-        targets: module-name patterns of the layers to adapt (``*`` matches any run of characters); a pattern
-            naming a module selects every Linear layer in it, e.g. ``backbone.blocks.*.temporal`` selects each
-            block's ``temporal.qkv`` and ``temporal.proj``. Each pattern must select some Linear layer.
-        train: parameter-name prefixes trained in full beside the adapters (``*`` wildcards allowed): by default
-            the action encoder (``actions``); add ``token_head`` and ``outcome`` to train the output heads too.
-    """
-
-    rank: int = 8
-    alpha: float | None = None
-    dropout: float = 0.0
-    targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
-    train: list[str] = field(default_factory=lambda: ["actions"])
-
-    def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"finetune.lora: field 'rank' must be >= 1, got {self.rank}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"finetune.lora: field 'dropout' must be in [0, 1), got {self.dropout}")
-        if not self.targets:
-            raise ValueError("finetune.lora: field 'targets' is empty: name the Linear layers to adapt")
-
-    @property
-    def scale_alpha(self) -> float:
-        return float(self.alpha) if self.alpha is not None else 2.0 * self.rank
-
-
-@dataclass
-class FinetuneConfig:
-    """Starting a dynamics run from a pretrained export.
-
-    Args:
-        init_from: pretrained dynamics export folder (``config.json`` + ``model.safetensors``); None trains from
-            scratch. ``--init-from`` on the command line sets it.
-        freeze: parameter-name prefixes to keep fixed (``*`` wildcards allowed), e.g. ``token_embed``,
-            ``backbone.blocks`` or ``backbone.blocks.*.spatial``; each must match some parameter.
-        fresh_actions: start the action encoder's embedding fresh even when the pretrained model has an action
-            space of the same kind and size (another robot whose actions mean something else).
-        eval_batches: held-out batches scored before and after fine-tuning (None: every held-out clip).
-        eval_batch_size: clips per evaluation batch.
-        lora: train LoRA adapters instead of the full model (:class:`LoraOptions`; None: no adapters). On the
-            command line ``finetune.lora.rank=8`` turns them on with the other options at their defaults.
-    """
-
-    init_from: str | None = None
-    freeze: list[str] = field(default_factory=list)
-    fresh_actions: bool = False
-    eval_batches: int | None = None
-    eval_batch_size: int = 8
-    lora: LoraOptions | None = None
 
 
 @dataclass
@@ -157,8 +99,6 @@ def finetune_model_config(cfg: DynamicsTrainConfig, pretrained: DynamicsConfig, 
     """The fine-tuned model's config: the pretrained architecture, the run's :data:`TRAINING_FIELDS`, and the
     data's action space and statistics. Raises ``ValueError`` naming the fields when the data's vocabulary or
     token grid differ from the pretrained model's."""
-    from wm_video.training.dynamics_module import model_config_for_data
-
     training = {k: getattr(cfg.model, k) for k in TRAINING_FIELDS}
     # A fresh action encoder starts as the null action, so the fine-tune starts exactly as the pretrained model.
     base = dataclasses.replace(pretrained, **training, action_init="zero")
@@ -202,133 +142,15 @@ def transfer_weights(pretrained: DynamicsModel, model: DynamicsModel, fresh_acti
     return report
 
 
-def _matches(name: str, pattern: str) -> bool:
-    """``pattern`` (``*`` wildcards) is ``name`` or a prefix of it that ends at a name boundary."""
-    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, f"{pattern}.*")
-
-
-def _params_matching(model: nn.Module, prefixes: Iterable[str], what: str) -> list[str]:
-    """Names of the parameters under ``prefixes``, in model order; an unmatched prefix is an error naming
-    ``what`` (the config field) and listing the model's modules."""
-    names = [name for name, _ in model.named_parameters()]
-    hits: set[str] = set()
-    for prefix in prefixes:
-        hit = [n for n in names if _matches(n, prefix)]
-        if not hit:
-            modules = [n for n, _ in model.named_modules() if n and n.count(".") <= 1]
-            raise ValueError(f"{what}: {prefix!r} matches no parameter name; modules: {modules} "
-                             "(e.g. backbone.blocks, or backbone.blocks.*.spatial for every block's spatial attention)")
-        hits.update(hit)
-    return [n for n in names if n in hits]
-
-
 def freeze(model: nn.Module, prefixes: Iterable[str]) -> list[str]:
     """Set ``requires_grad=False`` on the parameters whose names start with one of ``prefixes`` (``*``
     wildcards allowed; a prefix ends at a name boundary); returns their names. An unmatched prefix is an error
     listing the model's modules."""
-    frozen = _params_matching(model, prefixes, "finetune.freeze")
+    frozen = params_matching(model, prefixes, "finetune.freeze")
     params = dict(model.named_parameters())
     for name in frozen:
         params[name].requires_grad_(False)
     return frozen
-
-
-def lora_targets(model: nn.Module, patterns: Iterable[str]) -> list[str]:
-    """Names of the ``nn.Linear`` modules the ``patterns`` select (see :class:`LoraOptions`), in model order. A
-    pattern that selects none is an error naming it and listing the model's Linear layers (block indices
-    written ``*``)."""
-    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    chosen: set[str] = set()
-    for pattern in patterns:
-        hit = [n for n in linear if _matches(n, pattern)]
-        if not hit:
-            kinds = list(dict.fromkeys(re.sub(r"\.\d+(?=\.|$)", ".*", n) for n in linear))
-            raise ValueError(f"finetune.lora.targets: {pattern!r} matches no Linear layer; the model's Linear layers "
-                             f"(block indices as *): {kinds}")
-        chosen.update(hit)
-    return [n for n in linear if n in chosen]
-
-
-def apply_lora(model: nn.Module, options: LoraOptions) -> list[str]:
-    """Wrap the Linear layers ``options.targets`` select with peft LoRA layers, in place (the model keeps its
-    class, its forward and its other modules), and leave trainable only the adapters and the parameters under
-    ``options.train``. Returns the adapted modules' names. The adapters start with ``B = 0``: the model computes
-    exactly what it did before."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    targets = lora_targets(model, options.targets)
-    extra = set(_params_matching(model, options.train, "finetune.lora.train"))
-    config = LoraConfig(r=options.rank, lora_alpha=options.scale_alpha, lora_dropout=options.dropout,
-                        target_modules=targets, bias="none")
-    # Full names select exactly these layers (peft also matches name suffixes: "mlp.0" alone would catch the
-    # action encoder's "actions.mlp.0" too).
-    inject_adapter_in_model(config, model, adapter_name=LORA_ADAPTER)
-    for name, p in model.named_parameters():
-        p.requires_grad_(".lora_" in name or name in extra)
-    return targets
-
-
-@torch.no_grad()
-def merge_lora(model: nn.Module) -> int:
-    """Fold every LoRA adapter of ``model`` into the weight it adapts (``W + (alpha / r) B A``) and put the plain
-    layer back in its place, in place: afterwards ``model.state_dict()`` has the plain names again and loads into
-    a model built without peft. Returns the number of layers merged."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    wrapped = [(name, m) for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
-    for name, layer in wrapped:
-        layer.merge(safe_merge=True)  # raises on NaN in the merged weight
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, layer.get_base_layer())
-    return len(wrapped)
-
-
-@torch.no_grad()
-def heldout_eval(model: DynamicsModel, data: str | Path, val_fraction: float | None, batch_size: int = 8,
-                 max_batches: int | None = None) -> dict[str, Any]:
-    """Score ``model`` on the held-out clips of ``data`` (the split training uses), each clip cut to its last
-    ``context_frames`` frames: one-shot next-frame token accuracy and cross-entropy (nats per token) with the
-    true actions, with shuffled actions (each clip of a batch gets the next clip's action sequence; batches of
-    one clip reverse it in time) and with the null action, and the copy-last-frame accuracy. Runs where the model
-    is; leaves it in the mode it found it."""
-    from wm_video.data.loader import heldout_loader
-
-    loader, _ = heldout_loader(data, val_fraction, batch_size)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    window = model.config.context_frames
-    sums = {"correct": 0.0, "copy": 0.0, "ce": 0.0, "ce_null": 0.0, "ce_shuffled": 0.0, "correct_shuffled": 0.0,
-            "tokens": 0.0}
-    clips = 0
-    for i, batch in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        tokens = batch["tokens"][:, -window:].to(device)
-        actions = batch.get("actions")
-        actions = actions[:, -window:].to(device) if actions is not None else None
-        target = tokens[:, 1:]
-        logits = model(tokens, actions, mask_ratio=1.0).logits.float()  # (b, t-1, h, w, k)
-        sums["ce"] += float(F.cross_entropy(logits.flatten(0, -2), target.flatten(), reduction="sum"))
-        sums["correct"] += float((logits.argmax(-1) == target).sum())
-        sums["copy"] += float((tokens[:, :-1] == target).sum())
-        sums["tokens"] += target.numel()
-        if actions is not None:
-            null = model(tokens, None, mask_ratio=1.0).logits.float()
-            sums["ce_null"] += float(F.cross_entropy(null.flatten(0, -2), target.flatten(), reduction="sum"))
-            other = actions.roll(1, dims=0) if len(actions) > 1 else actions.flip(1)
-            shuffled = model(tokens, other, mask_ratio=1.0).logits.float()
-            sums["ce_shuffled"] += float(F.cross_entropy(shuffled.flatten(0, -2), target.flatten(), reduction="sum"))
-            sums["correct_shuffled"] += float((shuffled.argmax(-1) == target).sum())
-        clips += len(tokens)
-    model.train(was_training)
-    n = max(sums["tokens"], 1)
-    result = {"clips": clips, "predicted_tokens": int(sums["tokens"]), "next_frame_token_acc": sums["correct"] / n,
-              "token_ce_true_actions": sums["ce"] / n, "copy_last_frame_acc": sums["copy"] / n}
-    if sums["ce_null"]:
-        result.update(token_ce_null_action=sums["ce_null"] / n, token_ce_shuffled_actions=sums["ce_shuffled"] / n,
-                      next_frame_token_acc_shuffled_actions=sums["correct_shuffled"] / n)
-    return result
 
 
 class Finetuning:
@@ -338,8 +160,6 @@ class Finetuning:
     ``finetune_eval.json``) after."""
 
     def __init__(self, cfg: DynamicsTrainConfig, data: str | Path) -> None:
-        from wm_video.training.strategy import DEEPSPEED
-
         if not cfg.finetune.init_from:
             raise ValueError("finetune.init_from is not set: name the pretrained dynamics export (--init-from DIR)")
         if cfg.finetune.lora is not None and cfg.trainer.strategy in DEEPSPEED:
@@ -378,9 +198,6 @@ class Finetuning:
                                    "adapted_layers": len(adapted)}
         del self.pretrained  # its weights are in ``model`` now
         if _main_process():
-            from wm_video.data.reader import load_dataset_info
-            from wm_video.data.tokenizer_fit import report_token_dataset_fit
-
             self.record["tokenizer_fit"] = report_token_dataset_fit(load_dataset_info(self.data), self.data)
             self.record["before"] = self._evaluate(model, "before")
 
@@ -398,11 +215,10 @@ class Finetuning:
         self.record["steps"] = steps
         self.record["protocol"] = {
             "split": split_dataset(self.data, self.cfg.val_fraction).rule,
-            "prediction": "one-shot (mask_ratio=1), argmax, clean context, true actions; clips cut to the last "
-                          "context_frames frames",
+            "prediction": PROTOCOL,
             "eval_batches": self.cfg.finetune.eval_batches, "date": datetime.date.today().isoformat()}
         path = Path(out) / EVAL_FILE
-        path.write_text(json.dumps(self.record, indent=2) + "\n")
+        atomic_write_json(path, self.record)
         log.info("fine-tuning evaluation written to %s", path)
         return path
 
@@ -415,7 +231,8 @@ class Finetuning:
         use_gpu = torch.cuda.is_available() and self.cfg.trainer.accelerator not in ("cpu",)
         model.to("cuda" if use_gpu else "cpu")
         try:
-            result = heldout_eval(model, self.data, self.cfg.val_fraction, ft.eval_batch_size, ft.eval_batches)
+            loader, _ = heldout_loader(self.data, self.cfg.val_fraction, ft.eval_batch_size)
+            result = score_dynamics(model, loader, max_batches=ft.eval_batches).summary()
         finally:
             model.to(device)
         log.info("held-out %s fine-tuning: token acc %.4f, token CE %.4f (shuffled actions %s; copy-last-frame acc "
@@ -426,6 +243,4 @@ class Finetuning:
 
 
 def _main_process() -> bool:
-    from lightning.pytorch.utilities import rank_zero_only
-
     return getattr(rank_zero_only, "rank", 0) == 0

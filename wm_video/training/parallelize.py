@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -68,8 +69,6 @@ def apply_compile(model: nn.Module, mode: str | None = None) -> int:
 
 def parallelize_callback(activation_checkpointing: bool, compile: bool, compile_mode: str | None) -> Any:
     """A Lightning callback applying the switches to ``pl_module.model`` at set-up, before the strategy wraps it."""
-    from lightning.pytorch.callbacks import Callback
-
     class Parallelize(Callback):
         def setup(self, trainer, pl_module, stage: str) -> None:
             model = getattr(pl_module, "model", pl_module)

@@ -32,11 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Timer
+from torchmetrics.functional.classification import binary_auroc
 
 from wm_video.data.tokenizer_fit import GATE_PREFIX, frame_psnr
-from wm_video.data.writer import atomic_write_json
+from wm_video.evaluation.dynamics_scores import score_dynamics
 from wm_video.models.export import QUALITY
 from wm_video.models.tokenizer.model import to_model_frames
+from wm_video.utils.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -109,36 +112,19 @@ def assess_tokenizer(model: Any, batches: Iterable[dict[str, Any]], q: QualityCo
 def assess_dynamics(model: Any, batches: Iterable[dict[str, Any]], q: QualityConfig,
                     stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """``stats``: the dataset's statistics (``dataset.json``), which say whether the data has rewards that vary and
-    terminations at all (a head the data never taught is not applicable, not failed)."""
-    from torchmetrics.functional.classification import binary_auroc
-
-    device, window = next(model.parameters()).device, model.config.context_frames
-    sums = {"correct": 0.0, "copy": 0.0, "tokens": 0}
-    rewards, reward_pred, terms, term_prob = [], [], [], []
-    for batch in _bounded(batches, q.eval_batches):
-        tokens = batch["tokens"][:, -window:].to(device)
-        actions = batch.get("actions")
-        out = model(tokens, None if actions is None else actions[:, -window:].to(device), mask_ratio=1.0)
-        target = tokens[:, 1:]
-        sums["correct"] += float((out.logits.argmax(-1) == target).sum())
-        sums["copy"] += float((tokens[:, :-1] == target).sum())
-        sums["tokens"] += target.numel()
-        if "rewards" in batch:
-            rewards.append(batch["rewards"][:, -window:].flatten().float())
-            reward_pred.append(out.reward.flatten().float().cpu())
-        if "terminations" in batch:
-            terms.append(batch["terminations"][:, -window:].flatten().int())
-            term_prob.append(out.termination_logits.float().sigmoid().flatten().cpu())
-    n = max(sums["tokens"], 1)
-    m: dict[str, Any] = {"predicted_tokens": sums["tokens"], "token_acc": sums["correct"] / n,
-                         "copy_last_frame_acc": sums["copy"] / n}
+    terminations at all (a head the data never taught is not applicable, not failed). Scored by
+    :func:`~wm_video.evaluation.dynamics_scores.score_dynamics` on at most ``q.eval_batches`` batches."""
+    s = score_dynamics(model, batches, max_batches=q.eval_batches, action_gaps=False)
+    n = max(s.tokens, 1)
+    m: dict[str, Any] = {"predicted_tokens": s.tokens, "token_acc": s.correct / n,
+                         "copy_last_frame_acc": s.copy_correct / n}
     gates = {"token_accuracy": gate(m["token_acc"] > m["copy_last_frame_acc"], m["token_acc"],
                                     m["copy_last_frame_acc"], "copy-last-frame",
-                                    f"teacher-forced next-frame token accuracy on {sums['tokens']} held-out tokens")}
+                                    f"teacher-forced next-frame token accuracy on {s.tokens} held-out tokens")}
     stats = stats or {}
     reward_std = ((stats.get("rewards") or {}).get("std") or [None])[0]
-    if rewards and (reward_std is None or reward_std > 0):
-        r, pred = torch.cat(rewards), torch.cat(reward_pred)
+    r, pred = s.head_values("rewards"), s.head_values("reward_pred")
+    if r is not None and (reward_std is None or reward_std > 0):
         mse, base = float((pred - r).pow(2).mean()), float((r - r.mean()).pow(2).mean())
         m.update(reward_mse=mse, reward_mse_mean_guess=base, reward_mae=float((pred - r).abs().mean()))
         if base == 0:
@@ -148,8 +134,8 @@ def assess_dynamics(model: Any, batches: Iterable[dict[str, Any]], q: QualityCon
             gates["reward_head"] = gate(mse <= (1 - q.min_reward_gain) * base, mse, base, "mean-reward guess",
                                         f"reward MSE on {len(r)} held-out steps must be at most "
                                         f"{1 - q.min_reward_gain:.2f} x the mean guess's")
-    if terms and stats.get("terminations", 1) > 0:
-        y, prob = torch.cat(terms), torch.cat(term_prob)
+    y, prob = s.head_values("terminations"), s.head_values("termination_prob")
+    if y is not None and stats.get("terminations", 1) > 0:
         positives = int(y.sum())
         m.update(termination_steps=len(y), termination_positive=positives)
         if 0 < positives < len(y):
@@ -195,8 +181,6 @@ def stop_record(trainer: Any, max_steps: int, max_minutes: float | None, preempt
     """Steps done out of planned and why training stopped: ``step budget``, ``time cap`` (``trainer.max_minutes``,
     warned about), ``preemption`` or ``other``; ``fit_seconds``: this invocation's wall-clock time in ``fit``;
     ``capped_seconds`` (only with a time cap): the training time the cap counts, over every resume."""
-    from lightning.pytorch.callbacks import Timer
-
     steps = int(trainer.global_step)
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     remaining = timer.time_remaining() if timer is not None else None

@@ -33,17 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Callback
 
-from wm_video.data.loader import (
-    ClipLoader,
-    LoaderConfig,
-    heldout_loader,  # noqa: F401  (re-exported: this was its home)
-)
-from wm_video.data.split import (
-    Split,
-    split_dataset,
-    split_shards,  # noqa: F401  (re-exported: this was its home)
-)
+from wm_video.data.loader import ClipLoader, LoaderConfig
+from wm_video.data.split import Split, split_dataset
 from wm_video.training.checkpointing import (
     Preempted,
     check_resume_compatible,
@@ -54,8 +47,8 @@ from wm_video.training.checkpointing import (
 )
 from wm_video.training.consolidate import export_part, save_part
 from wm_video.training.quality import finish_training, stop_record
-from wm_video.training.strategy import DEEPSPEED
-from wm_video.training.trainer import TrainerConfig, build_trainer
+from wm_video.training.trainer import build_trainer
+from wm_video.training.trainer_config import DEEPSPEED, TrainerConfig
 from wm_video.utils.atomic import clean_stale_temporaries
 from wm_video.utils.locking import FolderLock
 
@@ -190,8 +183,6 @@ def hold_run_folder(out: str | Path) -> Iterator[None]:
 
 
 def _validation_from_the_start() -> Any:
-    from lightning.pytorch.callbacks import Callback
-
     class ValidationFromTheStart(Callback):
         """Every validation run reads the same first ``val_batches`` held-out batches: a run cut short by
         ``limit_val_batches`` would otherwise leave the stream where it stopped, and the next run (or a resumed

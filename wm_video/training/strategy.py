@@ -20,21 +20,14 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from lightning.fabric.plugins.environments import TorchElasticEnvironment
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
-if TYPE_CHECKING:
-    from wm_video.training.trainer import TrainerConfig
-
-DEEPSPEED = {  # name -> (ZeRO stage, offload optimizer states, offload parameters)
-    "deepspeed_stage_1": (1, False, False),
-    "deepspeed_stage_2": (2, False, False),
-    "deepspeed_stage_2_offload": (2, True, False),
-    "deepspeed_stage_3": (3, False, False),
-    "deepspeed_stage_3_offload": (3, True, True),
-}
-STRATEGIES = ("auto", "ddp", *DEEPSPEED)
+from wm_video.training.trainer_config import DEEPSPEED, STRATEGIES, TrainerConfig
+from wm_video.utils.atomic import replace_folder, shared_temporary_path
 
 
 class LaunchError(ValueError):
@@ -47,15 +40,11 @@ def on_gpu(cfg: TrainerConfig) -> bool:
     return cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
 
 
-def check_strategy_name(cfg: TrainerConfig) -> None:
-    if cfg.strategy not in STRATEGIES:
-        raise ValueError(f"trainer: field 'strategy' must be one of {list(STRATEGIES)}, got {cfg.strategy!r}")
-
-
 def check_strategy(cfg: TrainerConfig) -> None:
     """Errors for a strategy this machine cannot run, naming the field and what to use instead (configs stay
     loadable anywhere: this runs when the Trainer is built, on the machine that trains)."""
-    check_strategy_name(cfg)
+    if cfg.strategy not in STRATEGIES:
+        raise ValueError(f"trainer: field 'strategy' must be one of {list(STRATEGIES)}, got {cfg.strategy!r}")
     if cfg.strategy not in DEEPSPEED:
         return
     if not on_gpu(cfg):
@@ -65,7 +54,7 @@ def check_strategy(cfg: TrainerConfig) -> None:
             "trainer.strategy=ddp (several processes, gloo) or trainer.strategy=auto (one process); ZeRO itself "
             "runs on CPUs through deepspeed.initialize (tests/test_deepspeed_zero.py shows how).")
     try:
-        import deepspeed  # noqa: F401
+        import deepspeed  # noqa: F401  (optional heavy dependency: the 'deepspeed' extra, imported when asked for)
     except ImportError as e:
         raise LaunchError(f"trainer.strategy={cfg.strategy} needs DeepSpeed: install the 'deepspeed' extra "
                           '(pip install -e ".[deepspeed]")') from e
@@ -84,8 +73,6 @@ def _slurm_tasks_per_node() -> int | None:
 
 def launcher_topology() -> tuple[str, int, int] | None:
     """``(launcher, processes per node, nodes)`` when started by ``srun`` or ``torchrun``, else None."""
-    from lightning.fabric.plugins.environments import TorchElasticEnvironment
-
     if TorchElasticEnvironment.detect():
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         return "torchrun", local, int(os.environ.get("WORLD_SIZE", "1")) // max(local, 1)
@@ -132,8 +119,6 @@ def check_launch(cfg: TrainerConfig) -> None:
 def build_strategy(cfg: TrainerConfig) -> Any:
     """The Lightning strategy object (or name) for ``cfg.strategy``; call :func:`check_strategy` first."""
     if cfg.strategy == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
-
         return DDPStrategy(find_unused_parameters=cfg.find_unused_parameters)
     if cfg.strategy in DEEPSPEED:
         stage, offload_opt, offload_params = DEEPSPEED[cfg.strategy]
@@ -143,24 +128,20 @@ def build_strategy(cfg: TrainerConfig) -> Any:
 
 
 def _atomic_deepspeed_strategy(**kwargs: Any) -> Any:
-    from lightning.pytorch.strategies import DeepSpeedStrategy
-
     class AtomicDeepSpeedStrategy(DeepSpeedStrategy):
         """DeepSpeed writes a checkpoint folder from every rank; write it under a temporary name and rename it
         into place once every rank is done, so a folder under the final name is always complete."""
 
         def save_checkpoint(self, checkpoint: dict, filepath: Any, storage_options: Any | None = None) -> None:
             final = Path(self.broadcast(str(filepath)))
-            tmp = final.with_name(final.name + ".tmp")
+            tmp = shared_temporary_path(final)
             if self.is_global_zero and tmp.exists():
                 shutil.rmtree(tmp)
             self.barrier("ds_checkpoint_tmp")
             super().save_checkpoint(checkpoint, tmp, storage_options)
             self.barrier("ds_checkpoint_written")
             if self.is_global_zero:
-                from wm_video.training.checkpointing import replace_dir
-
-                replace_dir(tmp, final)
+                replace_folder(tmp, final)
             self.barrier("ds_checkpoint_renamed")
 
         def remove_checkpoint(self, filepath: Any) -> None:

@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.throughput import get_available_flops
+from lightning.pytorch.callbacks import Callback
 
 
 def measured_matmul_flops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5,
@@ -35,8 +37,6 @@ def peak_flops(device: torch.device, precision: str) -> tuple[float, str]:
     """Peak FLOP/s for ``device`` at a Lightning ``precision`` string, and where the figure comes from."""
     dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
     if device.type == "cuda":
-        from lightning.fabric.utilities.throughput import get_available_flops
-
         flops = get_available_flops(device, dtype)
         if flops:
             return float(flops), f"{torch.cuda.get_device_name(device)} spec sheet ({dtype})"
@@ -49,8 +49,6 @@ def throughput_callback(flops_per_token: float, tokens_per_batch: Any, log_every
     """A Lightning callback logging ``perf/tokens_per_s``, ``perf/tflops`` and ``perf/mfu`` every ``log_every``
     steps. ``tokens_per_batch(batch)`` counts the tokens a batch trains on; ``flops_per_token`` covers forward
     and backward (the model's analytic count)."""
-    from lightning.pytorch.callbacks import Callback
-
     class Throughput(Callback):
         def __init__(self) -> None:
             self.peak: float | None = None

@@ -19,13 +19,15 @@ from typing import Any
 import lightning as L
 import torch
 
-from wm_video.data.loader import LoaderConfig
+from wm_video.data.loader import LoaderConfig, check_mixable
+from wm_video.data.reader import load_dataset_info
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
+from wm_video.models.tokenizer.losses import PatchDiscriminator, PerceptualLoss, foreground_mask
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.training.optim import OptimConfig, build_optimizer
 from wm_video.training.quality import QualityConfig, assess_tokenizer
 from wm_video.training.run import DataMix, data_roots, fit_and_export
-from wm_video.training.trainer import TrainerConfig
+from wm_video.training.trainer_config import TrainerConfig
 
 
 @dataclass
@@ -101,13 +103,9 @@ class TokenizerModule(L.LightningModule):
         self.model = VQTokenizer(cfg.model)
         self.perceptual = None
         if cfg.model.perceptual_weight > 0:
-            from wm_video.models.tokenizer.losses import PerceptualLoss
-
             self.perceptual = PerceptualLoss(cfg.model.perceptual_weights)
         self.disc = None
         if cfg.model.disc_weight > 0:
-            from wm_video.models.tokenizer.losses import PatchDiscriminator
-
             self.disc = PatchDiscriminator(cfg.model.disc_channels, cfg.model.disc_layers)
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})  # plain values: weights_only-safe
         self._val_runs = 0
@@ -117,8 +115,6 @@ class TokenizerModule(L.LightningModule):
         sample = sample_pairs if self.cfg.model.temporal_weight > 0 else sample_frames
         if self.cfg.model.foreground_weight > 0:
             # The foreground mask needs the whole clip (its median is the background), so it is taken first.
-            from wm_video.models.tokenizer.losses import foreground_mask
-
             fg = foreground_mask(to_model_frames(frames, batch.get("key")), self.cfg.model.foreground_threshold)
             frames, fg = sample(frames, k, fg)
             batch = {**batch, "frames": frames, "foreground": fg}
@@ -159,9 +155,6 @@ def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path | DataMix, out: 
     """Train on the shards in ``data`` (a dataset folder, or a :class:`~wm_video.training.run.DataMix` of several
     sharing one resolution) into run folder ``out``; resumes from ``out/checkpoints/last.ckpt``; returns the export
     folder."""
-    from wm_video.data.loader import check_mixable
-    from wm_video.data.reader import load_dataset_info
-
     roots = data_roots(data)
     infos = [load_dataset_info(root) for root in roots]
     check_mixable(list(zip(roots, infos, strict=True)))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any
+
+from wm_video.utils.atomic import atomic_write_bytes
 
 
 def interactive() -> bool:
@@ -26,11 +29,9 @@ def progress(total: int | None = None, desc: str = "", unit: str = "it", initial
 
 
 def emit_json(result: dict, out: str | None = None) -> None:
-    """Print an evaluation or benchmark result as indented JSON, and also write it to ``out`` when given."""
-    import json
-    from pathlib import Path
-
+    """Print an evaluation or benchmark result as indented JSON, and also write it to ``out`` when given
+    (atomically: a result file is whole or absent)."""
     text = json.dumps(result, indent=2)
     print(text)
     if out:
-        Path(out).write_text(text + "\n")
+        atomic_write_bytes(out, (text + "\n").encode())

@@ -15,12 +15,14 @@ unless the caller passes ``overwrite`` (``--overwrite``), and a file is never re
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import re
 import shutil
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 # ".NAME.tmp-PID"; files written before this module existed had no leading dot ("last.ckpt.tmp-PID")
 _TEMPORARY = re.compile(r"^\.?(?P<name>.+)\.tmp-(?P<pid>\d+)$")
@@ -97,6 +99,34 @@ class AtomicFile:
             self.commit()
 
 
+class DataWriteError(OSError):
+    """Output could not be written (unwritable folder, disk full); the partial file was removed."""
+
+
+def why_not_written(e: OSError) -> str:
+    """``e`` in a few words a user can act on (disk full, permission denied, ...)."""
+    if e.errno == errno.ENOSPC:
+        return "no space left on device"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied (or read-only file system)"
+    return e.strerror or str(e)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, then rename; a failure is a
+    :class:`DataWriteError` saying why, with the temporary already gone."""
+    try:
+        with AtomicFile(path) as f:
+            f.write(data)
+    except OSError as e:
+        raise DataWriteError(e.errno, f"could not write {path}: {why_not_written(e)}") from e
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as indented JSON (2 spaces, a final newline) at ``path``, by :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield the temporary path for a writer that takes a file name (a video encoder); renamed to
@@ -110,22 +140,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def clean_stale_temporaries(folder: str | os.PathLike, names: Iterable[str] | None = None) -> list[Path]:
+def clean_stale_temporaries(folder: str | os.PathLike, names: Iterable[str] | None = None,
+                            prefixes: Iterable[str] | None = None) -> list[Path]:
     """Remove the temporaries (files or folders) in ``folder`` left by processes that are gone; returns them.
 
     ``names``: final names whose temporaries are the caller's own to remove whatever their PID (the shards a data
-    task is about to redo, in a folder shared with array tasks on other hosts, whose PIDs mean nothing here). Without
-    it, a temporary goes when its PID is not alive on this machine."""
+    task is about to redo, in a folder shared with array tasks on other hosts, whose PIDs mean nothing here);
+    ``prefixes``: the same for every final name that starts with one of them (``ID.`` for all the work files of one
+    input). Without either, a temporary goes when its PID is not alive on this machine."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    wanted = None if names is None else set(names)
+    wanted = None if names is None and prefixes is None else set(names or ())
+    starts = tuple(prefixes or ())
     removed = []
     for p in folder.iterdir():
         m = _TEMPORARY.match(p.name)
         if m is None:
             continue
-        stale = m["name"] in wanted if wanted is not None else not pid_alive(int(m["pid"]))
+        if wanted is None:
+            stale = not pid_alive(int(m["pid"]))
+        else:
+            stale = m["name"] in wanted or m["name"].startswith(starts)  # startswith(()) is False
         if not stale:
             continue
         if p.is_dir() and not p.is_symlink():
@@ -185,3 +221,22 @@ def write_folder(out: str | os.PathLike, write: Callable[[Path], object], previo
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def shared_temporary_path(path: str | os.PathLike) -> Path:
+    """``DIR/NAME.tmp`` for ``DIR/NAME``: the temporary of a folder that several processes write together (the ranks
+    of a DeepSpeed checkpoint, on several hosts), so one name without a PID; the caller clears it first."""
+    path = Path(path)
+    return path.with_name(path.name + ".tmp")
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Move a completely written folder ``tmp`` to ``final``; an older ``final`` is moved aside first and deleted
+    after, so one complete copy exists at every moment (``final`` or ``final.old``)."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)

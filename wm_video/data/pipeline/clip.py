@@ -22,10 +22,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
-from wm_video.data.writer import DataWriteError, atomic_write_bytes
-from wm_video.utils.atomic import AtomicFile
+from wm_video.utils.atomic import AtomicFile, DataWriteError, atomic_write_bytes
 
 T = TypeVar("T")
 WORK_DIR = "work"
@@ -57,8 +58,6 @@ class SquareResizer:
     """
 
     def __init__(self, size: int, interpolation: str = "AREA") -> None:
-        from av.video.reformatter import VideoReformatter
-
         self.size, self.interpolation = size, interpolation.upper()
         self._sws = VideoReformatter()  # keeps its swscale context between frames of the same size
 
@@ -99,8 +98,6 @@ def resample(frames: Iterable[tuple[float, T]], fps: float, frame_duration: floa
 def decoded_frames(path: str | os.PathLike, fps_hint: float | None = None) -> Iterator[tuple[float, Any]]:
     """``(time_s, av.VideoFrame)`` for every frame of the first video stream; raises :class:`DecodeError`
     (never a PyAV error) when the data breaks off, naming the time it broke at."""
-    import av
-
     t = 0.0
     try:
         with av.open(str(path)) as container:
@@ -120,8 +117,6 @@ def frames_at(path: str | os.PathLike, targets: list[float], tolerance: float) -
     Seeks to the keyframe before the first target and stops decoding after the last. Raises
     :class:`DecodeError` when no frame lies within ``tolerance`` of a target, or the video ends first.
     """
-    import av
-
     i, prev, t = 0, None, 0.0
 
     def pick(target: float, cands: list[tuple[float, Any]]) -> Any:

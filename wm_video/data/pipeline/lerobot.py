@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from wm_video.data.pipeline.clip import DecodeError, FrameWriter, SquareResizer, frames_at, resample, write_arrays
 from wm_video.data.pipeline.lerobot_format import (
@@ -34,8 +36,6 @@ __all__ = ["LeRobotFormatError", "LeRobotSource"]
 
 def _column(table: Any, name: str, dtype: Any) -> np.ndarray:
     """A parquet column as ``(n,)`` or ``(n, d)``: scalar and list (fixed or variable size) columns alike."""
-    import pyarrow as pa
-
     col = table.column(name).combine_chunks()
     if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
         values = col.flatten().to_numpy(zero_copy_only=False)
@@ -96,8 +96,6 @@ class LeRobotSource:
 
     def validate(self) -> None:
         """Read the metadata, list the episodes and check the first data file has every column needed."""
-        import pyarrow.parquet as pq
-
         refs = self.inputs()
         if not refs:
             raise LeRobotFormatError(f"{self.root}: the episode metadata lists no episode")
@@ -132,8 +130,6 @@ class LeRobotSource:
 
     def _read_rows(self, ref: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray] | dict[str, Any]:
         """The episode's per-row arrays (in frame order) and timestamps, or the record of why not."""
-        import pyarrow.parquet as pq
-
         keys = self.layout.keys
         names = pq.read_schema(self.root / ref["data"]).names
         missing = [c for c in self.layout.columns() if c not in names]

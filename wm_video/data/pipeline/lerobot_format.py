@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from wm_video.data.schema import SchemaError
 
 V2_PATHS = ("data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
@@ -107,8 +109,6 @@ class LeRobotLayout:
         return refs
 
     def _v3_episodes(self) -> list[dict[str, Any]]:
-        import pyarrow.parquet as pq
-
         cam, (data_t, video_t) = self.keys["camera"], self.templates()
         files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
         if not files:
@@ -201,8 +201,6 @@ def _tasks(root: Path, v3: bool) -> dict[int, str]:
     path = root / "meta" / "tasks.parquet"
     if not path.exists():
         return {}
-    import pyarrow.parquet as pq
-
     table = pq.read_table(path)
     # written by pandas with the task text as the index: a "task" column, or "__index_level_0__"
     text = next((c for c in ("task", "__index_level_0__") if c in table.column_names), None)

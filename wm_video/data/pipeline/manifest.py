@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from wm_video.data.schema import SchemaError
-from wm_video.data.writer import atomic_write_bytes
+from wm_video.utils.atomic import atomic_write_bytes
 
 STATUSES = ("ok", "broken", "filtered", "rejected")
 MANIFEST_DIR = "manifest"

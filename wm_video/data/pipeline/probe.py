@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import av
+
 
 def probe_video(path: str | os.PathLike) -> dict[str, Any]:
     """``{"status": "ok", "codec", "width", "height", "fps", "duration", "frames", "bytes"}`` for a usable
@@ -20,8 +22,6 @@ def probe_video(path: str | os.PathLike) -> dict[str, Any]:
     length in seconds where the file says (the clip stage compares it with what decodes, to catch truncated
     files); ``frames`` is the container's frame count or None (Matroska and WebM do not store one).
     """
-    import av
-
     path = Path(path)
     try:
         size = path.stat().st_size

@@ -24,11 +24,11 @@ import multiprocessing as mp
 import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from wm_video.data.collect import shard_name
 from wm_video.data.pipeline.clip import WORK_DIR, work_complete
 from wm_video.data.pipeline.config import RUN_FIELDS, PipelineConfig
 from wm_video.data.pipeline.filter import filter_records
@@ -37,8 +37,9 @@ from wm_video.data.pipeline.shard import check_existing, plan_shards, shard_capa
 from wm_video.data.pipeline.source import Source
 from wm_video.data.pipeline.stats import write_stats
 from wm_video.data.schema import DatasetInfo, SchemaError
-from wm_video.data.writer import ensure_writable_dir, read_sidecar
+from wm_video.data.writer import ensure_writable_dir, read_sidecar, shard_name
 from wm_video.utils import progress
+from wm_video.utils.atomic import clean_stale_temporaries
 
 log = logging.getLogger(__name__)
 STAGES = ("probe", "clip", "filter", "shard", "stats")
@@ -138,9 +139,8 @@ class Pipeline:
                                                                            self.source.has_arrays)):
                 todo.append((ref["input"], (ref, p, params, str(self.work))))
         self.work.mkdir(exist_ok=True)
-        for _, (ref, *_rest) in todo:  # temporary files a killed run left for the inputs about to be redone
-            for stale in self.work.glob(f".{ref['id']}.*.tmp-*"):
-                stale.unlink(missing_ok=True)
+        # temporary files a killed run left for the inputs about to be redone
+        clean_stale_temporaries(self.work, prefixes=[f"{ref['id']}." for _, (ref, *_rest) in todo])
         try:
             self._map("clip", todo, lambda args, result: m.add(_stamp(args[0], result, "clip")),
                       sum(1 for k in refs if k in probes))
@@ -177,9 +177,8 @@ class Pipeline:
         plan, _ = self._plan()
         first, stop = self.cfg.shard_range or (0, len(plan))
         ids = range(max(first, 0), min(stop, len(plan)))
-        for k in ids:  # leftovers of a killed run, for the shards this invocation makes (not other tasks')
-            for stale in self.out.glob(f".{shard_name(k)}.tmp-*"):
-                stale.unlink(missing_ok=True)
+        # leftovers of a killed run, for the shards this invocation makes (not other tasks')
+        clean_stale_temporaries(self.out, names=[shard_name(k) for k in ids])
         todo = [k for k in ids if not check_existing(self.out, k, plan[k])]
         params = self.cfg.params(self.fps)
         tasks = [(shard_name(k), (self.source, params, self.cfg.storage, self.cfg.crf, str(self.out), k, plan[k]))
@@ -271,8 +270,6 @@ def _parallel(pool: ProcessPoolExecutor, fn: Callable[..., Any], tasks: list[tup
     A worker that dies (a crash inside a decoder) ends the run with the inputs that were in flight named; what
     finished is kept (the caller saves the manifest).
     """
-    from concurrent.futures.process import BrokenProcessPool
-
     it = iter(tasks)
     pending: dict[Any, tuple[str, tuple]] = {}
 

@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from wm_video.data.collect import shard_name
 from wm_video.data.pipeline.clip import WORK_DIR, read_arrays, read_frames
 from wm_video.data.pipeline.source import ClipParams, Source
 from wm_video.data.schema import ARRAY_FIELDS, Clip, ClipMeta, SchemaError
-from wm_video.data.writer import ShardWriter, read_sidecar
+from wm_video.data.writer import ShardWriter, read_sidecar, shard_name
 
 log = logging.getLogger(__name__)
 Entry = tuple[dict[str, Any], int]  # (clip-stage record without its clip list, clip start)

@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from wm_video.data.collect import clip_starts
 from wm_video.data.pipeline.clip import read_frames
 from wm_video.data.pipeline.filter import window_features
 from wm_video.data.schema import ActionSpace
+from wm_video.data.writer import clip_starts
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,11 @@ from wm_video.data.pipeline.filter import clip_counts
 from wm_video.data.pipeline.manifest import FINAL_MANIFEST, count, write_jsonl
 from wm_video.data.pipeline.shard import Entry
 from wm_video.data.pipeline.source import ClipParams, Source
+from wm_video.data.reader import DATASET_FILE
 from wm_video.data.schema import DatasetInfo
 from wm_video.data.stats import RunningStats
-from wm_video.data.writer import DATASET_FILE, atomic_write_json, finalize_dataset
+from wm_video.data.writer import finalize_dataset
+from wm_video.utils.atomic import atomic_write_json
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 

@@ -1,4 +1,5 @@
-"""The diffusion decoder's one typed config; presets by name live in :mod:`wm_video.presets` (kind ``decoder``)."""
+"""The diffusion decoder's one typed config; presets by name live in :mod:`wm_video.training.presets`
+(kind ``decoder``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The dynamics model's one typed config and its analytic training FLOPs; presets by name live in
-:mod:`wm_video.presets` (kind ``dynamics``)."""
+:mod:`wm_video.training.presets` (kind ``dynamics``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The tokenizer's one typed config; presets by name live in :mod:`wm_video.presets` (kind ``tokenizer``)."""
+"""The tokenizer's one typed config; presets by name live in :mod:`wm_video.training.presets`
+(kind ``tokenizer``)."""
 
 from __future__ import annotations
 

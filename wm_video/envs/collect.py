@@ -22,12 +22,16 @@ import numpy as np
 from wm_video.data.schema import ActionSpace, Clip, ClipMeta, DatasetInfo, SchemaError
 from wm_video.data.writer import (
     ShardWriter,
-    atomic_write_json,
+    clip_starts,
     ensure_writable_dir,
     finalize_dataset,
     read_sidecar,
+    shard_name,
 )
+from wm_video.envs.policies import make_policy
+from wm_video.envs.registry import make_env
 from wm_video.utils import progress
+from wm_video.utils.atomic import atomic_write_json, clean_stale_temporaries
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "collect.json"
@@ -102,20 +106,6 @@ class CollectConfig:
         return range(max(first, 0), min(stop, self.num_shards))
 
 
-def shard_name(k: int) -> str:
-    return f"shard-{k:06d}.tar"
-
-
-def clip_starts(n: int, clip_len: int, stride: int) -> list[int]:
-    """Start indices of the clips of an ``n``-step episode; the last clip ends with the episode."""
-    if n < clip_len:
-        return []
-    starts = list(range(0, n - clip_len + 1, stride))
-    if starts[-1] != n - clip_len:
-        starts.append(n - clip_len)
-    return starts
-
-
 def run_episode(env: Any, policy: Any, seed: int | None) -> dict[str, Any]:
     """One episode: frames ``(n, h, w, 3)`` with the action taken at each and its reward and termination."""
     res = env.reset(seed=seed)
@@ -155,8 +145,6 @@ def _init_worker(q: Any) -> None:
 
 def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
     """Make shard ``k`` (its episodes, clipped) and return its sidecar summary."""
-    from wm_video.envs import make_env, make_policy
-
     env = make_env(cfg.env, size=cfg.size, max_episode_steps=cfg.max_episode_steps)
     stride = cfg.stride or cfg.clip_len
     episodes = cfg.shard_episodes(k)
@@ -194,8 +182,6 @@ def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
 
 def _probe(cfg: CollectConfig) -> tuple[ActionSpace, float]:
     """Make the env once in this process: a bad id, missing extra or policy fails before any worker starts."""
-    from wm_video.envs import make_env, make_policy
-
     env = make_env(cfg.env, size=cfg.size, max_episode_steps=cfg.max_episode_steps)
     try:
         make_policy(cfg.policy, env, seed=cfg.seed, noise=cfg.noise)
@@ -226,9 +212,7 @@ def collect(cfg: CollectConfig, out: str | Path, show_progress: bool | None = No
     _check_settings(out, cfg)
     # Temp files of this invocation's shards were left by a killed run (never complete data). Only these: array
     # tasks share the folder, and another task's temp file is its shard being written right now.
-    for k in cfg.shard_ids():
-        for stale in out.glob(f".{shard_name(k)}.tmp-*"):
-            stale.unlink(missing_ok=True)
+    clean_stale_temporaries(out, names=[shard_name(k) for k in cfg.shard_ids()])
     todo = [k for k in cfg.shard_ids() if read_sidecar(out / shard_name(k)) is None]
     total_eps = sum(len(cfg.shard_episodes(k)) for k in cfg.shard_ids())
     done_eps = total_eps - sum(len(cfg.shard_episodes(k)) for k in todo)
