@@ -166,36 +166,7 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
         rewards, terms = batch.get("rewards"), batch.get("terminations")
         has_outcomes = has_outcomes or rewards is not None
         true_tokens = model.encode(x)
-        truth = x[:, c:]
-        for m in cfg.methods:
-            if m == "copy_last_frame":
-                for i in range(hz):
-                    scores[m].add(i, x[:, c - 1], truth[:, i], x[:, c - 1 + i], true_tokens[:, c - 1],
-                                  true_tokens[:, c + i], true_tokens[:, c - 1 + i])
-                continue
-            if m == "tokenizer_ceiling":
-                recon = model.tokenizer.detokenize(true_tokens[:, c:]).clamp(-1, 1)
-                if model.keeps_still_patches:  # drawn as the rollouts draw their frames
-                    recon = keep_still_patches(recon, true_tokens[:, c:], x[:, c - 1], true_tokens[:, c - 1])
-                for i in range(hz):
-                    scores[m].add(i, recon[:, i], truth[:, i], x[:, c - 1 + i])
-                continue
-            acts = actions
-            if m in ACTION_ROWS:
-                if acts is None or (m == "shuffled_actions" and b < 2):
-                    continue
-                # shuffled: every clip gets its neighbour's actions; null: no actions at all, context included
-                acts = acts[torch.roll(torch.arange(b), 1)] if m == "shuffled_actions" else None
-            env = WorldModelEnv(model, cfg.maskgit_steps, cfg.temperature,
-                                render=RenderSettings(cfg.num_inference_steps),
-                                generator=gen, guidance_scale=cfg.guidance_scale)
-            env.reset(frames[:, :c], None if acts is None else acts[:, : c - 1])
-            for i in range(hz):
-                out = env.step(None if acts is None else acts[:, c - 1 + i])
-                scores[m].add(i, out.frames.cpu(), truth[:, i], x[:, c - 1 + i], out.tokens.cpu(),
-                              true_tokens[:, c + i].cpu(), true_tokens[:, c - 1 + i].cpu(),
-                              out.rewards, None if rewards is None else rewards[:b, c - 1 + i],
-                              out.terminations, None if terms is None else terms[:b, c - 1 + i])
+        _score_batch(model, cfg, scores, frames, x, actions, rewards, terms, true_tokens, gen)
         clips += b
         bar.update(b)
         if clips >= cfg.max_clips:
@@ -220,3 +191,40 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
                          "termination_threshold": 0.5, "ssim": "torchmetrics gaussian 11x11, data_range 2",
                          "machine": platform.machine(), "torch": torch.__version__,
                          "date": datetime.date.today().isoformat()}}
+
+
+def _score_batch(model: WorldModel, cfg: EvalConfig, scores: dict[str, HorizonScores], frames: torch.Tensor,
+                 x: torch.Tensor, actions: torch.Tensor | None, rewards: torch.Tensor | None,
+                 terms: torch.Tensor | None, true_tokens: torch.Tensor, gen: torch.Generator) -> None:
+    """Score one batch of ``b`` held-out clips (``x``: ``(b, c+H, 3, h, w)`` in [-1, 1]) under every method."""
+    c, hz, b = cfg.context_frames, cfg.horizon, len(frames)
+    truth = x[:, c:]
+    for m in cfg.methods:
+        if m == "copy_last_frame":
+            for i in range(hz):
+                scores[m].add(i, x[:, c - 1], truth[:, i], x[:, c - 1 + i], true_tokens[:, c - 1],
+                              true_tokens[:, c + i], true_tokens[:, c - 1 + i])
+            continue
+        if m == "tokenizer_ceiling":
+            recon = model.tokenizer.detokenize(true_tokens[:, c:]).clamp(-1, 1)
+            if model.keeps_still_patches:  # drawn as the rollouts draw their frames
+                recon = keep_still_patches(recon, true_tokens[:, c:], x[:, c - 1], true_tokens[:, c - 1])
+            for i in range(hz):
+                scores[m].add(i, recon[:, i], truth[:, i], x[:, c - 1 + i])
+            continue
+        acts = actions
+        if m in ACTION_ROWS:
+            if acts is None or (m == "shuffled_actions" and b < 2):
+                continue
+            # shuffled: every clip gets its neighbour's actions; null: no actions at all, context included
+            acts = acts[torch.roll(torch.arange(b), 1)] if m == "shuffled_actions" else None
+        env = WorldModelEnv(model, cfg.maskgit_steps, cfg.temperature,
+                            render=RenderSettings(cfg.num_inference_steps),
+                            generator=gen, guidance_scale=cfg.guidance_scale)
+        env.reset(frames[:, :c], None if acts is None else acts[:, : c - 1])
+        for i in range(hz):
+            out = env.step(None if acts is None else acts[:, c - 1 + i])
+            scores[m].add(i, out.frames.cpu(), truth[:, i], x[:, c - 1 + i], out.tokens.cpu(),
+                          true_tokens[:, c + i].cpu(), true_tokens[:, c - 1 + i].cpu(),
+                          out.rewards, None if rewards is None else rewards[:b, c - 1 + i],
+                          out.terminations, None if terms is None else terms[:b, c - 1 + i])
