@@ -303,7 +303,7 @@ class WorldModelGymEnv(gym.Env):
         if seed is not None:
             self._batch.generator.manual_seed(seed)
         self._obs = self._batch.reset([self._batch.pick(self.np_random, options)])[0]
-        return self._obs, {"heads": self._batch.heads}
+        return self._obs, {"heads": dict(self._batch.heads)}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._obs is None:
@@ -313,7 +313,7 @@ class WorldModelGymEnv(gym.Env):
         obs, reward, terminated, truncated, p_end = self._batch.step(self._batch.actions(action))
         self._obs = obs[0]
         return (self._obs, float(reward[0]), bool(terminated[0]), bool(truncated[0]),
-                {"termination_prob": float(p_end[0]), "heads": self._batch.heads})
+                {"termination_prob": float(p_end[0]), "heads": dict(self._batch.heads)})
 
     def render(self) -> np.ndarray | None:
         return None if self.render_mode is None or self._obs is None else self._obs.copy()
