@@ -4,8 +4,7 @@ Importing this package imports no simulator: each is imported when an env of its
 missing one raises :class:`MissingExtraError` naming the ``sim`` extra.
 
 The world model as a gymnasium env (``WorldModelGymEnv``, ``WorldModelVectorEnv``, :mod:`.world_model_gym`) is
-imported, and ``wm_video/WorldModel-v0`` registered, on first use of either name (gymnasium comes with the ``sim``
-or ``rl`` extra)::
+imported, and ``wm_video/WorldModel-v0`` registered, on first use of either name (or of that module)::
 
     from wm_video.envs import WorldModelGymEnv     # or: import wm_video.envs.world_model_gym
     env = gymnasium.make("wm_video/WorldModel-v0", model="runs/wm")
