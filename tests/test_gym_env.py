@@ -201,3 +201,26 @@ def test_not_a_world_model_folder(tmp_path, discrete):
         gym.make(ENV_ID, model=str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="horizon"):
         WorldModelGymEnv(discrete, horizon=0)
+
+
+@pytest.mark.parametrize("use_cache,guidance", [(True, 1.0), (True, 2.0), (False, 2.0)])
+def test_restart_rows_equals_a_fresh_start(one_thread, use_cache, guidance):
+    from wm_video.models.dynamics.sampling import Rollout
+
+    model = tiny_world_model("discrete").dynamics
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 32, (3, 4, 8, 8), generator=g)
+    other = torch.randint(0, 32, (1, 4, 8, 8), generator=g)
+    ctx_actions, acts = torch.randint(0, 2, (1, 3), generator=g), torch.randint(0, 2, (5, 3), generator=g)
+    batch = Rollout(model, 1, 0.0, use_cache=use_cache, guidance_scale=guidance)
+    batch.start(tokens, torch.randint(0, 2, (3, 3), generator=g))
+    for a in acts[:3]:  # the batch moves on past its context
+        batch.step(a)
+    batch.restart_rows(torch.tensor([1]), other, ctx_actions)
+    fresh = Rollout(model, 1, 0.0, use_cache=use_cache, guidance_scale=guidance)
+    fresh.start(other, ctx_actions)
+    for a in acts[3:]:
+        mine, theirs = batch.step(a), fresh.step(a[1:2])
+        assert torch.equal(mine.tokens[1], theirs.tokens[0])
+        assert torch.allclose(mine.reward[1], theirs.reward[0], atol=1e-5)
+        assert torch.allclose(mine.termination[1], theirs.termination[0], atol=1e-5)
