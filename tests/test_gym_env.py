@@ -130,6 +130,18 @@ def test_vector_env_equals_single_envs(discrete, use_cache):
     run_vector_against_singles(discrete, 3, 10, seed=11, horizon=5, use_cache=use_cache)
 
 
+def test_short_clips_are_padded_and_rows_still_restart_alone(tmp_path, one_thread):
+    write_data(tmp_path / "data", "discrete", t=2)  # 2-frame clips, a 4-frame model context
+    model = tiny_world_model("discrete")
+    starts = WorldModelGymEnv(model, data=tmp_path / "data", split="all")._batch.starts
+    assert starts.frames.shape[1] == 4 and starts.actions.shape[1] == 3
+    assert np.array_equal(starts.frames[:, 0], starts.frames[:, 2])  # the first frame repeated in front
+    vec = WorldModelVectorEnv(2, model, data=tmp_path / "data", horizon=2, maskgit_steps=1)
+    vec.reset(seed=0)
+    for _ in range(5):  # the horizon ends both rows; they restart from padded contexts
+        vec.step(vec.action_space.sample())
+
+
 def test_gymnasium_make_and_make_vec(discrete):
     env = gym.make(ENV_ID, model=str(discrete), horizon=4, maskgit_steps=1)
     obs, _ = env.reset(seed=0)

@@ -24,7 +24,9 @@ Start states (:class:`StartStates`), each a window of ``model.context_frames`` f
 - ``options={"context": ...}`` in ``reset`` picks one for that episode: an index into the start states, a path as
   above, or frames ``(t, h, w, 3)`` uint8.
 
-A context shorter than the window (one image) is padded in front by repeating its first frame.
+A context shorter than the model's (one image, a short clip) is padded in front by repeating its first frame (and,
+for a clip, its first action), so that every start fills the dynamics model's window alike: the vector env's rows
+restart alone only from contexts as long as the history they join.
 
 ``reset(seed=s)`` makes the episode deterministic: the start state is drawn by ``self.np_random`` and the token
 sampling and decoder noise come from a torch generator seeded with ``s``. The vector env seeds row ``i`` with
@@ -92,9 +94,9 @@ def _windows(frames: np.ndarray, length: int, source: str) -> StartStates:
 
 def starts_from_data(path: str | os.PathLike, resolution: int, length: int, split: str = "heldout",
                      val_fraction: float | None = None, limit: int = MAX_STARTS) -> StartStates:
-    """The first ``length`` frames (and actions) of up to ``limit`` clips of a frame dataset: of its held-out
-    episodes (``split="heldout"``, the dataset's recorded split, :mod:`wm_video.data.split`), the others
-    (``"train"``) or all (``"all"``)."""
+    """The first ``length`` frames (and the actions between them) of up to ``limit`` clips of a frame dataset (a
+    shorter clip padded in front, see the module docstring): of its held-out episodes (``split="heldout"``, the
+    dataset's recorded split, :mod:`wm_video.data.split`), the others (``"train"``) or all (``"all"``)."""
     if split not in ("heldout", "train", "all"):
         raise ValueError(f"split: expected 'heldout', 'train' or 'all', got {split!r}")
     info = frame_dataset_info(path, resolution, "start states")
@@ -111,17 +113,22 @@ def starts_from_data(path: str | os.PathLike, resolution: int, length: int, spli
         for clip in iter_clips(url, info.action_space):
             if part is not None and not part.keeps(clip.meta.episode_id):
                 continue
-            if len(clip.frames) < length:
-                continue
-            frames.append(clip.frames[:length])
-            actions.append(None if clip.actions is None else clip.actions[:length - 1])
+            f = clip.frames[:length]
+            a = None if clip.actions is None else clip.actions[:len(f) - 1]  # the actions between the frames
+            if len(f) < length:  # a clip shorter than the context: padded in front, as a still start
+                pad = length - len(f)
+                f = np.concatenate([np.repeat(f[:1], pad, 0), f])
+                if a is not None:
+                    a = np.concatenate([np.repeat(clip.actions[:1], pad, 0), a])
+            frames.append(f)
+            actions.append(a)
             sources.append(f"{path}#{clip.key}")
             if len(frames) >= limit:
                 break
         if len(frames) >= limit:
             break
     if not frames:
-        raise ValueError(f"start states {path}: no {split} clip has {length} frames (the model's context)")
+        raise ValueError(f"start states {path}: no {split} clips")
     acts = None if any(a is None for a in actions) else np.stack(actions)
     return StartStates(np.stack(frames), acts, sources)
 
