@@ -6,6 +6,7 @@ and play step through.
     env.reset(context_frames, context_actions)      # (b, t0, 3, h, w) uint8 or [-1, 1]; (b, t0 - 1[, a])
     out = env.step(actions)                         # (b,) int64 or (b, a) float
     out.frames, out.rewards, out.terminations       # (b, 3, h, w) in [-1, 1], (b,), (b,) probabilities
+    env.reset_rows(rows, frames, actions)           # (k,) rows start again from (k, t0, 3, h, w), the rest go on
 
 Token dynamics run through the KV-cached :class:`~wm_video.models.dynamics.sampling.Rollout`, so each step
 costs the same however long the rollout; frames are rendered per step (``render=False`` skips it, for planners
