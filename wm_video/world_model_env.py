@@ -6,6 +6,7 @@ and play step through.
     env.reset(context_frames, context_actions)      # (b, t0, 3, h, w) uint8 or [-1, 1]; (b, t0 - 1[, a])
     out = env.step(actions)                         # (b,) int64 or (b, a) float
     out.frames, out.rewards, out.terminations       # (b, 3, h, w) in [-1, 1], (b,), (b,) probabilities
+    env.reset_rows(rows, frames, actions)           # (k,) rows start again from (k, t0, 3, h, w), the rest go on
 
 Token dynamics run through the KV-cached :class:`~wm_video.models.dynamics.sampling.Rollout`, so each step
 costs the same however long the rollout; frames are rendered per step (``render=False`` skips it, for planners
@@ -109,6 +110,31 @@ class WorldModelEnv:
             self._prev = to_model_frames(context_frames[:, -1]).to(model.device)
         self._prev_tokens = tokens[:, -1]
         self.batch_size, self.t = b, 0
+        return tokens
+
+    @torch.no_grad()
+    def reset_rows(self, rows: torch.Tensor, context_frames: torch.Tensor,
+                   context_actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Start the batch rows ``rows`` ``(k,)`` afresh from their contexts ``(k, t0, 3, h, w)`` (and actions, as in
+        :meth:`reset`) while the other rows go on (:meth:`~wm_video.models.dynamics.sampling.Rollout.restart_rows`:
+        the context must fill the window as the batch's history does). Returns the contexts' tokens."""
+        if self.batch_size == 0:
+            raise RuntimeError("WorldModelEnv.reset_rows before reset(context_frames)")
+        model = self.model
+        model.check_frames(context_frames, "context")
+        k, t0 = context_frames.shape[:2]
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        if rows.shape != (k,) or (k and (rows.min() < 0 or rows.max() >= self.batch_size)):
+            raise ValueError(f"reset_rows: rows {rows.tolist()} for {k} contexts of a batch of {self.batch_size}")
+        if context_actions is not None and context_actions.shape[1:2] == (t0,):
+            context_actions = context_actions[:, : t0 - 1]
+        if context_actions is not None and t0 > 1:
+            self.check_actions(context_actions, (k, t0 - 1), "context actions")
+        tokens = model.encode(context_frames)
+        with validated():
+            self.rollout.restart_rows(rows, tokens, context_actions if t0 > 1 else None)
+            self._prev[rows.to(self._prev.device)] = to_model_frames(context_frames[:, -1]).to(model.device)
+        self._prev_tokens[rows.to(self._prev_tokens.device)] = tokens[:, -1]
         return tokens
 
     @torch.no_grad()

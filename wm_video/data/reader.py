@@ -39,18 +39,6 @@ def load_dataset_info(path: str | os.PathLike) -> DatasetInfo:
     return DatasetInfo.from_dict(d, where=str(file))
 
 
-def frame_dataset_info(p: str | Path, resolution: int, where: str) -> DatasetInfo:
-    """The ``DatasetInfo`` of a frame dataset whose frames are ``resolution`` square; ValueError (naming ``where``)
-    for token shards or another resolution."""
-    info = load_dataset_info(p)
-    if info.frame_storage == "tokens":
-        raise ValueError(f"{where} {p}: holds tokens; give the frame dataset it was tokenized from")
-    if info.resolution != [resolution, resolution]:
-        raise ValueError(f"{where} {p}: frames are {info.resolution[0]}x{info.resolution[1]}, the model needs "
-                         f"{resolution}x{resolution}")
-    return info
-
-
 def shard_paths(root: str | os.PathLike, info: DatasetInfo) -> list[str]:
     """Shard files; :meth:`DatasetInfo.from_dict` has confined every path to the dataset folder."""
     return [str(Path(root) / s.path) for s in info.shards]

@@ -11,22 +11,14 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
-from PIL import Image
 
-from wm_video.data.pipeline.clip import SquareResizer
-from wm_video.data.reader import frame_dataset_info, iter_clips, shard_paths
-
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-# Context images are scaled down to the model's resolution (at most a few hundred pixels), so nothing needs more than
-# 4096x4096; the size is read from the header, before an image is decoded (8192x8192 RGB alone is 200 MB).
-MAX_IMAGE_PIXELS = 4096 * 4096
+# the readers live in data/ (the gymnasium env, a lower floor, reads contexts too)
+from wm_video.data.frame_files import VIDEO_SUFFIXES, frame_dataset_info, read_image_folder, read_video_frames
+from wm_video.data.reader import iter_clips, shard_paths
 
 
 @dataclass
@@ -55,52 +47,15 @@ def load_context(spec: str, resolution: int, num_frames: int) -> Context:
     if pick:
         raise ValueError(f"context {spec}: '#...' selects a clip of a dataset folder, and {p} is not one")
     if p.is_dir():
-        frames = _image_folder(p, resolution)
+        frames = read_image_folder(p, resolution)
     elif p.suffix.lower() in VIDEO_SUFFIXES:
-        frames = _video_file(p, resolution)
+        frames = read_video_frames(p, resolution)
     else:
         raise ValueError(f"context {p}: expected a video file ({', '.join(sorted(VIDEO_SUFFIXES))}), a folder of "
                          "images or a dataset folder")
     if len(frames) < num_frames:
         raise ValueError(f"context {p}: has {len(frames)} frames, the generation needs {num_frames} context frames")
     return Context(frames[-num_frames:], str(p))
-
-
-def _video_file(p: Path, resolution: int) -> np.ndarray:
-    resize = SquareResizer(resolution)
-    try:
-        with av.open(str(p)) as container:
-            if not container.streams.video:
-                raise ValueError(f"context {p}: no video stream")
-            frames = [resize(f) for f in container.decode(container.streams.video[0])]
-    except av.error.FFmpegError as e:
-        raise ValueError(f"context {p}: unreadable video ({e})") from e
-    if not frames:
-        raise ValueError(f"context {p}: no decodable frames")
-    return np.stack(frames)
-
-
-def _image_folder(p: Path, resolution: int) -> np.ndarray:
-    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"context {p}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder")
-    frames = []
-    for f in files:
-        try:
-            with warnings.catch_warnings():  # PIL warns, then refuses, past its own (much larger) pixel limit
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(f)  # reads the header only
-                if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise ValueError(f"context {f}: {img.width}x{img.height} pixels, more than a context image may "
-                                     f"have ({MAX_IMAGE_PIXELS} pixels); scale it down first")
-                img = img.convert("RGB")
-        except (OSError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-            raise ValueError(f"context {f}: unreadable image ({e})") from e
-        w, h = img.size
-        s = min(w, h)
-        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        frames.append(np.asarray(img.resize((resolution, resolution), Image.Resampling.BOX)))
-    return np.stack(frames)
 
 
 def _dataset_context(p: Path, pick: str, resolution: int, num_frames: int) -> Context:

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from wm_video.data.reader import frame_dataset_info, iter_clips, shard_paths
+from wm_video.data.frame_files import frame_dataset_info
+from wm_video.data.reader import iter_clips, shard_paths
 from wm_video.planning.closed_loop import RandomAgent, env_action_of, model_frame
 from wm_video.planning.imagination import StartStates
 

@@ -162,11 +162,13 @@ class Rollout:
         self.position = 0  # frame index of the next frame
 
     @torch.no_grad()
-    def start(self, context_tokens: torch.Tensor, context_actions: torch.Tensor | None = None) -> None:
+    def start(self, context_tokens: torch.Tensor, context_actions: torch.Tensor | None = None, *,
+              offset: int = 0) -> None:
         """Begin from ``context_tokens`` ``(b, t0, h, w)`` (any length: past the window only the last frames
         count). ``context_actions``: the actions taken after each context frame but the last, ``(b, t0 - 1)`` or
         ``(b, t0 - 1, a)``; a clip's aligned ``(b, t0, ...)`` actions are accepted and their last entry ignored
-        (``step`` takes it). None: the null action."""
+        (``step`` takes it). None: the null action. ``offset``: the frame index of the first context frame
+        (:meth:`restart_rows`)."""
         model = self.model
         model.check_tokens(context_tokens, sliding_window=True)
         b, t0 = context_tokens.shape[:2]
@@ -179,13 +181,50 @@ class Rollout:
             conds = torch.cat([conds, model.actions(None, (b, t0))])  # (B, t0, c), B = 2b: [cond; uncond]
         if self.use_cache:
             self.cache = KVCache(self.window)
-            positions = torch.arange(t0)
+            positions = torch.arange(t0) + offset
             hidden, kv = model.encode(frames, conds, positions, torch.ones(t0, dtype=torch.bool), collect_kv=True)
             self.cache.append(kv, positions)
             self._pooled = hidden[:b, -1].mean(1)  # (b, d), the conditional stream
         else:
             self._frames, self._conds = frames[:, -self.window:], conds[:, -self.window:]
-        self.batch_size, self.position = b, t0
+        self.batch_size, self.position = b, t0 + offset
+
+    @torch.no_grad()
+    def restart_rows(self, rows: torch.Tensor, context_tokens: torch.Tensor,
+                     context_actions: torch.Tensor | None = None) -> None:
+        """Start the batch rows ``rows`` ``(k,)`` afresh from their own context ``(k, t0, h, w)`` (and actions, as in
+        :meth:`start`) while the other rows go on: a vector env resets the episodes that ended, not the batch.
+
+        The new context is placed at the frames just before the batch's next frame; temporal attention sees relative
+        positions only (RoPE), so a restarted row equals a rollout started from the same context, up to float
+        rounding of the rotation angles. The context must fill the window as the batch's history does (``t0 >=
+        context_frames - 1`` once the batch has that many frames), so every row attends to as many frames."""
+        if self.position == 0:
+            raise RuntimeError("Rollout.restart_rows before start(context_tokens)")
+        k, t0 = context_tokens.shape[:2]
+        if rows.shape != (k,):
+            raise ValueError(f"restart_rows: {k} contexts for rows of shape {tuple(rows.shape)}")
+        sub = Rollout(self.model, self.steps, self.temperature, self.top_k, self.use_cache, self.generator,
+                      self.guidance_scale)
+        sub.start(context_tokens, context_actions, offset=self.position - t0)
+        rows = rows.to(torch.long).cpu()
+        streams = torch.cat([rows, rows + self.batch_size]) if self.guided else rows  # rows of both streams
+        if self.use_cache:
+            if len(sub.cache) != len(self.cache):
+                raise ValueError(f"restart_rows: a context of {t0} frames fills {len(sub.cache)} of the window's "
+                                 f"frames, the batch's history {len(self.cache)}")
+            n = self.model.config.tokens_per_frame
+            flat = (streams[:, None] * n + torch.arange(n)).flatten()  # rows of the ((b n), heads, f, e) cache
+            for mine, theirs in ((self.cache.keys, sub.cache.keys), (self.cache.values, sub.cache.values)):
+                for layer, new in zip(mine, theirs, strict=True):
+                    layer[flat.to(layer.device)] = new
+            self._pooled[rows.to(self._pooled.device)] = sub._pooled
+        else:
+            if sub._frames.shape[1] != self._frames.shape[1]:
+                raise ValueError(f"restart_rows: a context of {t0} frames fills {sub._frames.shape[1]} of the "
+                                 f"window's frames, the batch's history {self._frames.shape[1]}")
+            self._frames[streams.to(self._frames.device)] = sub._frames
+            self._conds[streams.to(self._conds.device)] = sub._conds
 
     @torch.no_grad()
     def step(self, action: torch.Tensor | None = None) -> RolloutStep:

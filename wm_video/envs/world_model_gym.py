@@ -1,0 +1,410 @@
+"""The world model as a gymnasium environment: ``WorldModelGymEnv`` (one episode) and ``WorldModelVectorEnv`` (a
+batch of episodes in ONE batched :class:`~wm_video.world_model_env.WorldModelEnv`, not N copies).
+
+    import gymnasium as gym
+    import wm_video.envs  # registers wm_video/WorldModel-v0
+    env = gym.make("wm_video/WorldModel-v0", model="runs/wm")            # starts from the held-out clips
+    obs, info = env.reset(seed=0)                                        # (h, w, 3) uint8
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    envs = gym.make_vec("wm_video/WorldModel-v0", num_envs=16, model="runs/wm")
+
+Spaces: ``Discrete(n)`` for a discrete world model, a ``Box`` with the dataset's bounds (the index's action space
+``low``/``high``, else the recorded action statistics' min/max) for a continuous one, ``Discrete(1)`` (the null
+action) for an action-free one; observations are ``Box(0, 255, (h, w, 3), uint8)``. The reward is the reward head's
+expected reward; ``terminated`` is the termination head's probability above ``termination_threshold``; ``truncated``
+comes after ``horizon`` steps. ``info`` gives the termination probability and ``heads``, whether each head passed
+its quality gate (:attr:`~wm_video.world_model.WorldModel.head_quality`: False means its output is the constant
+baseline and means nothing; empty when the world model records no gates).
+
+Start states (:class:`StartStates`), each a window of ``model.context_frames`` frames (and the actions between them):
+
+- a dataset folder (``data=DIR``; default: the dataset the world model was exported with, ``world_model.json``'s
+  ``source.data``), its held-out episodes by default (``split="train"`` or ``"all"`` for the others);
+- a video file, a folder of images, or a list of image files (``context=PATH``);
+- ``options={"context": ...}`` in ``reset`` picks one for that episode: an index into the start states, a path as
+  above, or frames ``(t, h, w, 3)`` uint8.
+
+A context shorter than the model's (one image, a short clip) is padded in front by repeating its first frame (and,
+for a clip, its first action), so that every start fills the dynamics model's window alike: the vector env's rows
+restart alone only from contexts as long as the history they join.
+
+``reset(seed=s)`` makes the episode deterministic: the start state is drawn by ``self.np_random`` and the token
+sampling and decoder noise come from a torch generator seeded with ``s``. The vector env seeds row ``i`` with
+``s + i`` (gymnasium's convention) for its start state and shares one torch generator over the batch, so with
+``temperature=0`` and ``maskgit_steps=1`` (no random draw at all) row ``i`` equals a single env reset with ``s + i``,
+step by step; with sampling, the rows equal single envs in distribution, not draw for draw. The vector env resets
+an ended row at the next ``step`` (gymnasium's ``NEXT_STEP`` autoreset: that step ignores the row's action and
+returns its new first frame, reward 0, not done) with :meth:`~wm_video.world_model_env.WorldModelEnv.reset_rows`,
+the other rows going on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from wm_video.data.frame_files import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    frame_dataset_info,
+    read_image_folder,
+    read_images,
+    read_video_frames,
+)
+from wm_video.data.reader import iter_clips, shard_paths
+from wm_video.data.split import split_dataset
+from wm_video.world_model import RenderSettings, WorldModel, read_index
+from wm_video.world_model_env import WorldModelEnv
+
+ENV_ID = "wm_video/WorldModel-v0"
+MAX_STARTS = 256  # start states read from a dataset: enough variety, a bounded load time
+
+
+@dataclass
+class StartStates:
+    """Contexts to start episodes from: ``frames`` ``(N, t0, h, w, 3)`` uint8 and ``actions`` ``(N, t0 - 1[, a])``
+    between them (None: the null action); ``sources`` names each (``DIR#clip_key``, a file)."""
+
+    frames: np.ndarray
+    actions: np.ndarray | None
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def _windows(frames: np.ndarray, length: int, source: str) -> StartStates:
+    """Non-overlapping windows of ``length`` frames of an action-free sequence ``(t, h, w, 3)``; a shorter one is
+    padded in front by repeating its first frame."""
+    if len(frames) < length:
+        frames = np.concatenate([np.repeat(frames[:1], length - len(frames), 0), frames])
+    starts = range(0, len(frames) - length + 1, length)
+    return StartStates(np.stack([frames[o:o + length] for o in starts]), None,
+                       [f"{source}@{o}" for o in starts])
+
+
+def starts_from_data(path: str | os.PathLike, resolution: int, length: int, split: str = "heldout",
+                     val_fraction: float | None = None, limit: int = MAX_STARTS) -> StartStates:
+    """The first ``length`` frames (and the actions between them) of up to ``limit`` clips of a frame dataset (a
+    shorter clip padded in front, see the module docstring): of its held-out episodes (``split="heldout"``, the
+    dataset's recorded split, :mod:`wm_video.data.split`), the others (``"train"``) or all (``"all"``)."""
+    if split not in ("heldout", "train", "all"):
+        raise ValueError(f"split: expected 'heldout', 'train' or 'all', got {split!r}")
+    info = frame_dataset_info(path, resolution, "start states")
+    parts = split_dataset(path, val_fraction, info)
+    part = None if split == "all" else getattr(parts, split)
+    if split == "heldout" and not parts.heldout_clips:
+        raise ValueError(f"start states {path}: no held-out clips ({parts.problem or parts.rule}); pass "
+                         "split='train' or 'all' to start from the other clips")
+    urls = shard_paths(path, info)
+    frames, actions, sources = [], [], []
+    for i, url in enumerate(urls):
+        if part is not None and part.shards is not None and part.shards and i not in part.shards:
+            continue
+        for clip in iter_clips(url, info.action_space):
+            if part is not None and not part.keeps(clip.meta.episode_id):
+                continue
+            f = clip.frames[:length]
+            a = None if clip.actions is None else clip.actions[:len(f) - 1]  # the actions between the frames
+            if len(f) < length:  # a clip shorter than the context: padded in front, as a still start
+                pad = length - len(f)
+                f = np.concatenate([np.repeat(f[:1], pad, 0), f])
+                if a is not None:
+                    a = np.concatenate([np.repeat(clip.actions[:1], pad, 0), a])
+            frames.append(f)
+            actions.append(a)
+            sources.append(f"{path}#{clip.key}")
+            if len(frames) >= limit:
+                break
+        if len(frames) >= limit:
+            break
+    if not frames:
+        raise ValueError(f"start states {path}: no {split} clips")
+    acts = None if any(a is None for a in actions) else np.stack(actions)
+    return StartStates(np.stack(frames), acts, sources)
+
+
+def load_starts(spec: Any, resolution: int, length: int, split: str = "heldout") -> StartStates:
+    """Start states from ``spec``: a dataset folder, a video file, a folder of images, a list of image files, or
+    frames ``(t, h, w, 3)`` uint8 (see the module docstring)."""
+    if isinstance(spec, np.ndarray):
+        if spec.ndim != 4 or spec.shape[1:] != (resolution, resolution, 3) or spec.dtype != np.uint8:
+            raise ValueError(f"context: expected frames (t, {resolution}, {resolution}, 3) uint8, got {spec.dtype} "
+                             f"{spec.shape}")
+        return _windows(spec, length, "frames")
+    if isinstance(spec, (list, tuple)):
+        return _windows(read_images(spec, resolution), length, "images")
+    p = Path(spec)
+    if not p.exists():
+        raise FileNotFoundError(f"context {p}: no such file or folder")
+    if p.is_dir() and (p / "dataset.json").exists():
+        return starts_from_data(p, resolution, length, split)
+    if p.is_dir():
+        return _windows(read_image_folder(p, resolution), length, str(p))
+    if p.suffix.lower() in VIDEO_SUFFIXES:
+        return _windows(read_video_frames(p, resolution), length, str(p))
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return _windows(read_images([p], resolution), length, str(p))
+    raise ValueError(f"context {p}: expected a dataset folder, a video file ({', '.join(sorted(VIDEO_SUFFIXES))}), "
+                     "a folder of images or image files")
+
+
+def load_world_model(model: WorldModel | str | os.PathLike, device: str = "cpu") -> WorldModel:
+    """``model`` itself, or the world model in the folder ``model``: a clear error when it is not one."""
+    if isinstance(model, WorldModel):
+        return model
+    p = Path(model)
+    if not p.is_dir():
+        raise FileNotFoundError(f"model {p}: no such folder (expected a world-model folder made by 'wm-video export')")
+    read_index(p)  # FileNotFoundError naming the folder when it holds no world_model.json
+    return WorldModel.from_pretrained(p, map_location=device)
+
+
+def action_space_of(model: WorldModel) -> spaces.Space:
+    """The gymnasium action space of one env: ``Discrete(n)``, a ``Box`` with the dataset's bounds, or
+    ``Discrete(1)`` (the null action) for an action-free world model."""
+    cfg = model.dynamics.config
+    if cfg.action_type == "discrete":
+        return spaces.Discrete(cfg.num_actions)
+    if cfg.action_type == "none":
+        return spaces.Discrete(1)
+    space, stats = model.info.action_space, (model.info.stats.get("actions") or {})
+    low, high = space.get("low", stats.get("min")), space.get("high", stats.get("max"))
+    dim = cfg.action_dim
+    low = np.full(dim, -np.inf, np.float32) if low is None else np.asarray(low, np.float32)
+    high = np.full(dim, np.inf, np.float32) if high is None else np.asarray(high, np.float32)
+    return spaces.Box(low, high, (dim,), np.float32)
+
+
+class _Batch:
+    """What the single and the vector env share: the world model, its batched env, the start states, and the
+    conversions between gymnasium's arrays and the env's tensors."""
+
+    def __init__(self, model: WorldModel | str | os.PathLike, size: int, *, data: str | os.PathLike | None,
+                 context: Any, split: str, horizon: int, maskgit_steps: int, temperature: float,
+                 top_k: int | None, render: RenderSettings | bool, use_cache: bool, termination_threshold: float,
+                 device: str) -> None:
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.model = load_world_model(model, device).eval()
+        self.horizon, self.threshold, self.split = horizon, termination_threshold, split
+        self.length = self.model.context_frames
+        res = self.model.resolution
+        self.generator = torch.Generator(self.model.device)
+        settings = render if isinstance(render, RenderSettings) else True  # observations need frames
+        self.env = WorldModelEnv(self.model, maskgit_steps, temperature, top_k=top_k, render=settings,
+                                 use_cache=use_cache, generator=self.generator)
+        spec = context if context is not None else (data or self.model.info.source.get("data"))
+        if spec is None:
+            raise ValueError("start states: give data=DATASET_DIR or context=VIDEO|IMAGES (the world model records "
+                             "no training dataset in its world_model.json)")
+        self.starts = load_starts(spec, res, self.length, split)
+        self.single_action_space = action_space_of(self.model)
+        self.single_observation_space = spaces.Box(0, 255, (res, res, 3), np.uint8)
+        self.size = size
+        self.steps = np.zeros(size, np.int64)
+        self.heads = self.model.head_quality
+
+    def pick(self, rng: np.random.Generator, options: dict | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """One start state ``(t0, h, w, 3)`` (and its actions): ``options["context"]`` or one drawn by ``rng``."""
+        choice = (options or {}).get("context")
+        starts = self.starts
+        if choice is not None and not isinstance(choice, (int, np.integer)):
+            starts, choice = load_starts(choice, self.model.resolution, self.length, self.split), 0
+        i = int(rng.integers(len(starts))) if choice is None else int(choice)
+        if not 0 <= i < len(starts):
+            raise ValueError(f"options['context']: start state {i} of {len(starts)}")
+        frames = starts.frames[i]
+        acts = None if starts.actions is None else starts.actions[i]
+        return frames, acts
+
+    def context(self, picks: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        frames = torch.from_numpy(np.stack([f for f, _ in picks])).permute(0, 1, 4, 2, 3)  # (b, t0, 3, h, w)
+        if any(a is None for _, a in picks) or self.model.action_type == "none":
+            return frames, None
+        return frames, torch.from_numpy(np.stack([a for _, a in picks]))
+
+    def reset(self, picks: list[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
+        frames, actions = self.context(picks)
+        self.env.reset(frames, actions)
+        self.steps[:] = 0
+        return np.stack([f[-1] for f, _ in picks])  # (b, h, w, 3): the last context frame
+
+    def reset_rows(self, rows: np.ndarray, picks: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
+        frames, actions = self.context(picks)
+        self.env.reset_rows(torch.from_numpy(rows), frames, actions)
+        self.steps[rows] = 0
+
+    def actions(self, actions: Any) -> torch.Tensor | None:
+        """Checked gymnasium actions ``(b,)`` / ``(b, a)`` -> the env's tensor (None for an action-free model)."""
+        if self.model.action_type == "none":
+            return None
+        if self.model.action_type == "discrete":
+            return torch.as_tensor(np.asarray(actions, np.int64).reshape(self.size))
+        return torch.as_tensor(np.asarray(actions, np.float32).reshape(self.size, -1))
+
+    def step(self, actions: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                          np.ndarray]:
+        out = self.env.step(actions)
+        obs = ((out.frames.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # (b, 3, h, w)
+        obs = obs.permute(0, 2, 3, 1).cpu().numpy()  # (b, h, w, 3)
+        p_end = out.terminations.float().cpu().numpy()
+        self.steps += 1
+        return (obs, out.rewards.float().cpu().numpy().astype(np.float64), p_end > self.threshold,
+                self.steps >= self.horizon, p_end)
+
+
+
+
+class WorldModelGymEnv(gym.Env):
+    """One imagined episode at a time, as a ``gymnasium.Env`` (see the module docstring).
+
+    Args:
+        model: a world-model folder (``wm-video export``) or a loaded :class:`~wm_video.world_model.WorldModel`.
+        data: a frame dataset to start from (default: the one the world model records, ``source.data``).
+        context: start from this instead: a video file, a folder of images, image files, frames
+            ``(t, h, w, 3)`` uint8, or a dataset folder.
+        split: which clips of the dataset: ``heldout`` (default), ``train`` or ``all``.
+        horizon: steps before an episode is truncated (default 64).
+        maskgit_steps: MaskGIT passes per frame (default 8, as generation and evaluation; fewer is faster).
+        temperature: token sampling temperature (default 1; 0: argmax).
+        top_k: sample among the ``top_k`` most likely tokens.
+        render: True (the model's render settings) or a :class:`~wm_video.world_model.RenderSettings`.
+        use_cache: the dynamics model's KV cache (default True).
+        termination_threshold: ``terminated`` when the termination head's probability is above it (default 0.5).
+        device: ``cpu`` (default) or ``cuda``.
+        render_mode: ``rgb_array`` (default) or None.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 15}
+
+    def __init__(self, model: WorldModel | str | os.PathLike, *, data: str | os.PathLike | None = None,
+                 context: Any = None, split: str = "heldout", horizon: int = 64, maskgit_steps: int = 8,
+                 temperature: float = 1.0, top_k: int | None = None, render: RenderSettings | bool = True,
+                 use_cache: bool = True, termination_threshold: float = 0.5, device: str = "cpu",
+                 render_mode: str | None = "rgb_array") -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode: expected 'rgb_array' or None, got {render_mode!r}")
+        self._batch = _Batch(model, 1, data=data, context=context, split=split, horizon=horizon,
+                             maskgit_steps=maskgit_steps, temperature=temperature, top_k=top_k, render=render,
+                             use_cache=use_cache, termination_threshold=termination_threshold, device=device)
+        self.action_space = self._batch.single_action_space
+        self.observation_space = self._batch.single_observation_space
+        self.metadata = {**self.metadata, "render_fps": self._batch.model.info.fps}
+        self.render_mode = render_mode
+        self.world_model = self._batch.model
+        self._obs: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self._batch.generator.manual_seed(seed)
+        self._obs = self._batch.reset([self._batch.pick(self.np_random, options)])[0]
+        return self._obs, {"heads": dict(self._batch.heads)}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._obs is None:
+            raise RuntimeError("WorldModelGymEnv.step before reset()")
+        if not self.action_space.contains(action):
+            raise ValueError(f"{action!r} ({type(action).__name__}) is not an action of {self.action_space}")
+        obs, reward, terminated, truncated, p_end = self._batch.step(self._batch.actions(action))
+        self._obs = obs[0]
+        return (self._obs, float(reward[0]), bool(terminated[0]), bool(truncated[0]),
+                {"termination_prob": float(p_end[0]), "heads": dict(self._batch.heads)})
+
+    def render(self) -> np.ndarray | None:
+        return None if self.render_mode is None or self._obs is None else self._obs.copy()
+
+
+class WorldModelVectorEnv(VectorEnv):
+    """``num_envs`` imagined episodes in one batched ``WorldModelEnv``, as a ``gymnasium.vector.VectorEnv`` with
+    ``NEXT_STEP`` autoreset (see the module docstring).
+
+    Args:
+        num_envs: the batch size N.
+        model, data, context, split, horizon, maskgit_steps, temperature, top_k, render, use_cache,
+        termination_threshold, device, render_mode: as :class:`WorldModelGymEnv`.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 15,
+                                          "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int, model: WorldModel | str | os.PathLike, *, data: str | os.PathLike | None = None,
+                 context: Any = None, split: str = "heldout", horizon: int = 64, maskgit_steps: int = 8,
+                 temperature: float = 1.0, top_k: int | None = None, render: RenderSettings | bool = True,
+                 use_cache: bool = True, termination_threshold: float = 0.5, device: str = "cpu",
+                 render_mode: str | None = "rgb_array") -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode: expected 'rgb_array' or None, got {render_mode!r}")
+        self._batch = _Batch(model, num_envs, data=data, context=context, split=split, horizon=horizon,
+                             maskgit_steps=maskgit_steps, temperature=temperature, top_k=top_k, render=render,
+                             use_cache=use_cache, termination_threshold=termination_threshold, device=device)
+        self.num_envs = num_envs
+        self.single_action_space = self._batch.single_action_space
+        self.single_observation_space = self._batch.single_observation_space
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.metadata = {**self.metadata, "render_fps": self._batch.model.info.fps}
+        self.render_mode = render_mode
+        self.world_model = self._batch.model
+        self._rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
+        self._autoreset = np.zeros(num_envs, bool)
+        self._obs: np.ndarray | None = None
+
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        seeds = [None if seed is None else seed + i for i in range(self.num_envs)] if not isinstance(
+            seed, Sequence) else list(seed)
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"reset: {len(seeds)} seeds for {self.num_envs} envs")
+        if seed is not None:
+            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seeds[0])
+        self._rngs = [gym.utils.seeding.np_random(s)[0] if s is not None else r for s, r in zip(seeds, self._rngs,
+                                                                                                 strict=True)]
+        if seeds[0] is not None:
+            self._batch.generator.manual_seed(seeds[0])
+        self._obs = self._batch.reset([self._batch.pick(r, options) for r in self._rngs])
+        self._autoreset[:] = False
+        return self._obs.copy(), {}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self._obs is None:
+            raise RuntimeError("WorldModelVectorEnv.step before reset()")
+        if not self.action_space.contains(np.asarray(actions)):
+            raise ValueError(f"{actions!r} is not a batch of actions of {self.action_space}")
+        b = self._batch
+        obs, rewards, terminated, truncated, p_end = b.step(b.actions(actions))
+        rows = np.flatnonzero(self._autoreset)
+        if len(rows):  # NEXT_STEP: the rows that ended last step start again, their actions and step ignored
+            picks = [b.pick(self._rngs[i], None) for i in rows]
+            b.reset_rows(rows, picks)
+            obs[rows] = np.stack([f[-1] for f, _ in picks])
+            rewards[rows], terminated[rows], truncated[rows], p_end[rows] = 0.0, False, False, 0.0
+        self._autoreset = terminated | truncated
+        self._obs = obs
+        return obs.copy(), rewards, terminated, truncated, {"termination_prob": p_end}
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        return None if self.render_mode is None or self._obs is None else tuple(self._obs)
+
+
+def register() -> None:
+    """Register :data:`ENV_ID` with gymnasium (done when this module is imported; again is harmless)."""
+    if ENV_ID not in gym.registry:
+        gym.register(ENV_ID, entry_point=f"{__name__}:WorldModelGymEnv",
+                     vector_entry_point=f"{__name__}:WorldModelVectorEnv")
+
+
+register()
