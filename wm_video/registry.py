@@ -2,7 +2,7 @@
 
 Each package keeps its presets beside its configs (``data/presets.py``, ``envs/presets.py``,
 ``training/presets.py``, ``evaluation/presets.py``, ``generation/config.py``, ``planning/config.py`` and the data
-pipelines' ``commands/data_config.py``) and registers them in :mod:`wm_video.config`'s registry when imported;
+pipelines' ``data/pipeline/verb_configs.py``) and registers them in :mod:`wm_video.config`'s registry when imported;
 ``config.py`` itself imports nothing of the project. Code that resolves a config by kind name (the CLI, its verbs,
 the demo, scripts and tests) imports this module first:
 
@@ -15,7 +15,7 @@ It sits above the packages it gathers (the floor of ``commands/``), so importing
 
 from __future__ import annotations
 
-import wm_video.commands.data_config
+import wm_video.data.pipeline.verb_configs
 import wm_video.data.presets
 import wm_video.envs.presets
 import wm_video.evaluation.presets

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 from wm_video.config import register_kind, register_preset
-from wm_video.data.pipeline import LeRobotSource, PipelineConfig
+from wm_video.data.pipeline.config import PipelineConfig
+from wm_video.data.pipeline.lerobot import LeRobotSource
 
 
 @dataclass
