@@ -98,7 +98,20 @@ def test_starts_from_heldout_episodes_and_deterministic_under_seed(discrete):
     assert not np.array_equal(a[0], c[0])
 
 
+def splitting_threshold(folder, n: int, seed: int, first_actions, **kw) -> float:
+    """A termination threshold between the rows' first-step termination probabilities, so that at least one row ends
+    at the first step while another goes on, whatever weights the random initialisation gave the head."""
+    probe = WorldModelVectorEnv(n, folder, temperature=0.0, maskgit_steps=1, termination_threshold=1.0, **kw)
+    probe.reset(seed=seed)
+    p = np.sort(probe.step(first_actions)[4]["termination_prob"])
+    assert p[-1] > p[0], f"every row has the same termination probability {p}: no threshold splits them"
+    return float((p[0] + p[-1]) / 2)
+
+
 def run_vector_against_singles(folder, n: int, steps: int, seed: int, **kw) -> None:
+    rng = np.random.default_rng(0)
+    first_actions = rng.integers(0, 2, n)
+    kw["termination_threshold"] = splitting_threshold(folder, n, seed, first_actions, **kw)
     vec = WorldModelVectorEnv(n, folder, temperature=0.0, maskgit_steps=1, **kw)
     singles = [WorldModelGymEnv(folder, temperature=0.0, maskgit_steps=1, **kw) for _ in range(n)]
     vobs, _ = vec.reset(seed=seed)
@@ -125,8 +138,8 @@ def run_vector_against_singles(folder, n: int, steps: int, seed: int, **kw) -> N
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_vector_env_equals_single_envs(discrete, use_cache):
-    # the termination head (given weights in the fixture) ends some rows' episodes and not others: those rows start
-    # again while their neighbours go on; the horizon ends the rest
+    # the termination head (given weights in the fixture) and a threshold between the rows' first probabilities end
+    # some rows' episodes and not others: those rows start again while their neighbours go on; the horizon ends the rest
     run_vector_against_singles(discrete, 3, 10, seed=11, horizon=5, use_cache=use_cache)
 
 
