@@ -168,8 +168,9 @@ def test_gymnasium_make_and_make_vec(discrete):
     assert rewards.shape == (2,)
 
 
-def test_sb3_ppo_trains_and_acts(discrete):
+def test_sb3_ppo_trains_and_acts(discrete, tmp_path, monkeypatch):
     sb3 = pytest.importorskip("stable_baselines3")
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))  # its logger's folder, by default in /tmp
     torch.manual_seed(0)
     env = WorldModelGymEnv(discrete, horizon=16, maskgit_steps=1)
     agent = sb3.PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu")
