@@ -11,7 +11,8 @@ The floors, bottom up (a module may import its own floor and the floors below):
     4  envs/ (simulator adapters, policies and simulator collection)
     5  evaluation/ (every scoring protocol)
     6  training/, generation/, planning/ (peers: none imports another)
-    7  commands/ (thin adapters), registry.py (gathers every package's config presets for them), assembly.py (a
+    7  play/ (the browser page: a session over the gym env, driven by keys or planning's agents), commands/
+       (thin adapters), registry.py (gathers every package's config presets for them), assembly.py (a
        world-model folder from trained parts: it consolidates training checkpoints)
     8  demo.py
     9  cli.py, __main__.py (the entry point)
@@ -41,6 +42,7 @@ FLOORS: dict[str, int] = {
     "wm_video.training": 6,
     "wm_video.generation": 6,
     "wm_video.planning": 6,
+    "wm_video.play": 7,
     "wm_video.commands": 7,
     "wm_video.registry": 7,
     "wm_video.assembly": 7,

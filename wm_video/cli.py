@@ -74,6 +74,7 @@ VERBS: dict[str, Any] = {
     "demo": "wm_video.demo:demo",
     "plan": "wm_video.commands.plan:plan",
     "imagine-train": "wm_video.commands.plan:imagine_train",
+    "play": "wm_video.commands.play:play",
 }
 
 GROUP_HELP = {
@@ -101,6 +102,7 @@ PRESET_KINDS: dict[str, str | None] = {
     "eval": "eval",
     "plan": "plan",
     "imagine-train": "imagine_train",
+    "play": "play",
 }
 def _resolve(target: str) -> Callable[..., Any]:
     module, name = target.split(":")

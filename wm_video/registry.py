@@ -1,8 +1,8 @@
 """Every config kind and its named presets, gathered from the packages that own them.
 
 Each package keeps its presets beside its configs (``data/presets.py``, ``envs/presets.py``,
-``training/presets.py``, ``evaluation/presets.py``, ``generation/config.py``, ``planning/config.py`` and the data
-pipelines' ``data/pipeline/verb_configs.py``) and registers them in :mod:`wm_video.config`'s registry when imported;
+``training/presets.py``, ``evaluation/presets.py``, ``generation/config.py``, ``planning/config.py``,
+``play/config.py`` and the data pipelines' ``data/pipeline/verb_configs.py``) and registers them in :mod:`wm_video.config`'s registry when imported;
 ``config.py`` itself imports nothing of the project. Code that resolves a config by kind name (the CLI, its verbs,
 the demo, scripts and tests) imports this module first:
 
@@ -21,4 +21,5 @@ import wm_video.envs.presets
 import wm_video.evaluation.presets
 import wm_video.generation.config
 import wm_video.planning.config
+import wm_video.play.config
 import wm_video.training.presets  # noqa: F401
