@@ -2,7 +2,8 @@
 
 Each package keeps its presets beside its configs (``data/presets.py``, ``envs/presets.py``,
 ``training/presets.py``, ``evaluation/presets.py``, ``generation/config.py``, ``planning/config.py``,
-``play/config.py`` and the data pipelines' ``data/pipeline/verb_configs.py``) and registers them in :mod:`wm_video.config`'s registry when imported;
+``play/config.py`` and the data pipelines' ``data/pipeline/verb_configs.py``) and registers them in
+:mod:`wm_video.config`'s registry when imported;
 ``config.py`` itself imports nothing of the project. Code that resolves a config by kind name (the CLI, its verbs,
 the demo, scripts and tests) imports this module first:
 
