@@ -8,6 +8,7 @@ from the held keys (:mod:`.controls`) or from a policy, and records every play-t
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ class PlaySession:
         self._return = 0.0
         self._step = 0
         self._last: Frame | None = None
+        self.model_ms: deque[float] = deque(maxlen=10_000)  # the world model's time per frame, for benchmarks
 
     # ---- what the page lists ------------------------------------------------------------------------------------
 
@@ -156,6 +158,7 @@ class PlaySession:
         t0 = time.perf_counter()
         obs, reward, terminated, truncated, info = self.env.step(action)
         ms = (time.perf_counter() - t0) * 1e3
+        self.model_ms.append(ms)
         terminated = terminated and self.shows["termination"]
         if self.recorder is not None:
             self.recorder.add(action, reward, terminated, obs)
