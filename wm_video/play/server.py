@@ -167,10 +167,7 @@ def create_app(session: PlaySession) -> FastAPI:
             await send(first)
             next_tick = loop.time() + 1 / session.fps
             while True:
-                try:
-                    msg = await asyncio.wait_for(inbox.get(), max(0.0, next_tick - loop.time()))
-                except asyncio.TimeoutError:
-                    msg = {}
+                msg = await _next_message(inbox, next_tick - loop.time())
                 if msg is None:  # the page went away
                     break
                 if msg:
@@ -190,6 +187,20 @@ def create_app(session: PlaySession) -> FastAPI:
                 await asyncio.to_thread(_finish, player)
 
     return app
+
+
+async def _next_message(inbox: asyncio.Queue, wait: float) -> dict[str, Any] | None:
+    """The next message from the page, waiting at most ``wait`` seconds ({} when none came). Messages already
+    waiting are taken first, so a world model slower than the fps clock still reads every key press at once."""
+    try:
+        return inbox.get_nowait()
+    except asyncio.QueueEmpty:
+        if wait <= 0:
+            return {}
+    try:
+        return await asyncio.wait_for(inbox.get(), wait)
+    except asyncio.TimeoutError:
+        return {}
 
 
 def _finish(player: Player) -> None:
