@@ -59,6 +59,8 @@ def export_world_model(tokenizer: str, dynamics: str, decoder: str | None, data:
     if data:
         d = load_dataset_info(data)
         info.fps, info.action_space, info.stats = d.fps, d.action_space.to_dict(), d.stats
+        # where the data came from (simulator env, robot, source folder): the model card's tags and datasets
+        info.source["dataset"] = {k: d.source[k] for k in ("kind", "env", "robot_type", "src") if d.source.get(k)}
     specs = {"tokenizer": tokenizer, "dynamics": dynamics, "decoder": decoder}
     quality = {part: read_quality(folder) for part, spec in specs.items() if spec and (folder := part_folder(spec))}
     return WorldModel(tok, dyn, dec, info, quality).save_pretrained(out, overwrite=overwrite)

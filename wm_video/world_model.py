@@ -6,6 +6,7 @@ A world-model folder holds one export per part and an index::
     tokenizer/            config.json + model.safetensors (+ quality.json)
     dynamics/             config.json + model.safetensors (+ quality.json)
     decoder/              config.json + model.safetensors (+ quality.json)   (absent: frames come from the VQ decoder)
+    README.md             the model card (:mod:`wm_video.model_card`); each part folder holds its own
 
 A part's ``quality.json`` (written by ``wm-video train``, :mod:`wm_video.training.quality`) holds its held-out
 metrics and quality-gate verdicts; :attr:`WorldModel.quality` carries them, and :attr:`WorldModel.head_quality` tells
@@ -15,13 +16,16 @@ generation which of the dynamics model's reward and termination heads passed (a 
 that the parts fit together (vocabulary, token grid, the decoder's tokenizer fingerprint). ``save_pretrained``
 writes the whole folder under a temporary name and moves it into place, so a reader never sees half of one; it
 replaces a previous world-model folder but never deletes what it did not write
-(:func:`wm_video.utils.atomic.write_folder`).
+(:func:`wm_video.utils.atomic.write_folder`), a README.md someone wrote included.
+``from_pretrained`` also takes a hub repo id (``owner/name``); :meth:`WorldModel.push_to_hub` uploads the folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +34,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from wm_video.model_card import EvalReport, folder_eval_summary, load_eval_summary, may_write_card, world_model_card
+from wm_video.models.card import CARD, DEFAULT_LICENSE, is_generated_card
 from wm_video.models.decoder import DiffusionDecoder
 from wm_video.models.dynamics import DynamicsModel
 from wm_video.models.export import QUALITY, read_json_object, read_quality
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames, weights_fingerprint
 from wm_video.utils.atomic import write_folder
+from wm_video.utils.hub import resolve_folder, upload_folder
 
 INDEX = "world_model.json"
 FORMAT_VERSION = 1
@@ -52,6 +59,11 @@ class WorldModelInfo:
         action_space: the data's action space (``wm_video.data.schema.ActionSpace`` as a dict).
         stats: normalisation statistics of the training data (``dataset.json``'s ``stats``).
         source: where the parts and data came from (free-form provenance).
+        license: the license's hub id, in the model card (default apache-2.0).
+        datasets: hub dataset ids the model was trained on, in the model card (those in ``source`` paths that
+            point into a hub cache are found without it).
+        evaluation: what the model card shows of the model's last ``wm-video eval`` report
+            (:func:`wm_video.model_card.eval_summary`); empty: not evaluated.
     """
 
     resolution: int
@@ -59,6 +71,9 @@ class WorldModelInfo:
     action_space: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
     stats: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    license: str = DEFAULT_LICENSE
+    datasets: list[str] = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,24 +229,62 @@ class WorldModel(nn.Module):
         prev = prev_frame if prev_frame.is_floating_point() else to_model_frames(prev_frame)
         return keep_still_patches(frames, tokens, prev.to(frames.device), prev_tokens.to(tokens.device))
 
-    def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the folder (parts + index) under a temporary name, then move it into place; returns ``path``.
+    def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False, *, license: str | None = None,
+                        datasets: list[str] | None = None, eval_report: EvalReport | None = None,
+                        repo_id: str | None = None) -> Path:
+        """Write the folder (parts + index + model cards) under a temporary name, then move it into place; returns
+        ``path``. ``path`` may be absent, empty or a previous world-model folder (replaced); a folder holding
+        anything else is refused (:class:`~wm_video.utils.atomic.OutputRefused`) unless ``overwrite``, and even then
+        only the :data:`FOLDER_ENTRIES` in it are replaced, the rest kept, a README.md this project did not write
+        included (:func:`~wm_video.model_card.may_write_card`).
 
-        ``path`` may be absent, empty or a previous world-model folder (replaced); a folder holding anything else
-        is refused (:class:`~wm_video.utils.atomic.OutputRefused`) unless ``overwrite``, and even then only the
-        :data:`FOLDER_ENTRIES` in it are replaced, the rest kept."""
-        return write_folder(path, self._write_folder, previous=is_world_model_folder, marker=INDEX,
-                            owned=FOLDER_ENTRIES, what="world-model export", overwrite=overwrite)
+        Args:
+            license, datasets: the card's (and the index's) license and hub dataset ids (default: :attr:`info`'s).
+            eval_report: a ``wm-video eval`` report (its dict, ``report.json`` or folder) whose PSNR table the card
+                shows and the index records (default: :attr:`info`'s ``evaluation``).
+            repo_id: the hub repo the folder is for: the card names it and loads it by it.
+        """
+        info = dataclasses.replace(
+            self.info, license=license or self.info.license,
+            datasets=list(self.info.datasets if datasets is None else datasets),
+            evaluation=self.info.evaluation if eval_report is None else load_eval_summary(eval_report))
+        card = may_write_card(Path(path))
+        return write_folder(path, lambda tmp: self._write_folder(tmp, info, (repo_id or "") if card else None),
+                            previous=is_world_model_folder, marker=INDEX, what="world-model export",
+                            owned=(*FOLDER_ENTRIES, CARD) if card else FOLDER_ENTRIES, overwrite=overwrite)
 
-    def _write_folder(self, tmp: Path) -> None:
-        self.tokenizer.save_pretrained(tmp / "tokenizer")
-        self.dynamics.save_pretrained(tmp / "dynamics")
-        if self.decoder is not None:
-            self.decoder.save_pretrained(tmp / "decoder")
+    def _write_folder(self, tmp: Path, info: WorldModelInfo, repo_id: str | None) -> None:
+        """Parts, quality records, card (``repo_id`` None: none; "": not for a hub repo) and, last, the index."""
+        index = self.index(info)
+        parts = {name: part for name, part in (("tokenizer", self.tokenizer), ("dynamics", self.dynamics),
+                                               ("decoder", self.decoder)) if part is not None}
+        card = world_model_card(index, parts, info.license, info.datasets, repo_id=repo_id or None)
+        part_card = {"license": info.license, "tags": card.data.tags, "datasets": card.data.datasets,
+                     "world_model": True}
+        for name, part in parts.items():
+            part.save_pretrained(tmp / name, model_card_kwargs=part_card)
         for part, record in self.quality.items():
             if (tmp / part).is_dir():
                 (tmp / part / QUALITY).write_text(json.dumps(record, indent=2) + "\n")
-        (tmp / INDEX).write_text(json.dumps(self.index(), indent=2) + "\n")
+        if repo_id is not None:
+            (tmp / CARD).write_text(str(card))
+        (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload world model with wm-video",
+                    private: bool | None = None, token: str | bool | None = None, revision: str | None = None,
+                    create_pr: bool = False, license: str | None = None, datasets: list[str] | None = None,
+                    eval_report: EvalReport | None = None) -> str:
+        """:meth:`save_pretrained` into a temporary folder, uploaded to the hub model repo ``repo_id`` in one commit
+        (the repo is created if absent); returns the commit's URL. Part folders are replaced whole (a part this
+        model lacks is deleted); the repo's other files stay, a README.md this project did not write included.
+        ``private``, ``token``, ``revision``, ``create_pr``: as ``huggingface_hub.HfApi``; the rest as
+        :meth:`save_pretrained`. ``WorldModel.from_pretrained(repo_id)`` loads it back."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "world_model", license=license, datasets=datasets,
+                                          eval_report=eval_report, repo_id=repo_id)
+            return upload_folder(folder, repo_id, replaced=("tokenizer", "dynamics", "decoder"), card=CARD,
+                                 card_is_ours=is_generated_card, commit_message=commit_message, private=private,
+                                 token=token, revision=revision, create_pr=create_pr)
 
     def fingerprints(self) -> dict[str, str]:
         """A hash of every weight of each part, by part name: the index records them, and loading checks them, so
@@ -239,26 +292,37 @@ class WorldModel(nn.Module):
         parts = {"tokenizer": self.tokenizer, "dynamics": self.dynamics, "decoder": self.decoder}
         return {name: weights_fingerprint(part) for name, part in parts.items() if part is not None}
 
-    def index(self) -> dict[str, Any]:
+    def index(self, info: WorldModelInfo | None = None) -> dict[str, Any]:
+        """The ``world_model.json`` object of this model, with ``info`` (default :attr:`info`)."""
         import diffusers
 
         import wm_video
 
+        info = info or self.info
         parts = {"tokenizer": "tokenizer", "dynamics": "dynamics"}
         if self.decoder is not None:
             parts["decoder"] = "decoder"
-        return {"format_version": FORMAT_VERSION, "resolution": self.info.resolution, "fps": self.info.fps,
-                "action_space": self.info.action_space, "stats": self.info.stats, "source": self.info.source,
+        return {"format_version": FORMAT_VERSION, "resolution": info.resolution, "fps": info.fps,
+                "action_space": info.action_space, "stats": info.stats, "source": info.source,
+                "license": info.license, "datasets": info.datasets, "evaluation": info.evaluation,
                 "context_frames": self.context_frames, "tokens_per_frame": self.dynamics.config.tokens_per_frame,
                 "vocab_size": self.tokenizer.vocab_size, "fingerprints": self.fingerprints(),
                 "parts": parts, "versions": {"wm_video": wm_video.__version__, "torch": torch.__version__,
                                              "diffusers": diffusers.__version__}}
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, map_location: str = "cpu") -> WorldModel:
-        """Assemble a world model from a folder written by :meth:`save_pretrained` (or ``wm-video export``)."""
+    def from_pretrained(cls, path: str | os.PathLike, map_location: str = "cpu", *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+                        token: str | bool | None = None) -> WorldModel:
+        """Assemble a world model from a folder written by :meth:`save_pretrained` (or ``wm-video export``), or a hub
+        model repo id (``owner/name``) when ``path`` is no folder (``revision``, ``cache_dir``, ``local_files_only``,
+        ``token``: :func:`wm_video.utils.hub.resolve_folder`). A folder's ``eval/report.json`` newer than its index
+        (``wm-video eval --out FOLDER/eval``) becomes :attr:`info`'s ``evaluation``, for the next card."""
+        path = resolve_folder(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                              token=token)
         index, parts, info = read_index(path)
         index_file = Path(path) / INDEX
+        info.evaluation = folder_eval_summary(Path(path), index_file) or info.evaluation
         tok = VQTokenizer.from_pretrained(parts["tokenizer"], map_location=map_location)
         dyn = DynamicsModel.from_pretrained(parts["dynamics"], map_location=map_location)
         dec = None
@@ -279,8 +343,9 @@ class WorldModel(nn.Module):
 
 def read_index(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Path], WorldModelInfo]:
     """A world-model folder's checked index (no weights read): the ``world_model.json`` object, its parts' folders
-    (confined to ``path``: :func:`part_folders`) and the :class:`WorldModelInfo` it records."""
-    path = Path(path)
+    (confined to ``path``: :func:`part_folders`) and the :class:`WorldModelInfo` it records. A hub repo id for
+    ``path`` reads its snapshot (:func:`~wm_video.utils.hub.resolve_folder`: downloaded whole, weights included)."""
+    path = resolve_folder(path)
     index_file = path / INDEX
     if not index_file.exists():
         hint = ""
@@ -296,8 +361,13 @@ def read_index(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Path]
         raise ValueError(f"{index_file}: field 'resolution' must be a positive integer, got {resolution!r}")
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
         raise ValueError(f"{index_file}: field 'fps' must be a positive number, got {fps!r}")
+    card = {"license": DEFAULT_LICENSE, "datasets": [], "evaluation": {}}  # absent from folders made before cards
+    for name, default in card.items():
+        card[name] = index.get(name, default)
+        if not isinstance(card[name], type(default)):
+            raise ValueError(f"{index_file}: field '{name}' must be a {type(default).__name__}, got {card[name]!r}")
     info = WorldModelInfo(resolution=resolution, fps=fps, action_space=index.get("action_space", {"kind": "none"}),
-                          stats=index.get("stats", {}), source=index.get("source", {}))
+                          stats=index.get("stats", {}), source=index.get("source", {}), **card)
     return index, part_folders(path, index.get("parts", {})), info
 
 

@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from diffusers import EDMEulerScheduler
 from einops import rearrange
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
+from wm_video.models.card import part_card
 from wm_video.models.checks import ids_out_of_range
 from wm_video.models.decoder.config import DecoderConfig
 from wm_video.models.decoder.network import Denoiser
@@ -189,6 +190,11 @@ class DiffusionDecoder(nn.Module, PyTorchModelHubMixin):
             prev = run(tokens[:, i], prev)
             out.append(prev)
         return torch.stack(out, dim=1)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The ``README.md`` that ``save_pretrained`` writes (``model_card_kwargs`` come here): what this part is and
+        how to load it (:func:`wm_video.models.card.part_card`), not the mixin's placeholder text."""
+        return part_card(self, "decoder", **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> DiffusionDecoder:

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
+from wm_video.models.card import part_card
 from wm_video.models.checks import ids_out_of_range
 from wm_video.models.dynamics.actions import ActionEncoder
 from wm_video.models.dynamics.config import DynamicsConfig, mask_schedule
@@ -239,6 +240,11 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         return {"token_acc": (logits.argmax(-1) == target).float().mean(),
                 "token_ce": F.cross_entropy(logits.flatten(0, -2), target.flatten()),
                 "copy_acc": (tokens[:, :-1] == target).float().mean()}
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The ``README.md`` that ``save_pretrained`` writes (``model_card_kwargs`` come here): what this part is and
+        how to load it (:func:`wm_video.models.card.part_card`), not the mixin's placeholder text."""
+        return part_card(self, "dynamics", **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> DynamicsModel:

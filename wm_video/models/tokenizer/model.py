@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from diffusers.models.autoencoders.vae import Decoder, Encoder
 from einops import rearrange
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
+from wm_video.models.card import part_card
 from wm_video.models.checks import check_values, ids_out_of_range
 from wm_video.models.export import check_export
 from wm_video.models.tokenizer.config import TokenizerConfig
@@ -204,6 +205,11 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
         logs = {"gan_g": g.detach(), "gan_d": d.detach(), "gan_weight": weight,
                 "logits_real": logits_real.detach().mean(), "logits_fake": logits_fake.detach().mean()}
         return weight * g + d, logs
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The ``README.md`` that ``save_pretrained`` writes (``model_card_kwargs`` come here): what this part is and
+        how to load it (:func:`wm_video.models.card.part_card`), not the mixin's placeholder text."""
+        return part_card(self, "tokenizer", **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> VQTokenizer:
