@@ -50,6 +50,7 @@ from wm_video.training.decoder_module import train_decoder
 from wm_video.training.dynamics_module import train_dynamics
 from wm_video.training.tokenizer_module import train_tokenizer
 from wm_video.utils.atomic import atomic_write_json
+from wm_video.utils.machine import machine_record
 from wm_video.world_model import WorldModel
 
 # the evaluation's rows in the demo: the fidelity suite adds the null action (a quarter of the evaluation's time)
@@ -180,13 +181,13 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         write_report(report, out / "eval")
 
     stages.run("eval", False, evaluate)
-    verdict = verdicts(report)
+    verdict, machine = verdicts(report), machine_record()
     summary = {"config": dataclasses.asdict(cfg), "stage_seconds": stages.seconds, "skipped": stages.skipped,
                "total_seconds": stages.total, "peak_memory": peak_memory_gib(), "verdicts": verdict,
                "outputs": {"video": str(video), "gif": str(video.with_suffix(".gif")),
                            "report": str(out / "eval" / "report.md"), "world_model": str(wm_dir),
                            "contact_sheet": str(out / "data.png")},
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+               "date": machine["date"], "machine": machine}
     atomic_write_json(out / "demo_summary.json", summary)
     print("\n" + markdown(report, horizons=[h for h in (1, 2, 4, 8, 16) if h in report["horizons"]]))
     print(format_verdicts(verdict))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 
@@ -60,6 +59,8 @@ def collect_rate(env_id: str, size: int, steps: int, max_episode_steps: int, sto
 
 
 def main() -> None:
+    from wm_video.utils.machine import machine_record, machine_summary
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=DEFAULT_ENVS)
     parser.add_argument("--size", type=int, default=64)
@@ -83,8 +84,8 @@ def main() -> None:
                "ratio": round(float(np.mean(coll) / np.mean(bare)), 3)}
         rows.append(row)
         print(row, flush=True)
-    print(f"\n{platform.machine()}, {args.size}x{args.size}, {args.steps} steps x {args.rounds} rounds, "
-          f"storage {args.storage}, one process")
+    print(f"\n{machine_summary(machine_record(threads=False, git=False))}, {args.size}x{args.size}, "
+          f"{args.steps} steps x {args.rounds} rounds, storage {args.storage}, one process")
     print("| env | bare env (steps/s) | collection (steps/s) | collection / bare |\n| --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['env']} | {r['bare_steps_per_s']} | {r['collect_steps_per_s']} | {r['ratio']:.0%} |")

@@ -12,8 +12,6 @@ when ``--bf16`` is given.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import time
 from functools import partial
 
@@ -23,6 +21,7 @@ from wm_video.models.decoder import DiffusionDecoder
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.training.presets import decoder_small, tokenizer_small
 from wm_video.utils import emit_json
+from wm_video.utils.machine import machine_record
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
@@ -65,9 +64,8 @@ def bench(resolutions: list[int], batches: list[int], steps: list[int], device: 
                     print(rows[-1], flush=True)
     return {"rows": rows, "decoder_params_m": sum(p.numel() for p in dec.parameters()) / 1e6,
             "unet_params_m": sum(p.numel() for p in dec.network.unet.parameters()) / 1e6,
-            "protocol": {"script": "eval/benchmarks/bench_decoder.py", "device": device, "bf16": bf16,
-                         "repeats": repeats, "threads": torch.get_num_threads(), "machine": platform.machine(),
-                         "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+            "protocol": {"script": "eval/benchmarks/bench_decoder.py", "bf16": bf16, "repeats": repeats,
+                         **machine_record(device=device),
                          "model": "small decoder preset on the small tokenizer, sampler euler"}}
 
 

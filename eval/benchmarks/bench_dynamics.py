@@ -29,17 +29,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from datetime import datetime, timezone
 
 import torch
 
 from wm_video.utils import emit_json
+from wm_video.utils.machine import machine_record, machine_summary
 
 
 def _sync(device: str) -> None:
@@ -203,15 +202,6 @@ def measure_frame_cost(args: argparse.Namespace, model) -> list[dict]:
     return rows
 
 
-def machine() -> dict:
-    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
-            "torch": torch.__version__, "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
-            "threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["small"], help="dynamics presets for the training rows")
@@ -240,7 +230,7 @@ def main() -> None:
         return
     from wm_video.training.throughput import measured_matmul_flops
 
-    result: dict = {"machine": machine(), "args": vars(args)}
+    result: dict = {"machine": machine_record(device=args.device), "args": vars(args)}
     if not args.skip_train:
         dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
         size = args.matmul_size or (8192 if args.device.startswith("cuda") else 2048)
@@ -253,8 +243,7 @@ def main() -> None:
         with torch.no_grad():
             result["rollout"] = measure_rollout(args, model)
             result["frame_cost"] = measure_frame_cost(args, model)
-    print(f"\n{args.device} {args.dtype}, {platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"\n{args.device} {args.dtype}, {machine_summary(result['machine'])}")
     if "train" in result:
         print(f"dense matmul peak: {result['matmul_tflops']} TFLOP/s\n")
         print("| preset | params (M) | batch x frames x tokens | tokens/s | TFLOP/s | MFU | peak memory (MB) |")

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
 import torch
+
+from wm_video.utils.machine import machine_record
 
 
 def build(encoder: str):
@@ -80,8 +81,7 @@ def main() -> None:
         "encode_frames_per_s": {name: round(encode_fps(m, frames), 1) for name, m in models.items()},
         "encoder_params": {name: sum(p.numel() for p in m.encoder.parameters()) for name, m in models.items()},
         "protocol": {"preset": "tiny", "batch": "8 clips x 2 frames, 64x64", "rounds": args.rounds,
-                     "steps": args.steps, "threads": torch.get_num_threads(), "machine": platform.machine(),
-                     "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")},
+                     "steps": args.steps, **machine_record()},
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import numpy as np
@@ -92,6 +90,8 @@ def bench(model: object, batch: int, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    from wm_video.utils.machine import machine_record
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 64])
@@ -118,11 +118,9 @@ def main() -> None:
                    **bench(model, b, args)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {"protocol": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(),
-                          "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    machine = machine_record(device=args.device)
+    result = {"protocol": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows, "machine": machine,
+              "date": machine["date"]}
     print("\n| preset | batch | dynamics ms/step | decoder ms/step | dynamics share | frames/s | p50 ms | p99 ms |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -80,6 +78,7 @@ def time_vector(vec, steps: int, seed: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     from wm_video.envs.world_model_gym import WorldModelVectorEnv
+    from wm_video.utils.machine import machine_record
     from wm_video.world_model import RenderSettings, WorldModel
     from wm_video.world_model_env import WorldModelEnv
 
@@ -126,11 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                    "repeats": speeds}
             row["vector_over_bare"] = round(row["vector_steps_per_s"] / row["bare_steps_per_s"], 3)
             rows.append(row)
-    result = {"protocol": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(),
-                          "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    machine = machine_record(device=args.device)
+    result = {"protocol": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows, "machine": machine,
+              "date": machine["date"]}
     print("\n| batch | bare WorldModelEnv, steps/s | WorldModelVectorEnv, steps/s | vector / bare |")
     print("| --- | --- | --- | --- |")
     for r in rows:

@@ -41,6 +41,7 @@ from wm_video.models.dynamics import DynamicsModel
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.training.dynamics_module import DynamicsModule, DynamicsTrainConfig
 from wm_video.utils import emit_json
+from wm_video.utils.machine import machine_record
 from wm_video.world_model import RenderSettings, WorldModel, WorldModelInfo
 from wm_video.world_model_env import WorldModelEnv
 
@@ -156,8 +157,8 @@ def main() -> None:
     print(f"{'row':<28} {'checks on ms':>13} {'checks off ms':>14} {'on / off':>9}")
     for r in rows:
         print(f"{r['row']:<28} {r['checks_on_ms']:>13.2f} {r['checks_off_ms']:>14.2f} {r['on_over_off']:>9.3f}")
-    emit_json({"rows": rows, "device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "steps": args.steps, "repeats": args.repeats, "maskgit_steps": args.maskgit_steps}, args.out)
+    emit_json({"rows": rows, **machine_record(device=args.device), "steps": args.steps, "repeats": args.repeats,
+               "maskgit_steps": args.maskgit_steps}, args.out)
 
 
 if __name__ == "__main__":

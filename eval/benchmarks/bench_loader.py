@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -82,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     from wm_video.envs.collect import CollectConfig, collect
     from wm_video.utils.atomic import atomic_write_bytes
+    from wm_video.utils.machine import machine_record, machine_summary
 
     out = Path(args.out)
     src = out / "src_256_raw"
@@ -99,7 +98,7 @@ def main() -> None:
                          "loader_fps": round(loader_rate(root, args.workers))})
             print(rows[-1], flush=True)
     frames = json.loads((src / "dataset.json").read_text())["stats"]["frames"]
-    print(f"\n{frames} frames, {platform.processor() or platform.machine()}, python {sys.version.split()[0]}")
+    print(f"\n{frames} frames, {machine_summary(machine_record(threads=False, git=False))}")
     print("| size | storage | shards MB | decode only (frames/s, 1 proc) | loader (frames/s, "
           f"{args.workers} workers) |\n| --- | --- | --- | --- | --- |")
     for r in rows:

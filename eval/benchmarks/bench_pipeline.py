@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import sys
 import time
@@ -92,6 +91,7 @@ def main() -> None:
     from wm_video.data.pipeline import STAGES, PipelineConfig, VideoSource
     from wm_video.data.pipeline.runner import Pipeline
     from wm_video.utils import emit_json
+    from wm_video.utils.machine import machine_record
 
     src = Path(args.out) / f"videos_{args.width}x{args.height}_{args.seconds:g}s"
     src.mkdir(parents=True, exist_ok=True)
@@ -132,8 +132,7 @@ def main() -> None:
         print(rows[-1], file=sys.stderr, flush=True)
     result = {
         "benchmark": "bench_pipeline",
-        "machine": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": sys.version.split()[0],
-                    "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
+        "machine": {**machine_record(threads=False), "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
         "inputs": {"videos": args.videos, "seconds_each": args.seconds, "resolution": [args.height, args.width],
                    "fps": FPS, "codec": "h264 yuv420p crf 23", "frames": frames, "video_seconds": video_s},
         "pipeline_settings": {"fps": 15, "clip_len": 16, "stride": 16, "storage": "raw", "min_motion": 0.5,

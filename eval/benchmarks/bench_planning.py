@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import time
 
 import torch
@@ -67,6 +65,7 @@ def time_decisions(planner: object, context: torch.Tensor, decisions: int, devic
 def main(argv: list[str] | None = None) -> int:
     from wm_video.data.schema import ActionSpace
     from wm_video.planning import CEMConfig, CEMPlanner, MCTSConfig, MCTSPlanner
+    from wm_video.utils.machine import machine_record
     from wm_video.world_model_env import WorldModelEnv
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -103,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print(rows[-1], flush=True)
     params = sum(x.numel() for x in cont.dynamics.parameters())
     result = {"preset": args.preset, "dynamics_parameters": params, "maskgit_steps": args.maskgit_steps,
-              "device": args.device, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-              "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+              **machine_record(device=args.device), "rows": rows}
     print("\n| setting | decisions/s | imagined frames per decision | imagined frames/s |")
     print("| --- | ---: | ---: | ---: |")
     for r in rows:

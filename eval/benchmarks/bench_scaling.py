@@ -17,10 +17,8 @@ the signal to the process stopping, and the resumed run's start-up time to its f
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -142,11 +140,12 @@ def main() -> None:
     args = p.parse_args()
     from conftest import write_dataset
 
+    from wm_video.utils.machine import machine_record
+
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_scaling_"))
     write_dataset(out / "ds64", shards=4, clips_per_shard=16, size=64)
     write_dataset(out / "ds32", shards=4, clips_per_shard=16, size=32)
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "torch": __import__("torch").__version__,
-              "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv)}
+    result = machine_record(threads=False, argv=sys.argv)  # the timed work runs in worker processes
     result |= scaling(out / "ds64", out, args.steps, args.warmup, args.batch)
     result |= preemption(out / "ds32", out, args.steps)
     print(json.dumps(result, indent=1))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -87,6 +86,8 @@ def _status_mb(field: str) -> float:
 
 
 def main() -> None:
+    from wm_video.utils.machine import machine_record, machine_summary
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--device", default="cpu")
@@ -108,8 +109,8 @@ def main() -> None:
     mem = json.loads(subprocess.run([sys.executable, __file__, "--memory-child", "--preset", args.preset,
                                      "--device", args.device, "--train-batch", str(args.train_batch)],
                                     capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-    print(f"\n{args.preset} preset, {args.device}{' bf16' if args.bf16 else ' fp32'}, {platform.machine()}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"\n{args.preset} preset, {args.device}{' bf16' if args.bf16 else ' fp32'}, "
+          f"{machine_summary(machine_record(device=args.device, git=False))}")
     print("| resolution | batch | encode (frames/s) | decode (frames/s) |\n| --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['resolution']} | {r['batch']} | {r['encode_fps']} | {r['decode_fps']} |")

@@ -18,8 +18,6 @@ within this project).
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import time
 
 import torch
@@ -32,6 +30,7 @@ from wm_video.models.decoder import DiffusionDecoder
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.utils import emit_json, progress
+from wm_video.utils.machine import machine_record
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -138,8 +137,7 @@ def evaluate(decoder: str, tokenizer: str, data: str, steps: list[int], sampler:
                      "seed": seed, "prev_frame": bool(prev_frame and dec.config.prev_frame),
                      "ssim": "torchmetrics gaussian 11x11, data_range 2", "psnr": "per frame, peak-to-peak 2",
                      "hf_ratio": "sum of squared 3x3 Laplacian, output over truth",
-                     "machine": platform.machine(), "threads": torch.get_num_threads(),
-                     "date": datetime.date.today().isoformat()},
+                     **machine_record()},
     }
 
 

@@ -21,8 +21,6 @@ shot from its clean past and the true action (``mask_ratio=1``, argmax):
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import time
 
 import torch
@@ -33,6 +31,7 @@ from wm_video.data.split import VAL_FRACTION_HELP
 from wm_video.evaluation.dynamics_scores import PROTOCOL, DynamicsScores, score_dynamics
 from wm_video.models.dynamics import DynamicsModel
 from wm_video.utils import emit_json
+from wm_video.utils.machine import machine_record
 
 
 def head_metrics(s: DynamicsScores) -> dict:
@@ -67,7 +66,7 @@ def evaluate(dynamics: str, data: str, val_fraction: float | None = None, batch_
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["protocol"] = {"script": "eval/dynamics/eval_dynamics.py", "val_fraction": val_fraction,
                           "prediction": PROTOCOL, "shuffled_actions": "the previous held-out clip's",
-                          "machine": platform.machine(), "date": datetime.date.today().isoformat()}
+                          **machine_record()}
     return result
 
 

@@ -26,9 +26,7 @@ Writes ``OUT/<env>/`` (data, runs, world model, eval report) and ``OUT/results.j
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -39,6 +37,7 @@ from typing import Any
 from wm_video.evaluation.verdicts import Targets, format_verdicts, verdicts
 from wm_video.recipes import DEFAULT_ENVS, Recipe, recipe_for
 from wm_video.utils.atomic import atomic_write_bytes, atomic_write_json
+from wm_video.utils.machine import machine_record, machine_summary
 
 HORIZON, CONTEXT = 8, 4
 
@@ -179,8 +178,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for env in args.envs:
         check_env_renders(env)
     results: dict[str, Any] = {}
-    md = ["# Fidelity suite", "", f"{datetime.date.today().isoformat()}, {platform.machine()}, "
-          f"command: python eval/fidelity/run.py {' '.join(argv if argv is not None else sys.argv[1:])}", ""]
+    # no threads: the stages run as `wm-video` processes, so this process's torch threads say nothing about them
+    machine = machine_record(threads=False, argv=["eval/fidelity/run.py", *(sys.argv[1:] if argv is None else argv)])
+    md = ["# Fidelity suite", "", f"{machine['date']}, {machine_summary(machine)}, command: {machine['command']}", ""]
     for env in args.envs:
         r = recipe_for(env, args.smoke)
         timings = run_env(r, out / slug(env), args.decoder)
@@ -189,8 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results[env] = {"recipe": r.__dict__, "verdicts": v, "stage_seconds": timings,
                         "results": report["results"], "notes": report.get("notes", {})}
         md.append(env_table(env, report, v, timings))
-    summary = {"date": datetime.date.today().isoformat(), "machine": platform.machine(), "smoke": args.smoke,
-               "targets": Targets().__dict__, "envs": results}
+    summary = {**machine, "smoke": args.smoke, "targets": Targets().__dict__, "envs": results}
     atomic_write_json(out / "results.json", summary)
     atomic_write_bytes(out / "results.md", ("\n".join(md) + "\n").encode())
     print("\n".join(md))

@@ -44,11 +44,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -454,7 +452,7 @@ def mean(xs: list[float]) -> float:
 
 
 def report(plan: Plan, p: dict[str, Path], out: Path, timings: dict[str, float]) -> dict[str, Any]:
-    import torch
+    from wm_video.utils.machine import machine_record  # imports torch: kept out of the orchestrator's start-up
 
     finetune_eval = json.loads((p["finetuned"] / "finetune_eval.json").read_text())
     # before fine-tuning, every robot action is the null action: this is the pretrained model as it was
@@ -503,8 +501,7 @@ def report(plan: Plan, p: dict[str, Path], out: Path, timings: dict[str, float])
                                          "rollout_token_acc_mean_shuffled": tok(models[name], "shuffled_actions")}
                                         if name in ROBOT_RUNS else {})} for name in models},
         "protocol": {"script": "eval/finetune/pretraining_pays.py", "plan": dataclasses.asdict(plan),
-                     "stage_seconds": timings, "machine": platform.machine(), "cpus": os.cpu_count(),
-                     "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+                     "stage_seconds": timings, **machine_record(threads=False),  # the stages ran as processes
                      "heldout": "the last robot shards (whole episodes); the tokenizer never saw them",
                      "one_shot": "eval/dynamics/eval_dynamics.py (the pretrained model: finetune_eval.json's "
                                  "'before'): every frame from its clean past, argmax",

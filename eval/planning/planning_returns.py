@@ -43,21 +43,18 @@ steps the pole stayed up, at most the cap; a Ms. Pac-Man return counts the dots 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from wm_video.demo import DemoConfig, run_demo
 from wm_video.planning import ImagineTrainConfig, PlanConfig, run_planner, train_actor
 from wm_video.planning.report import markdown as report_markdown
 from wm_video.utils.atomic import atomic_write_bytes, atomic_write_json
+from wm_video.utils.machine import machine_record, machine_summary
 
 CART_ENV, PACMAN_ENV = "InvertedPendulum-v5", "ALE/MsPacman-v5"
 BOXING_ENV, REACHER_ENV = "ALE/Boxing-v5", "Reacher-v5"
@@ -179,9 +176,8 @@ def summarize(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
                          "random_minutes": round(base.get("wall_seconds", 0.0) / 60, 1),
                          "mean_length": sum(r["lengths"]) / len(r["lengths"]),
                          "random_mean_length": (sum(base["lengths"]) / len(base["lengths"])) if base else None})
-    return {"rows": rows, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads()}}
+    machine = machine_record()
+    return {"rows": rows, "date": machine["date"], "machine": machine}
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -195,7 +191,7 @@ def markdown(summary: dict[str, Any]) -> str:
                      f"{'-' if margin is None else f'{margin:+.1f}'} | {r['mean_length']:.0f} "
                      f"({r['random_mean_length']:.0f}) | {r['decisions_per_s']:.2f} | "
                      f"{r['imagined_frames_per_s']:.0f} | {r['agent_minutes']:.1f} |")
-    return "\n".join(lines) + f"\n\n{summary['date']}, {summary['machine']}\n"
+    return "\n".join(lines) + f"\n\n{summary['date']}, {machine_summary(summary['machine'])}\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,9 +19,7 @@ has to predict).
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import platform
 import time
 
 import torch
@@ -32,6 +30,7 @@ from wm_video.data.split import VAL_FRACTION_HELP
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.utils import emit_json
+from wm_video.utils.machine import machine_record
 
 
 @torch.no_grad()
@@ -76,7 +75,7 @@ def evaluate(tokenizer: str, data: str, val_fraction: float | None = None, batch
         "seconds": round(time.perf_counter() - t0, 1),
         "protocol": {"script": "eval/tokenizer/eval_tokenizer.py", "val_fraction": val_fraction,
                      "ssim": "torchmetrics gaussian 11x11, data_range 2", "psnr": "per frame, peak-to-peak 2",
-                     "machine": platform.machine(), "date": datetime.date.today().isoformat()},
+                     **machine_record()},
     }
 
 

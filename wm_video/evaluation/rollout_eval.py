@@ -26,8 +26,6 @@ it.
 
 from __future__ import annotations
 
-import datetime
-import platform
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -37,6 +35,7 @@ from wm_video.data.loader import heldout_loader
 from wm_video.metrics.moving import MovingScores
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.utils import progress
+from wm_video.utils.machine import machine_record
 from wm_video.world_model import RenderSettings, WorldModel, keep_still_patches
 from wm_video.world_model_env import WorldModelEnv
 
@@ -189,8 +188,7 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
                          "decoder": "diffusion" if model.decoder is not None else "vq",
                          "keep_still_patches": model.keeps_still_patches,
                          "termination_threshold": 0.5, "ssim": "torchmetrics gaussian 11x11, data_range 2",
-                         "machine": platform.machine(), "torch": torch.__version__,
-                         "date": datetime.date.today().isoformat()}}
+                         **machine_record(device=str(model.device))}}
 
 
 def _score_batch(model: WorldModel, cfg: EvalConfig, scores: dict[str, HorizonScores], frames: torch.Tensor,

@@ -4,14 +4,11 @@ the random policy on the same episode seeds, speed and the compute used; as JSON
 from __future__ import annotations
 
 import math
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from wm_video.utils.atomic import atomic_write_bytes, atomic_write_json
+from wm_video.utils.machine import machine_record
 
 
 def add_margins(results: dict[str, dict[str, Any]]) -> None:
@@ -28,11 +25,9 @@ def add_margins(results: dict[str, dict[str, Any]]) -> None:
 
 
 def compute_record(device: str, wall_s: float) -> dict[str, Any]:
-    """Where a run ran and how long it took (``wall_s``, seconds)."""
-    gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
-    return {"device": device, "gpu": gpu, "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "wall_seconds": wall_s}
+    """Where a run ran (:func:`~wm_video.utils.machine.machine_record` on ``device``) and how long it took
+    (``wall_seconds``)."""
+    return {**machine_record(device=device), "wall_seconds": wall_s}
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
@@ -64,7 +59,7 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{r['imagined_frames_per_s']:.1f} |")
         lines.append("")
     c = report["compute"]
-    lines += [f"Compute: {c['wall_seconds']:.1f} s wall on {c['gpu'] or c['device']} ({c['cpu_count']} CPUs, "
-              f"{c['torch_threads']} torch threads).", "", "Settings:", "", "```",
+    lines += [f"Compute: {c['wall_seconds']:.1f} s wall on {c['gpu'] or c['device']} ({c['cpus']} CPUs, "
+              f"{c['threads']} torch threads).", "", "Settings:", "", "```",
               *(f"{k}: {v}" for k, v in report["settings"].items()), "```", ""]
     return "\n".join(lines)
