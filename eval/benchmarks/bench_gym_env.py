@@ -33,6 +33,7 @@ import torch
 
 def build_tiny(num_actions: int, out: Path) -> Path:
     """The tiny random world model, saved to ``out``."""
+    import wm_video.registry  # noqa: F401  (the model presets)
     from wm_video.config import load_config
     from wm_video.models.decoder.model import DiffusionDecoder
     from wm_video.models.dynamics.model import DynamicsModel

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ import wm_video.registry  # noqa: F401  (the play config kind)
 from wm_video.config import load_config
 from wm_video.play.server import running
 from wm_video.play.session import PlaySession
+from wm_video.utils.machine import machine_record
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -95,11 +94,7 @@ def main() -> None:
         print(f"{preset:8s} maskgit {r['maskgit_steps']}: key->frame p50 {r['latency_ms_p50']:.0f} ms, "
               f"p99 {r['latency_ms_p99']:.0f} ms; {r['fps_shown']:.1f} fps shown of {r['target_fps']:g}; "
               f"world model {r['model_ms_p50']:.0f} ms/frame", flush=True)
-    import torch
-
-    result = {"model": args.model, "machine": {"host": platform.node(), "cpus": os.cpu_count(),
-                                               "torch_threads": torch.get_num_threads()},
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+    result = {"model": args.model, "machine": machine_record(), "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_play.json").write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out / 'bench_play.json'}")
