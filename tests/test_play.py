@@ -134,6 +134,20 @@ def test_bad_input_gets_clear_errors(world, tmp_path):
         PlayConfig(split="test").validate()
 
 
+def test_play_verb_refuses_a_busy_port_before_loading(tmp_path):
+    pytest.importorskip("fastapi")
+    from wm_video.commands.play import play
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ValueError, match="already in use"):  # the folder is not even read
+            play(model=str(tmp_path / "nothing"), port=port)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        play(model=str(tmp_path / "nothing"), port=port)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_page_in_a_real_browser(world, tmp_path):
     pytest.importorskip("fastapi")
