@@ -280,3 +280,13 @@ def test_an_index_with_a_bad_card_field_is_refused(tmp_path):
     index_file.write_text(json.dumps({**json.loads(index_file.read_text()), "license": 3}))
     with pytest.raises(ValueError, match="field 'license' must be a str, got 3"):
         WorldModel.from_pretrained(tmp_path / "wm")
+
+
+def test_push_verb_uploads_a_folder_with_its_card(tmp_path, hub, capsys):
+    from wm_video.cli import main
+
+    folder = make_world_model().save_pretrained(tmp_path / "wm")
+    main(["push", "--model", str(folder), "--repo-id", "me/cli-wm", "--license", "mit"])
+    assert "pushed" in capsys.readouterr().out and hub.created == ["me/cli-wm"]
+    meta, _ = front_matter(hub.files("me/cli-wm")["README.md"].decode())
+    assert meta["license"] == "mit" and meta["library_name"] == "wm-video"

@@ -75,6 +75,7 @@ VERBS: dict[str, Any] = {
     "plan": "wm_video.commands.plan:plan",
     "imagine-train": "wm_video.commands.plan:imagine_train",
     "play": "wm_video.commands.play:play",
+    "push": "wm_video.commands.push:push",
 }
 
 GROUP_HELP = {
