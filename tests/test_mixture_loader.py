@@ -205,6 +205,15 @@ def test_mixed_clip_lengths_are_cut_to_the_shortest(tmp_path):
         assert b["frames"].shape[1] == 4 and b["actions"].shape[1] == 4 and b["rewards"].shape[1] == 4
 
 
+def test_token_sources_of_one_tokenizer_mix(tmp_path):
+    write_token_dataset(tmp_path / "a", t=6)
+    write_token_dataset(tmp_path / "b", t=4, seed=1)
+    loader = DomainMixLoader([str(tmp_path / "a"), str(tmp_path / "b")], cfg())
+    batches = take(loader, 8)
+    assert {b["domain"] for b in batches} == {"a", "b"}
+    assert all(b["tokens"].shape == (2, 4, 4, 4) and b["tokens"].dtype == torch.int64 for b in batches)
+
+
 def test_spec_from_yaml_and_config_field(tmp_path, sources):
     dirs, _ = sources
     (tmp_path / "mix.yaml").write_text(f"sources:\n  - {{path: {dirs['disc']}, weight: 2}}\n"

@@ -225,7 +225,8 @@ def _kind(info: DatasetInfo) -> str:
 
 
 def _tokens(info: DatasetInfo, key: str) -> Any:
-    return (info.tokens or {}).get(key)
+    value = (info.tokens or {}).get(key)
+    return os.path.normpath(value) if key == "tokenizer" and isinstance(value, str) else value
 
 
 def draw_domains(weights: Sequence[float], seed: int, start: int, count: int) -> list[int]:
