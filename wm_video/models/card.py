@@ -69,8 +69,11 @@ def part_facts(model: nn.Module, kind: str) -> list[tuple[str, str]]:
                 ("vocabulary", str(c.vocab_size)), ("quantizer", c.quantizer),
                 ("encoder", f"{c.encoder} (downsampling {c.downsample})")]
     if kind == "dynamics":
-        actions = {"discrete": f"discrete, {c.num_actions} actions", "continuous": f"continuous, {c.action_dim} dims",
-                   "none": "none (video only)"}[c.action_type]
+        def space(d: Any) -> str:
+            return {"discrete": f"discrete, {d.num_actions} actions", "continuous": f"continuous, {d.action_dim} dims",
+                    "none": "none (video only)"}[d.action_type]
+
+        actions = "; ".join(f"{d.name}: {space(d)}" for d in c.domains) if c.domains else space(c)
         return [("token grid", f"{c.token_h}x{c.token_w}"), ("vocabulary", str(c.vocab_size)),
                 ("context", f"{c.context_frames} frames"), ("transformer", f"{c.depth} blocks, width {c.width}, "
                                                                           f"{c.heads} heads"),

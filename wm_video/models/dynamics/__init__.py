@@ -1,6 +1,11 @@
 """Action-conditioned spatiotemporal transformer over token frames: next-frame tokens, rewards, terminations."""
 
-from wm_video.models.dynamics.config import DynamicsConfig, training_flops_per_step, training_flops_per_token
+from wm_video.models.dynamics.config import (
+    ActionDomain,
+    DynamicsConfig,
+    training_flops_per_step,
+    training_flops_per_token,
+)
 from wm_video.models.dynamics.model import DynamicsModel, DynamicsOutput
 from wm_video.models.dynamics.sampling import (
     Rollout,
@@ -12,6 +17,7 @@ from wm_video.models.dynamics.sampling import (
 )
 
 __all__ = [
+    "ActionDomain",
     "DynamicsConfig",
     "DynamicsModel",
     "DynamicsOutput",

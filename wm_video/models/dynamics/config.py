@@ -1,13 +1,88 @@
-"""The dynamics model's one typed config and its analytic training FLOPs; presets by name live in
-:mod:`wm_video.training.presets` (kind ``dynamics``)."""
+"""The dynamics model's one typed config (with :class:`ActionDomain`, one action space of a multi-domain model) and
+its analytic training FLOPs; presets by name live in :mod:`wm_video.training.presets` (kind ``dynamics``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+from torch import nn
+
+ACTION_TYPES = ("discrete", "continuous", "none")
+# The name of the one domain of a model without a ``domains`` list (its top-level action fields).
+DEFAULT_DOMAIN = "default"
+_DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a state_dict key part: no dots
+
+
+def check_action_space(spec: Any, where: str) -> None:
+    """The checks shared by :class:`DynamicsConfig` and :class:`ActionDomain` on their action fields
+    (``action_type``, ``num_actions``, ``action_dim``, ``action_mean``, ``action_std``); ValueError naming
+    ``where`` and the field."""
+    def bad(name: str, why: str) -> ValueError:
+        return ValueError(f"{where}: field '{name}' {why}, got {getattr(spec, name)!r}")
+
+    if spec.action_type not in ACTION_TYPES:
+        raise bad("action_type", f"must be one of {list(ACTION_TYPES)}")
+    if spec.action_type == "discrete" and spec.num_actions < 1:
+        raise bad("num_actions", "must be >= 1 for discrete actions")
+    if spec.action_type == "continuous":
+        if spec.action_dim < 1:
+            raise bad("action_dim", "must be >= 1 for continuous actions")
+        for name in ("action_mean", "action_std"):
+            if getattr(spec, name) and len(getattr(spec, name)) != spec.action_dim:
+                raise bad(name, f"needs action_dim={spec.action_dim} entries (or none)")
+        if any(not s > 0 for s in spec.action_std):
+            raise bad("action_std", "must be > 0 in every dimension")
+
+
+def resolve_domain(names: list[str], domain: str | None) -> str:
+    """The domain ``domain`` names among ``names``; None means the only one. ValueError naming the known domains
+    when ``domain`` is unknown, or None while there are several."""
+    if domain is None:
+        if len(names) == 1:
+            return names[0]
+        raise ValueError(f"dynamics: this model has {len(names)} action domains {names}; pass domain=NAME "
+                         "(a batch, a rollout and a call are all of one domain)")
+    if domain not in names:
+        raise ValueError(f"dynamics: unknown action domain {domain!r}; known: {names}")
+    return domain
+
+
+@dataclass
+class ActionDomain:
+    """One action space of a multi-domain dynamics model (:attr:`DynamicsConfig.domains`): a dataset family whose
+    clips share an action space, e.g. Atari with 18 actions, a MuJoCo task's torques, a robot's end-effector
+    velocities, or action-free video. The fields mean what :class:`DynamicsConfig`'s action fields of the same names
+    mean; ``action_mean`` and ``action_std`` are the domain's own dataset statistics.
+
+    Args:
+        name: unique within the model (letters, digits, ``_``, ``-``; it names the encoder's weights,
+            ``actions.encoders.NAME.*``); callers pass it as ``domain=NAME``.
+        action_type: ``discrete``, ``continuous`` or ``none`` (action-free video: only the shared null action).
+        num_actions: discrete actions.
+        action_dim: continuous action dimensions ``a``.
+        action_mean: per-dimension mean of continuous actions (empty: 0).
+        action_std: per-dimension standard deviation (empty: 1).
+    """
+
+    name: str = ""
+    action_type: Literal["discrete", "continuous", "none"] = "none"
+    num_actions: int = 0
+    action_dim: int = 0
+    action_mean: list[float] = field(default_factory=list)
+    action_std: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_action_space(self, f"dynamics: action domain {self.name!r}")
+
+    @classmethod
+    def of(cls, spec: ActionDomain | dict[str, Any]) -> ActionDomain:
+        """``spec`` itself, or the domain its dict (as ``config.json`` holds it) describes."""
+        return spec if isinstance(spec, ActionDomain) else cls(**spec)
 
 
 @dataclass
@@ -77,6 +152,17 @@ class DynamicsConfig:
         termination_loss_weight: weight of the termination BCE (applies when the batch has terminations).
         gradient_checkpointing: recompute each block's activations in the backward pass (saves memory, costs
             one more forward); also :meth:`DynamicsModel.set_gradient_checkpointing`.
+        domains: several action spaces in one model (:class:`ActionDomain`, or their dicts as ``config.json``
+            holds them), for training one model on datasets whose actions differ (Atari, MuJoCo, robots,
+            action-free video), as HMA's per-embodiment action stems do. Each domain has its own action encoder and
+            normalisation statistics; all share the one learned null action (frame 0, action-free video and
+            dropped actions all mean "no action known", so action-free pretraining trains the null that the
+            action domains use) and everything else. Each batch, rollout and call is of one domain, named by
+            ``domain=NAME``. Empty (the default): one domain, named ``default``, described by the top-level action
+            fields above, with the weights and ``config.json`` of a model made before domains existed. When
+            ``domains`` is given, the top-level action fields are not used by the model; ``null_action_prob``,
+            ``action_init`` and ``cond_dim`` apply to every domain. :meth:`DynamicsModel.add_domain` adds one to a
+            trained model.
     """
 
     vocab_size: int = 1024
@@ -108,6 +194,7 @@ class DynamicsConfig:
     reward_loss_weight: float = 1.0
     termination_loss_weight: float = 1.0
     gradient_checkpointing: bool = False
+    domains: list[ActionDomain] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -134,22 +221,49 @@ class DynamicsConfig:
             raise bad("null_action_prob", "must be in [0, 1]")
         if self.action_init not in ("zero", "normal"):
             raise bad("action_init", "must be 'zero' or 'normal'")
-        if self.action_type == "discrete" and self.num_actions < 1:
-            raise bad("num_actions", "must be >= 1 for discrete actions")
-        if self.action_type == "continuous":
-            if self.action_dim < 1:
-                raise bad("action_dim", "must be >= 1 for continuous actions")
-            for name in ("action_mean", "action_std"):
-                if getattr(self, name) and len(getattr(self, name)) != self.action_dim:
-                    raise bad(name, f"needs action_dim={self.action_dim} entries (or none)")
-            if any(not s > 0 for s in self.action_std):
-                raise bad("action_std", "must be > 0 in every dimension")
+        check_action_space(self, "dynamics")
+        self.domains = [ActionDomain.of(d) for d in self.domains]  # config.json holds dicts
+        self._check_domains()
         if self.reward_bins < 2:
             raise bad("reward_bins", "must be >= 2")
         if len(self.reward_range) != 2 or not self.reward_range[0] < self.reward_range[1]:
             raise bad("reward_range", "must be [low, high] with low < high")
         if self.termination_pos_weight <= 0:
             raise bad("termination_pos_weight", "must be > 0")
+
+    def _check_domains(self) -> None:
+        names = [d.name for d in self.domains]
+        for name in names:
+            if not isinstance(name, str) or not _DOMAIN_NAME.fullmatch(name):
+                raise ValueError(f"dynamics: field 'domains': name {name!r} must be letters, digits, '_' or '-' "
+                                 "(not starting with '_' or '-')")
+            if hasattr(nn.ModuleDict, name):  # the encoders live in a ModuleDict keyed by name
+                raise ValueError(f"dynamics: field 'domains': name {name!r} is reserved (an attribute of ModuleDict)")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"dynamics: field 'domains': names must be unique, repeated: {repeated}")
+
+    @property
+    def action_domains(self) -> list[ActionDomain]:
+        """Every action domain of the model: ``domains``, or the one named ``default`` that the top-level action
+        fields describe."""
+        if self.domains:
+            return list(self.domains)
+        return [ActionDomain(DEFAULT_DOMAIN, self.action_type, self.num_actions, self.action_dim,
+                             list(self.action_mean), list(self.action_std))]
+
+    def domain(self, name: str | None = None) -> ActionDomain:
+        """The action domain called ``name`` (None: the only one); ValueError naming the known domains otherwise."""
+        domains = {d.name: d for d in self.action_domains}
+        return domains[resolve_domain(list(domains), name)]
+
+    def domain_config(self, name: str | None = None) -> DynamicsConfig:
+        """This config as one domain sees it: the top-level action fields set to the domain's, no ``domains``
+        list. One domain's :class:`~wm_video.models.dynamics.actions.ActionEncoder` is built from it."""
+        d = self.domain(name)
+        return dataclasses.replace(self, domains=[], action_type=d.action_type, num_actions=d.num_actions,
+                                   action_dim=d.action_dim, action_mean=list(d.action_mean),
+                                   action_std=list(d.action_std))
 
     @property
     def tokens_per_frame(self) -> int:

@@ -9,6 +9,13 @@ exactly what sampling does: clean cached context plus one partially masked targe
 target token: one-shot next-frame prediction from clean context for every frame at once (teacher forcing; the
 eval accuracy).
 
+Action domains (``DynamicsConfig.domains``): one model over datasets whose action spaces differ. Every call
+(``forward``, ``compute_loss`` through ``batch["domain"]``, ``teacher_forced_accuracy``, the rollouts of
+:mod:`.sampling`) takes ``domain=NAME``, and a batch is of one domain; only the action encoder differs between
+domains (:class:`~wm_video.models.dynamics.actions.DomainActions`), the null action and the rest are shared.
+``domain=None`` means the model's only domain and is an error when it has several. :meth:`DynamicsModel.add_domain`
+adds a domain to a trained model for fine-tuning, starting as the null action.
+
 Save/load: huggingface_hub's ``PyTorchModelHubMixin`` (``config.json`` + ``model.safetensors``), as for the
 tokenizer, so the three parts of a world model load the same way; loading checks the folder first. Sampling
 (MaskGIT steps, temperature, top-k) and the cached rollout live in :mod:`.sampling`, apart from ``forward``.
@@ -16,6 +23,7 @@ tokenizer, so the three parts of a world model load the same way; loading checks
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +36,14 @@ from torch import nn
 
 from wm_video.models.card import part_card
 from wm_video.models.checks import ids_out_of_range
-from wm_video.models.dynamics.actions import ActionEncoder
-from wm_video.models.dynamics.config import DynamicsConfig, mask_schedule
+from wm_video.models.dynamics.actions import ActionEncoder, DomainActions
+from wm_video.models.dynamics.config import (
+    DEFAULT_DOMAIN,
+    ActionDomain,
+    DynamicsConfig,
+    mask_schedule,
+    resolve_domain,
+)
 from wm_video.models.dynamics.heads import OutcomeHeads, outcome_metrics, reward_loss, termination_loss
 from wm_video.models.dynamics.st_transformer import KVCache, STTransformer
 from wm_video.models.export import check_export
@@ -70,7 +84,9 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         self.token_embed = nn.Embedding(c.vocab_size + 1, c.width)  # id vocab_size is [MASK]
         self.backbone = STTransformer(c)
         self.token_head = nn.Linear(c.width, c.vocab_size)
-        self.actions = ActionEncoder(c)
+        # One encoder with its own null (the layout of exports made before domains), or one per domain around a
+        # shared null.
+        self.actions = DomainActions.from_config(c) if c.domains else ActionEncoder(c)
         self.outcome = OutcomeHeads(c)
         self._init_weights()
 
@@ -94,6 +110,51 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block in the backward pass (``torch.utils.checkpoint``, non-reentrant)."""
         self.backbone.gradient_checkpointing = enabled
+
+    # ---- action domains -----------------------------------------------------------------------------------
+
+    def action_encoder(self, domain: str | None = None) -> ActionEncoder:
+        """The action encoder of ``domain`` (None: the model's only domain); ValueError naming the known domains
+        for an unknown name, or for None when the model has several."""
+        if isinstance(self.actions, DomainActions):
+            return self.actions.encoder(domain)
+        resolve_domain([DEFAULT_DOMAIN], domain)
+        return self.actions
+
+    def embed_actions(self, actions: torch.Tensor | None, lead: tuple[int, ...], domain: str | None = None,
+                      drop_prob: float = 0.0) -> torch.Tensor:
+        """``domain``'s actions (``lead`` ids or ``(*lead, a)`` floats, raw), or None -> conditioning ``(*lead, c)``:
+        the shared null action plus the action's offset. ``drop_prob``: as :class:`ActionEncoder`'s."""
+        return self.action_encoder(domain)(actions, lead, drop_prob, self.actions.null)
+
+    def check_actions(self, actions: torch.Tensor | None, lead: tuple[int, ...], domain: str | None = None,
+                      where: str = "actions") -> None:
+        """Clear errors for ``domain``'s actions of the wrong type, shape or range (:meth:`ActionEncoder.check`)."""
+        self.action_encoder(domain).check(actions, lead, where)
+
+    @torch.no_grad()
+    def add_domain(self, spec: ActionDomain | dict[str, Any]) -> None:
+        """Add an action domain, to fine-tune on data whose action space the model has not seen: a fresh encoder
+        whose every action starts equal to the shared null action (as ``action_init="zero"``), so the model
+        predicts as before for every domain, the new one as for action-free clips; no other parameter changes.
+        ``config.domains`` (and so the ``config.json`` that ``save_pretrained`` writes) gains ``spec``.
+
+        A model without a domains list first becomes one whose domain ``default`` is its action space: its null
+        stays ``actions.null``, its embedding or MLP moves to ``actions.encoders.default.*`` (the same parameter
+        objects). ValueError for a name the model already has."""
+        spec = ActionDomain.of(spec)
+        known = [d.name for d in self.config.action_domains]
+        if spec.name in known:
+            raise ValueError(f"add_domain: the model already has an action domain {spec.name!r} (domains: {known})")
+        config = dataclasses.replace(self.config, domains=[*self.config.action_domains, spec])  # checks the name
+        if not isinstance(self.actions, DomainActions):
+            self.actions = DomainActions.from_single(self.actions, DEFAULT_DOMAIN)
+        view = dataclasses.replace(config.domain_config(spec.name), action_init="zero")
+        encoder = ActionEncoder(view, shared_null=True, domain=spec.name)
+        encoder.zero_init_()
+        self.actions.encoders[spec.name] = encoder.to(self.actions.null).train(self.training)
+        self.config = config
+        self._hub_mixin_config = config  # what save_pretrained writes: the mixin keeps the config given to __init__
 
     # ---- inputs -------------------------------------------------------------------------------------------
 
@@ -144,7 +205,7 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         return self.backbone(self.token_embed(tokens), cond, positions, clean, cache, collect_kv)
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor | None = None, mask_ratio: float | None = None,
-                target_mask: torch.Tensor | None = None, *, sliding_window: bool = False,
+                target_mask: torch.Tensor | None = None, *, domain: str | None = None, sliding_window: bool = False,
                 generator: torch.Generator | None = None) -> DynamicsOutput:
         """Predict frames ``1..t-1`` (each from its clean past, its action and its unmasked tokens) and the
         outcome of every action, in one pass.
@@ -155,6 +216,7 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
                 None (the null action). ``actions[:, i]`` is taken after frame ``i``: it conditions frame
                 ``i + 1`` and the outcome heads at frame ``i``. In training, whole clips switch to the null
                 action with probability ``null_action_prob``.
+            domain: the action domain of the whole batch (``DynamicsConfig.domains``); None: the only one.
             mask_ratio: fraction of each target frame's tokens to mask; None draws it from the schedule,
                 1.0 is teacher-forced one-shot prediction. Ignored when ``target_mask`` is given.
             target_mask: ``(b, t-1, h, w)`` bool, the target tokens to mask.
@@ -166,8 +228,9 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         b, t = tokens.shape[:2]
         device = tokens.device
         drop = self.config.null_action_prob if self.training else 0.0
-        act = self.actions(actions, (b, t), drop)  # (b, t, c): a_i, for the heads at frame i
-        cond = torch.cat([self.actions(None, (b, 1)), act[:, :-1]], dim=1)  # frame i is produced by a_{i-1}
+        act = self.embed_actions(actions, (b, t), domain, drop)  # (b, t, c): a_i, for the heads at frame i
+        null = self.embed_actions(None, (b, 1), domain)  # (b, 1, c): the shared null
+        cond = torch.cat([null, act[:, :-1]], dim=1)  # frame i is produced by a_{i-1}
         flat = rearrange(tokens.long(), "b t h w -> b t (h w)")  # uint8 ids would overflow at [MASK]
         if target_mask is None:
             target_mask = self.sample_target_mask(b, t - 1, mask_ratio, generator)
@@ -194,7 +257,8 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         Targets whose token changed since the previous frame weigh ``1 + changed_token_weight`` in the
         cross-entropy (``token_ce`` is logged unweighted). ``batch``: ``tokens`` int64 ``(b, t, h, w)`` with
         ``t >= 2``; optional ``actions`` (``(b, t)`` or ``(b, t, a)``), ``rewards`` float ``(b, t)``,
-        ``terminations`` bool ``(b, t)`` (aligned as in docs/data-format.md). Logs: ``loss``, ``token_ce``,
+        ``terminations`` bool ``(b, t)`` (aligned as in docs/data-format.md), ``domain`` (one name, a str, for the
+        whole batch; absent: the model's only domain). Logs: ``loss``, ``token_ce``,
         ``token_acc`` (on masked tokens), ``copy_acc`` (how often the masked token equals the previous frame's: the
         copy-last-frame baseline), ``mask_ratio``, and ``reward_loss``, ``reward_mae``, ``termination_loss``,
         ``termination_acc`` when present.
@@ -202,8 +266,11 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         tokens = batch["tokens"]
         if tokens.ndim == 4 and tokens.shape[1] < 2:
             raise ValueError(f"tokens: need at least 2 frames (context and target), got {tokens.shape[1]}")
+        domain = batch.get("domain")
+        if domain is not None and not isinstance(domain, str):
+            raise ValueError(f"batch['domain']: one domain name (str) for the whole batch, got {domain!r}")
         c = self.config
-        out = self(tokens, batch.get("actions"), mask_ratio=mask_ratio)
+        out = self(tokens, batch.get("actions"), mask_ratio=mask_ratio, domain=domain)
         m = out.target_mask
         target = tokens[:, 1:][m]  # (M,)
         logits = out.logits[m].float()  # (M, k)
@@ -231,11 +298,12 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         return loss, {"loss": loss.detach(), **logs}
 
     @torch.no_grad()
-    def teacher_forced_accuracy(self, tokens: torch.Tensor, actions: torch.Tensor | None = None
-                                ) -> dict[str, torch.Tensor]:
-        """One-shot prediction of every frame ``1..t-1`` from its clean past (``mask_ratio=1.0``, argmax): the
-        eval metric. Returns ``token_acc``, ``token_ce`` and ``copy_acc`` (the copy-last-frame baseline)."""
-        out = self(tokens, actions, mask_ratio=1.0)
+    def teacher_forced_accuracy(self, tokens: torch.Tensor, actions: torch.Tensor | None = None,
+                                domain: str | None = None) -> dict[str, torch.Tensor]:
+        """One-shot prediction of every frame ``1..t-1`` from its clean past (``mask_ratio=1.0``, argmax) given
+        ``domain``'s ``actions``: the eval metric. Returns ``token_acc``, ``token_ce`` and ``copy_acc`` (the
+        copy-last-frame baseline)."""
+        out = self(tokens, actions, mask_ratio=1.0, domain=domain)
         logits, target = out.logits.float(), tokens[:, 1:]
         return {"token_acc": (logits.argmax(-1) == target).float().mean(),
                 "token_ce": F.cross_entropy(logits.flatten(0, -2), target.flatten()),

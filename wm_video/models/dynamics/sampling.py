@@ -25,6 +25,9 @@ conditioning, the context's included, set to the null action, as in a clip whose
 ``s = 0`` the unconditional one, ``s > 1`` follows the actions more strongly. The two streams run as one doubled
 batch ``[cond; uncond]`` with their own cache rows (or recomputed windows) and are fed the same sampled tokens;
 the reward and termination heads read the conditional stream only.
+
+Action domains: a rollout is of one domain (``domain=NAME``, fixed at construction; None: the model's only one),
+whose action encoder embeds every action of the context and of each step; the null action is the shared one.
 """
 
 from __future__ import annotations
@@ -142,19 +145,21 @@ class Rollout:
         generator: random source for sampling.
         guidance_scale: classifier-free guidance on actions, ``s >= 0`` (see the module docstring). 1: the plain
             model at no extra cost; any other value runs a doubled batch (about twice the compute and cache).
+        domain: the action domain of every row's actions (``DynamicsConfig.domains``); None: the only one.
     """
 
     def __init__(self, model: DynamicsModel, steps: int = 8, temperature: float = 1.0, top_k: int | None = None,
                  use_cache: bool = True, generator: torch.Generator | None = None,
-                 guidance_scale: float = 1.0) -> None:
+                 guidance_scale: float = 1.0, domain: str | None = None) -> None:
         if not guidance_scale >= 0:  # NaN too
             raise ValueError(f"guidance_scale must be >= 0 (1: no guidance), got {guidance_scale}")
-        self.model = model.eval()
+        kind = model.action_encoder(domain).kind  # an unknown domain fails here, before any work
+        self.model, self.domain = model.eval(), domain
         self.steps, self.temperature, self.top_k = steps, temperature, top_k
         self.use_cache, self.generator = use_cache, generator
         self.guidance_scale = float(guidance_scale)
-        # A video-only model has cond == uncond: guidance would change nothing but the cost.
-        self.guided = self.guidance_scale != 1 and model.config.action_type != "none"
+        # A video-only model or domain has cond == uncond: guidance would change nothing but the cost.
+        self.guided = self.guidance_scale != 1 and kind != "none"
         self.window = model.config.context_frames - 1
         self.cache: KVCache | None = None
         self._frames = self._conds = self._pooled = None
@@ -174,11 +179,11 @@ class Rollout:
         b, t0 = context_tokens.shape[:2]
         if context_actions is not None and context_actions.shape[1:2] == (t0,):
             context_actions = context_actions[:, : t0 - 1]
-        acts = model.actions(context_actions, (b, t0 - 1))  # (b, t0-1, c)
-        conds = torch.cat([model.actions(None, (b, 1)), acts], dim=1)  # (b, t0, c)
+        acts = self._embed(context_actions, (b, t0 - 1))  # (b, t0-1, c)
+        conds = torch.cat([self._embed(None, (b, 1)), acts], dim=1)  # (b, t0, c)
         frames = self._streams(rearrange(context_tokens.long(), "b t h w -> b t (h w)"))  # (B, t0, n)
         if self.guided:
-            conds = torch.cat([conds, model.actions(None, (b, t0))])  # (B, t0, c), B = 2b: [cond; uncond]
+            conds = torch.cat([conds, self._embed(None, (b, t0))])  # (B, t0, c), B = 2b: [cond; uncond]
         if self.use_cache:
             self.cache = KVCache(self.window)
             positions = torch.arange(t0) + offset
@@ -205,7 +210,7 @@ class Rollout:
         if rows.shape != (k,):
             raise ValueError(f"restart_rows: {k} contexts for rows of shape {tuple(rows.shape)}")
         sub = Rollout(self.model, self.steps, self.temperature, self.top_k, self.use_cache, self.generator,
-                      self.guidance_scale)
+                      self.guidance_scale, self.domain)
         sub.start(context_tokens, context_actions, offset=self.position - t0)
         rows = rows.to(torch.long).cpu()
         streams = torch.cat([rows, rows + self.batch_size]) if self.guided else rows  # rows of both streams
@@ -233,8 +238,8 @@ class Rollout:
         if self.position == 0:
             raise RuntimeError("Rollout.step before start(context_tokens)")
         model, c, b = self.model, self.model.config, self.batch_size
-        act = model.actions(action, (b,))  # (b, c)
-        acts = torch.cat([act, model.actions(None, (b,))]) if self.guided else act  # (B, c): each stream's
+        act = self._embed(action, (b,))  # (b, c)
+        acts = torch.cat([act, self._embed(None, (b,))]) if self.guided else act  # (B, c): each stream's
         if self.use_cache:
             gen, pooled = self._generate_cached(acts)
         else:
@@ -245,6 +250,10 @@ class Rollout:
                            termination=termination_logits.float().sigmoid(),
                            logits=rearrange(gen.logits, "b (h w) k -> b h w k", h=c.token_h),
                            reward_logits=reward_logits, termination_logits=termination_logits)
+
+    def _embed(self, actions: torch.Tensor | None, lead: tuple[int, ...]) -> torch.Tensor:
+        """This rollout's domain's actions (or None: the null action) -> conditioning ``(*lead, c)``."""
+        return self.model.embed_actions(actions, lead, self.domain)
 
     def _streams(self, x: torch.Tensor) -> torch.Tensor:
         """``(b, ...)`` -> ``(B, ...)``: the same input to the conditional and (with guidance) unconditional
@@ -287,7 +296,7 @@ class Rollout:
         """As :meth:`_generate_cached`, recomputing the window ``(B, f, n)`` in every pass."""
         model = self.model
         frames, conds = self._frames, self._conds.clone()
-        conds[:, 0] = model.actions(None, (act.shape[0],))  # the window starts like a training clip
+        conds[:, 0] = self._embed(None, (act.shape[0],))  # the window starts like a training clip
         f = frames.shape[1]
         positions, clean = torch.arange(f + 1), torch.arange(f + 1) < f
         cond = torch.cat([conds, act[:, None]], dim=1)  # (B, f + 1, c)
@@ -308,17 +317,18 @@ class Rollout:
 @torch.no_grad()
 def sample_next_frame(model: DynamicsModel, tokens: torch.Tensor, actions: torch.Tensor | None = None,
                       steps: int = 8, temperature: float = 1.0, top_k: int | None = None,
-                      generator: torch.Generator | None = None, guidance_scale: float = 1.0) -> RolloutStep:
+                      generator: torch.Generator | None = None, guidance_scale: float = 1.0,
+                      domain: str | None = None) -> RolloutStep:
     """One next frame from a clip, without a cache: ``tokens`` ``(b, t, h, w)`` (the last ``context_frames - 1``
-    frames are used) and its aligned ``actions`` ``(b, t, ...)``, whose last entry produces the new frame.
-    ``guidance_scale``: classifier-free guidance on actions (:class:`Rollout`)."""
+    frames are used) and its aligned ``actions`` ``(b, t, ...)`` of ``domain``, whose last entry produces the new
+    frame. ``guidance_scale``: classifier-free guidance on actions (:class:`Rollout`)."""
     model.check_tokens(tokens, sliding_window=True)
     b, t = tokens.shape[:2]
     roll = Rollout(model, steps, temperature, top_k, use_cache=False, generator=generator,
-                   guidance_scale=guidance_scale)
+                   guidance_scale=guidance_scale, domain=domain)
     last = None
     if actions is not None:
-        model.actions.check(actions, (b, t))
+        model.check_actions(actions, (b, t), domain)
         last = actions[:, -1]
     with validated():  # checked once above: start and step would read the same values again
         roll.start(tokens, actions)
@@ -329,16 +339,17 @@ def sample_next_frame(model: DynamicsModel, tokens: torch.Tensor, actions: torch
 def rollout(model: DynamicsModel, context_tokens: torch.Tensor, actions: torch.Tensor | None = None,
             context_actions: torch.Tensor | None = None, num_frames: int | None = None, steps: int = 8,
             temperature: float = 1.0, top_k: int | None = None, use_cache: bool = True,
-            generator: torch.Generator | None = None, guidance_scale: float = 1.0) -> RolloutOutput:
+            generator: torch.Generator | None = None, guidance_scale: float = 1.0,
+            domain: str | None = None) -> RolloutOutput:
     """Imagine ``T`` frames after ``context_tokens`` ``(b, t0, h, w)``: ``actions`` ``(b, T)`` / ``(b, T, a)``
-    are taken one per step, the first after the last context frame; with ``actions=None`` give ``num_frames``
-    (null actions). ``guidance_scale``: classifier-free guidance on actions (:class:`Rollout`)."""
+    of ``domain`` are taken one per step, the first after the last context frame; with ``actions=None`` give
+    ``num_frames`` (null actions). ``guidance_scale``: classifier-free guidance on actions (:class:`Rollout`)."""
     if actions is None and num_frames is None:
         raise ValueError("rollout: give actions (b, T, ...) or num_frames for an action-free rollout")
-    roll = Rollout(model, steps, temperature, top_k, use_cache, generator, guidance_scale)
+    roll = Rollout(model, steps, temperature, top_k, use_cache, generator, guidance_scale, domain)
     roll.start(context_tokens, context_actions)
     if actions is not None:  # all steps' actions at once, not one host read per step
-        model.actions.check(actions, (roll.batch_size, actions.shape[1]))
+        model.check_actions(actions, (roll.batch_size, actions.shape[1]), domain)
     with validated():
         outs = [roll.step(None if actions is None else actions[:, i])
                 for i in range(num_frames if actions is None else actions.shape[1])]
