@@ -145,3 +145,24 @@ def test_ema_is_exported_and_resumed_exactly(tmp_path):
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), f"{key} differs after the resume"
     b_export = VQTokenizer.from_pretrained(tmp_path / "b" / "export").state_dict()
     assert all(torch.allclose(b_export[k], exported[k], atol=1e-6) for k in exported)
+
+
+def test_decoder_exports_its_ema_and_drops_it_when_resumed_with_it_off(tmp_path, caplog):
+    from wm_video.models.decoder import DiffusionDecoder
+
+    write_dataset(tmp_path / "ds", shards=3, clips_per_shard=4, t=4, size=32)
+    VQTokenizer(load_config("tokenizer", preset_name="debug")).save_pretrained(tmp_path / "tok")
+    args = ["train", "decoder", "--preset", "debug", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"),
+            "--tokenizer", str(tmp_path / "tok"), "trainer.logger=none"]
+    assert main([*args, "--max-steps", "3", "ema_decay=0.9"]) == 0
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    ema, raw = part_state_dict(last["state_dict"]), part_state_dict(last["current_model_state"])
+    exported = DiffusionDecoder.from_pretrained(tmp_path / "run" / "export").state_dict()
+    assert all(torch.equal(exported[k], ema[k]) for k in exported)
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+    # resumed with the EMA off, it goes on from the raw weights (said once), not from the average
+    with caplog.at_level(logging.WARNING):
+        assert main([*args, "--max-steps", "4", "ema_decay=0"]) == 0
+    assert caplog.text.count("from a checkpoint written with the EMA on") == 1
+    resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "current_model_state" not in resumed and resumed["global_step"] == 4
