@@ -8,7 +8,9 @@ number of ranks was. Every file is read with ``weights_only=True`` (DeepSpeed's 
 
 Which model a checkpoint holds: each checkpoint written through :func:`wm_video.training.build_trainer` records
 ``export`` = the part's class and its actual config (the decoder's, say, includes its tokenizer's config and
-fingerprint, which the run config does not), so :func:`export_part` rebuilds exactly that model. A whole world
+fingerprint, which the run config does not), so :func:`export_part` rebuilds exactly that model. With an EMA of the
+weights (``ema_decay``, :mod:`wm_video.training.ema`) a checkpoint's ``state_dict`` holds the average, so the export
+is the EMA's, as at the end of training; the raw weights stay in ``current_model_state`` for resuming. A whole world
 model's export can call :func:`export_part` once per part folder.
 
 Export folders are written by :func:`save_part`, which loses nothing: a previous part export is replaced, a folder

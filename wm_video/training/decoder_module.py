@@ -27,6 +27,7 @@ from wm_video.data.reader import load_dataset_info
 from wm_video.models.decoder import DecoderConfig, DiffusionDecoder
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames
+from wm_video.training.ema import EMA_DECAY, drop_ema_from_checkpoint, ema_callbacks
 from wm_video.training.optim import OptimConfig, build_optimizer
 from wm_video.training.quality import QualityConfig, assess_decoder
 from wm_video.training.run import fit_and_export
@@ -52,6 +53,8 @@ class DecoderTrainConfig:
         grid_steps: sampling steps of the many-step row of the logged sample grid.
         image_every_n_val: log a sample grid every this many validation runs.
         quality: floors of the end-of-training quality gate (1-step render against the VQ decoder).
+        ema_decay: keep an exponential moving average of the weights with this decay (warmed up, see
+            :mod:`wm_video.training.ema`), validate on it and export it instead of the last step's weights; 0: off.
     """
 
     model: DecoderConfig = field(default_factory=DecoderConfig)
@@ -64,6 +67,7 @@ class DecoderTrainConfig:
     grid_steps: int = 8
     image_every_n_val: int = 1
     quality: QualityConfig = field(default_factory=QualityConfig)
+    ema_decay: float = EMA_DECAY
 
 
 def consecutive_frames(frames: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -132,7 +136,12 @@ class DecoderModule(L.LightningModule):
                  for s in (1, self.cfg.grid_steps)]
         experiment.add_image("val/truth_vq_1step_nstep", sample_grid(rows), self.global_step)
 
+    def configure_callbacks(self) -> list[Any]:
+        return ema_callbacks(self.cfg.ema_decay, self.cfg.trainer.strategy)  # the EMA of the weights, when on
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.cfg.ema_decay:
+            drop_ema_from_checkpoint(checkpoint)
         saved = checkpoint.get("hyper_parameters", {}).get("config", {}).get("model", {})
         mine = self.cfg.model.tokenizer_fingerprint
         if saved.get("tokenizer_fingerprint") not in (None, mine):

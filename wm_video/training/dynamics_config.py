@@ -66,6 +66,12 @@ class DynamicsTrainConfig:
             non-terminal to terminal steps (clamped to [1, 1000]) instead of the config's value.
         finetune: start from a pretrained export (``finetune.init_from``), freeze parts, evaluate before/after.
         quality: floors of the end-of-training quality gates (reward and termination heads).
+        video_every_n_steps: every this many optimizer steps, log open-loop rollouts of a few held-out clips to
+            TensorBoard, truth | true actions | shuffled actions, decoded with the data's tokenizer
+            (:mod:`wm_video.training.visuals`); 0: off.
+        video_clips: clips in each logged video.
+        video_context_frames: context frames each logged rollout starts from (the rest of the clip, cut to the
+            model's window, is predicted; at most the clip's length - 1).
 
     Activation checkpointing has one switch, ``trainer.activation_checkpointing``: training turns the model's own
     recomputation on from it (:mod:`wm_video.training.parallelize`). ``model.gradient_checkpointing`` stays a field
@@ -84,6 +90,9 @@ class DynamicsTrainConfig:
     termination_pos_weight_from_data: bool = True
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    video_every_n_steps: int = 500
+    video_clips: int = 4
+    video_context_frames: int = 4
 
     def __post_init__(self) -> None:
         if self.model.gradient_checkpointing:

@@ -271,7 +271,8 @@ def train_dynamics_tiny() -> DynamicsTrainConfig:
     trainer = TrainerConfig(max_steps=550, val_check_interval=275, log_every_n_steps=25,
                             checkpoint_every_n_steps=275, run_dir="runs/dynamics_tiny")
     return DynamicsTrainConfig(model=dynamics_tiny(), trainer=trainer, loader=loader_tiny(),
-                               optim=OptimConfig(lr=1.5e-3, warmup_steps=50), val_batches=2, train_frames=8)
+                               optim=OptimConfig(lr=1.5e-3, warmup_steps=50), val_batches=2, train_frames=8,
+                               video_every_n_steps=275)  # a rollout video at each validation
 
 
 @register_preset("decoder", "tiny")

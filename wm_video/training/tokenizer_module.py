@@ -24,6 +24,7 @@ from wm_video.data.reader import load_dataset_info
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
 from wm_video.models.tokenizer.losses import PatchDiscriminator, PerceptualLoss, foreground_mask
 from wm_video.models.tokenizer.model import to_model_frames
+from wm_video.training.ema import EMA_DECAY, drop_ema_from_checkpoint, ema_callbacks
 from wm_video.training.optim import OptimConfig, build_optimizer
 from wm_video.training.quality import QualityConfig, assess_tokenizer
 from wm_video.training.run import DataMix, data_roots, fit_and_export
@@ -47,6 +48,8 @@ class TokenizerTrainConfig:
         val_batches: validation batches per validation run.
         image_every_n_val: log a reconstruction grid every this many validation runs.
         quality: floors of the end-of-training quality gates (codebook usage, held-out PSNR).
+        ema_decay: keep an exponential moving average of the weights with this decay (warmed up, see
+            :mod:`wm_video.training.ema`), validate on it and export it instead of the last step's weights; 0: off.
     """
 
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -58,6 +61,7 @@ class TokenizerTrainConfig:
     val_batches: int = 8
     image_every_n_val: int = 1
     quality: QualityConfig = field(default_factory=QualityConfig)
+    ema_decay: float = EMA_DECAY
 
 
 def sample_frames(frames: torch.Tensor, k: int, *others: torch.Tensor, generator: torch.Generator | None = None
@@ -143,6 +147,13 @@ class TokenizerModule(L.LightningModule):
         with torch.no_grad():
             recon = self.model(frames).recon
         logger.experiment.add_image("val/reconstruction", recon_grid(frames, recon), self.global_step)
+
+    def configure_callbacks(self) -> list[Any]:
+        return ema_callbacks(self.cfg.ema_decay, self.cfg.trainer.strategy)  # the EMA of the weights, when on
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.cfg.ema_decay:
+            drop_ema_from_checkpoint(checkpoint)
 
     def configure_optimizers(self) -> Any:
         # One optimizer over tokenizer and discriminator: compute_loss gives each side only its own gradients,
