@@ -290,3 +290,17 @@ def test_push_verb_uploads_a_folder_with_its_card(tmp_path, hub, capsys):
     assert "pushed" in capsys.readouterr().out and hub.created == ["me/cli-wm"]
     meta, _ = front_matter(hub.files("me/cli-wm")["README.md"].decode())
     assert meta["license"] == "mit" and meta["library_name"] == "wm-video"
+
+
+def test_gym_env_loads_a_world_model_by_repo_id(tmp_path, hub, monkeypatch):
+    from huggingface_hub import constants
+
+    from wm_video.envs import WorldModelGymEnv
+
+    make_world_model(decoder=False).push_to_hub("me/gym-wm")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    frames = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    env = WorldModelGymEnv("me/gym-wm", context=frames, horizon=2, maskgit_steps=1)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (32, 32, 3) and env.action_space.n == 6
+    env.step(1)

@@ -60,14 +60,14 @@ ENV_ID = "wm_video/WorldModel-v0"
 
 
 def load_world_model(model: WorldModel | str | os.PathLike, device: str = "cpu") -> WorldModel:
-    """``model`` itself, or the world model in the folder ``model``: a clear error when it is not one."""
+    """``model`` itself, the world model in the folder ``model``, or a hub repo id (``owner/name``, from the hub cache
+    or downloaded): a clear error when it is none of these."""
     if isinstance(model, WorldModel):
         return model
     p = Path(model)
-    if not p.is_dir():
-        raise FileNotFoundError(f"model {p}: no such folder (expected a world-model folder made by 'wm-video export')")
-    read_index(p)  # FileNotFoundError naming the folder when it holds no world_model.json
-    return WorldModel.from_pretrained(p, map_location=device)
+    if p.is_dir():
+        read_index(p)  # FileNotFoundError naming the folder when it holds no world_model.json
+    return WorldModel.from_pretrained(str(model) if not p.is_dir() else p, map_location=device)
 
 
 def action_space_of(model: WorldModel) -> spaces.Space:
