@@ -108,6 +108,15 @@ def test_policy_control_and_settings(world, tmp_path):
         s.set_sampling(temperature=-1)
 
 
+def test_a_planner_takes_control(world, tmp_path):
+    s = session(world, tmp_path, record=False, policy="mcts", plan_horizon=1)
+    assert s.describe()["policies"] == ["human", "random", "mcts"]
+    s.reset(0)
+    s.set_controller("mcts")
+    frame = s.step(["2"])  # the planner decides; the held key is ignored
+    assert frame.action in ("action 0", "action 1") and s.policies["mcts"].imagined_frames > 0
+
+
 def test_recordings_never_overwrite(world, tmp_path):
     (tmp_path / "rec").mkdir()
     (tmp_path / "rec" / "playthrough-0000.mp4").write_bytes(b"the user's file")
