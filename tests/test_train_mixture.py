@@ -138,6 +138,8 @@ def test_multi_domain_export_assembles_into_a_world_model(tmp_path, data):
     index = json.loads((tmp_path / "wm" / "world_model.json").read_text())
     assert index["action_space"] == {"kind": "domains", "domains": {
         "disc": {"kind": "discrete", "n": 4}, "cont": {"kind": "continuous", "dim": 2}, "video": {"kind": "none"}}}
+    card = (tmp_path / "wm" / "README.md").read_text()
+    assert "3 action domains: disc: discrete, 4 actions; cont: continuous, 2 dims; video: none" in card
     wm = WorldModel.from_pretrained(tmp_path / "wm")
     assert wm.action_type == "none" and [d.name for d in wm.dynamics.config.domains] == list(SPACES)
 
