@@ -144,7 +144,7 @@ def test_multi_domain_export_assembles_into_a_world_model(tmp_path, data):
     assert wm.action_type == "none" and [d.name for d in wm.dynamics.config.domains] == list(SPACES)
 
 
-def test_interrupted_mixture_run_resumes_exactly(tmp_path, data):
+def test_interrupted_mixture_run_resumes_exactly(tmp_path, data, capsys):
     cfg = mixture_yaml(tmp_path / "mix.yaml", data)
     every = ["trainer.checkpoint_every_n_steps=3", "trainer.keep_last_k=4"]
     assert train(cfg, tmp_path / "a", 6, *every) == 0
@@ -160,6 +160,14 @@ def test_interrupted_mixture_run_resumes_exactly(tmp_path, data):
     assert json.loads(a["rank_states"][0])[0]["batches"] == 6  # the DomainMixLoader state, lookahead taken off
     for k, v in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][k], v, msg=k)  # the same batches, domains, in the same order
+
+    # the run config's resume check covers the mixture: other sources are refused, new weights are taken
+    swapped = tmp_path / "swapped.yaml"
+    swapped.write_text("kind: train_dynamics\nmixture:\n" + "".join(
+        f"  - {{path: {data / name}}}\n" for name in ("cont", "disc", "video")))
+    assert train(swapped, tmp_path / "b", 6, *every) == 2
+    assert "mixture.0.path: checkpoint" in capsys.readouterr().err
+    assert train(mixture_yaml(tmp_path / "reweighted.yaml", data, (1, 1, 3)), tmp_path / "b", 6, *every) == 0
 
 
 def test_resume_refuses_other_sources_but_takes_new_weights(tmp_path):
