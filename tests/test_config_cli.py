@@ -31,6 +31,10 @@ def test_every_yaml_in_configs_builds(path):
             got = getattr(obj, key)
             if isinstance(value, dict):
                 check(got, value, f"{prefix}{key}.")
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):  # e.g. mixture
+                assert len(got) == len(value), f"{prefix}{key}"
+                for i, (item, v) in enumerate(zip(got, value, strict=True)):
+                    check(item, v, f"{prefix}{key}.{i}.")
             else:
                 assert got == value, f"{prefix}{key}"
 

@@ -4,6 +4,11 @@ the demo run.
 Each part may be an export folder, a run folder (its ``export/`` is used) or a training checkpoint, consolidated
 first with :func:`wm_video.training.consolidate.export_part`; this module therefore sits above ``training/`` (see
 docs/architecture.md), and below the commands and the demo that call it.
+
+A dynamics model of several action domains (trained on a mixture: ``DynamicsConfig.domains``) gets the index's
+``action_space`` ``{"kind": "domains", "domains": {NAME: action space, ...}}``, each space as its domain's
+``ActionSpace`` dict (``kind`` with ``n`` or ``dim``; the bounds stay in the datasets), whatever ``--data`` says;
+``--data`` (one of its datasets) still gives fps, statistics and provenance.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wm_video.data.reader import load_dataset_info
+from wm_video.data.schema import ActionSpace
 from wm_video.models.decoder import DiffusionDecoder
 from wm_video.models.dynamics import DynamicsModel
 from wm_video.models.export import read_quality
@@ -61,6 +67,18 @@ def export_world_model(tokenizer: str, dynamics: str, decoder: str | None, data:
         info.fps, info.action_space, info.stats = d.fps, d.action_space.to_dict(), d.stats
         # where the data came from (simulator env, robot, source folder): the model card's tags and datasets
         info.source["dataset"] = {k: d.source[k] for k in ("kind", "env", "robot_type", "src") if d.source.get(k)}
+    if dyn.config.domains:
+        info.action_space = domains_action_space(dyn)
     specs = {"tokenizer": tokenizer, "dynamics": dynamics, "decoder": decoder}
     quality = {part: read_quality(folder) for part, spec in specs.items() if spec and (folder := part_folder(spec))}
     return WorldModel(tok, dyn, dec, info, quality).save_pretrained(out, overwrite=overwrite)
+
+
+def domains_action_space(dyn: DynamicsModel) -> dict[str, Any]:
+    """The index's ``action_space`` of a multi-domain dynamics model: each domain's space by name."""
+    spaces = {}
+    for d in dyn.config.domains:
+        space = ActionSpace(d.action_type, n=d.num_actions if d.action_type == "discrete" else None,
+                            dim=d.action_dim if d.action_type == "continuous" else None)
+        spaces[d.name] = space.to_dict()
+    return {"kind": "domains", "domains": spaces}

@@ -114,7 +114,8 @@ def card_tags(index: dict[str, Any]) -> list[str]:
     source = index.get("source") or {}
     dataset = source.get("dataset") if isinstance(source.get("dataset"), dict) else {}
     data = source.get("data")
-    tags = ["world-model", "video-prediction", "action-free" if kind == "none" else f"{kind}-actions"]
+    tags = ["world-model", "video-prediction", {"none": "action-free", "domains": "multi-domain-actions"}.get(
+        kind, f"{kind}-actions")]
     tags += [tag(v) for v in (dataset.get("env"), dataset.get("robot_type")) if v]
     if isinstance(data, str) and data.strip("/"):
         tags.append(tag(Path(data).name))
@@ -123,6 +124,10 @@ def card_tags(index: dict[str, Any]) -> list[str]:
 
 def describe_actions(space: dict[str, Any]) -> str:
     kind = space.get("kind", "none")
+    if kind == "domains":  # a model of several action domains (trained on a mixture): each domain's space
+        domains = space.get("domains") or {}
+        return f"{len(domains)} action domains: " + "; ".join(
+            f"{name}: {describe_actions(s).split(' (')[0]}" for name, s in domains.items())
     if kind == "discrete":
         return f"discrete, {space.get('n')} actions"
     if kind == "continuous":

@@ -50,7 +50,7 @@ def tokenizer(*overrides: str, data: list[str], data_weights: list[float] | None
     print(f"tokenizer exported to {export}")
 
 
-def dynamics(*overrides: str, data: str, out: str | None = None, config: str | None = None,
+def dynamics(*overrides: str, data: str | None = None, out: str | None = None, config: str | None = None,
              preset: str = "small", max_steps: int | None = None, max_minutes: float | None = None,
              init_from: str | None = None) -> None:
     """Train the action-conditioned dynamics transformer on token shards; ends with an export in OUT/export.
@@ -69,14 +69,20 @@ def dynamics(*overrides: str, data: str, out: str | None = None, config: str | N
     frame, reward and termination heads against their constant baselines) printed and written to
     OUT/train_summary.json and OUT/export/quality.json.
 
+    Instead of --data, the config's mixture field (YAML 'mixture:', a list of {path, weight, domain}) trains one
+    model on several token datasets of one tokenizer whose action spaces differ: each dataset is an action domain of
+    the model (model.domains), each batch comes from one of them, drawn by weight, and validation logs each
+    domain's metrics (val/DOMAIN/token_ce, ...) and their mean.
+
     Example:
         wm-video train dynamics --config configs/dynamics/atari_small.yaml --data data/pong_tokens --out runs/dyn
         wm-video train dynamics --init-from runs/dyn_video/export --data data/robot_tokens --out runs/dyn_robot
+        wm-video train dynamics --config configs/dynamics/mixture_small.yaml --out runs/dyn_mix
 
     Args:
         overrides: dotted overrides, e.g. ``model.depth=4`` or ``loader.batch_size=8``.
         data: token-shard folder made by 'wm-video data tokenize'; the episodes its dataset.json records are held
-            out (the last shards of one written before splits were recorded).
+            out (the last shards of one written before splits were recorded). Not with a config's mixture.
         out: run folder (default: trainer.run_dir of the config).
         config: YAML with ``kind: train_dynamics`` (see configs/dynamics/).
         preset: starting preset when the YAML names none.

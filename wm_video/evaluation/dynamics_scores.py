@@ -103,9 +103,10 @@ def _add_true(s: DynamicsScores, out: Any, tokens: torch.Tensor, batch: dict[str
     s.frames_per_clip = int(tokens.shape[1])
 
 
-def _add_other(s: DynamicsScores, model: Any, tokens: torch.Tensor, other: torch.Tensor) -> None:
+def _add_other(s: DynamicsScores, model: Any, tokens: torch.Tensor, other: torch.Tensor,
+               domain: str | None = None) -> None:
     """Add one batch's scores with other clips' actions to ``s``."""
-    correct, ce = _token_scores(model(tokens, other, mask_ratio=1.0).logits, tokens)
+    correct, ce = _token_scores(model(tokens, other, mask_ratio=1.0, domain=domain).logits, tokens)
     s.ce_shuffled = (s.ce_shuffled or 0.0) + ce
     s.correct_shuffled = (s.correct_shuffled or 0.0) + correct
 
@@ -115,7 +116,8 @@ def score_dynamics(model: Any, batches: Iterable[dict[str, Any]], max_batches: i
                    max_clips: int | None = None, action_gaps: bool = True) -> DynamicsScores:
     """Score ``model`` (a :class:`~wm_video.models.dynamics.DynamicsModel`, where it is) on ``batches`` of token
     clips (``tokens`` ``(b, t, h, w)``, optional ``actions`` ``(b, t)`` or ``(b, t, a)``, ``rewards``,
-    ``terminations``).
+    ``terminations``; ``domain``, the action domain of a multi-domain model's batch: absent, its only one).
+    ``action_gaps`` swaps actions between clips, so their batches must all be of one domain.
 
     Args:
         max_batches: stop after this many batches (None: all).
@@ -140,20 +142,21 @@ def score_dynamics(model: Any, batches: Iterable[dict[str, Any]], max_batches: i
             tokens = batch["tokens"][:, -window:].to(device)  # (b, t, h, w)
             actions = batch.get("actions")
             actions = actions[:, -window:].to(device) if actions is not None else None
-            _add_true(s, model(tokens, actions, mask_ratio=1.0), tokens, batch, window)
+            domain = batch.get("domain")
+            _add_true(s, model(tokens, actions, mask_ratio=1.0, domain=domain), tokens, batch, window)
             if actions is None or not action_gaps:
                 continue
-            _, ce_null = _token_scores(model(tokens, None, mask_ratio=1.0).logits, tokens)
+            _, ce_null = _token_scores(model(tokens, None, mask_ratio=1.0, domain=domain).logits, tokens)
             s.ce_null = (s.ce_null or 0.0) + ce_null
             if previous is None:
                 first = (tokens, actions)  # scored last, with the last clip's actions before it
             else:
-                _add_other(s, model, tokens, other_actions(actions, previous))
+                _add_other(s, model, tokens, other_actions(actions, previous), domain)
             previous = actions[-1:]
         if first is not None:
             tokens, actions = first
             lone = s.clips == 1  # no other clip: its own actions, reversed in time
-            _add_other(s, model, tokens, actions.flip(1) if lone else other_actions(actions, previous))
+            _add_other(s, model, tokens, actions.flip(1) if lone else other_actions(actions, previous), domain)
     finally:
         model.train(was_training)
     return s

@@ -182,12 +182,18 @@ def find_resume_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, dict[str, 
 # ---- resuming with the same config ---------------------------------------------------------------------------
 
 # Fields that change what a checkpoint means or how the data stream continues; other fields (learning rate,
-# max_steps, logging, precision) may change between a run and its resume.
+# max_steps, logging, precision) may change between a run and its resume. A domain mixture's sources (``mixture``:
+# path and domain of each, in order) belong here; their weights may change (the stream takes the new ones).
 RESUME_FIELDS = ("model", "loader.batch_size", "loader.num_workers", "loader.seed", "loader.resampled",
-                 "loader.epoch_length", "loader.shuffle_buffer", "trainer.accumulate_grad_batches", "trainer.seed")
+                 "loader.epoch_length", "loader.shuffle_buffer", "trainer.accumulate_grad_batches", "trainer.seed",
+                 "mixture")
+RESUME_FREE = re.compile(r"mixture\.\d+\.weight")  # fields under RESUME_FIELDS that may still change
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of nested dicts; a list of dicts (``mixture``, ``model.domains``) by index (``mixture.0.path``)."""
+    if isinstance(tree, list) and tree and all(isinstance(x, dict) for x in tree):
+        tree = {str(i): x for i, x in enumerate(tree)}
     if isinstance(tree, dict):
         out: dict[str, Any] = {}
         for k, v in tree.items():
@@ -198,11 +204,14 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], fields: tuple[str, ...] = RESUME_FIELDS
                        ) -> list[str]:
-    """``["model.codebook_size: checkpoint 32, now 64", ...]`` over the dotted ``fields`` (prefixes match)."""
+    """``["model.codebook_size: checkpoint 32, now 64", ...]`` over the dotted ``fields`` (prefixes match). An
+    empty list and an absent field are the same (a list field added since the checkpoint, at its default)."""
     a, b = _flatten(saved), _flatten(current)
-    keys = sorted(k for k in set(a) | set(b) if any(k == f or k.startswith(f + ".") for f in fields))
-    return [f"{k}: checkpoint {a.get(k, '<absent>')!r}, now {b.get(k, '<absent>')!r}" for k in keys
-            if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    keys = sorted(k for k in set(a) | set(b) if any(k == f or k.startswith(f + ".") for f in fields)
+                  and not RESUME_FREE.fullmatch(k))
+    absent = "<absent>"
+    return [f"{k}: checkpoint {a.get(k, absent)!r}, now {b.get(k, absent)!r}" for k in keys
+            if a.get(k, []) != b.get(k, [])]
 
 
 def check_resume_compatible(path: Path, meta: dict[str, Any], current_config: dict[str, Any] | None,

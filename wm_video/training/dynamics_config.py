@@ -1,5 +1,6 @@
 """The dynamics training run's config (:class:`DynamicsTrainConfig`, with its fine-tuning section
-:class:`FinetuneConfig`) and the model config a token dataset implies (:func:`model_config_for_data`).
+:class:`FinetuneConfig`) and the model config a token dataset implies (:func:`model_config_for_data`), or a mixture
+of token datasets, one action domain each (:func:`model_config_for_mixture`).
 
 Below :mod:`.finetune` and :mod:`.dynamics_module`, which both read them.
 """
@@ -12,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wm_video.data.loader import LoaderConfig
-from wm_video.data.schema import DatasetInfo
+from wm_video.data.mixture import Domain, MixtureSource, MixtureSpec, open_sources
+from wm_video.data.schema import ActionSpace, DatasetInfo
 from wm_video.models.dynamics import DynamicsConfig
+from wm_video.models.dynamics.config import ActionDomain
 from wm_video.training.lora import LoraOptions
 from wm_video.training.optim import OptimConfig
 from wm_video.training.quality import QualityConfig
@@ -71,7 +74,17 @@ class DynamicsTrainConfig:
             (:mod:`wm_video.training.visuals`); 0: off.
         video_clips: clips in each logged video.
         video_context_frames: context frames each logged rollout starts from (the rest of the clip, cut to the
-            model's window, is predicted; at most the clip's length - 1).
+            model's window, is predicted; at most the clip's length - 1); not drawn for a mixture yet.
+        mixture: train one model on several token datasets of one tokenizer (:class:`MixtureSource`: ``path``,
+            ``weight``, ``domain``; :mod:`wm_video.data.mixture`) instead of ``--data``: each batch comes from one
+            dataset, drawn by weight, and each dataset is an action domain of the model (its own action encoder and
+            statistics, ``model.domains``); validation scores each domain's held-out clips (``val/DOMAIN/...``) and
+            their mean (``val/...``). Empty (the default): the one dataset ``--data`` names. In YAML::
+
+                mixture:
+                  - {path: data/pong_tokens, weight: 3}
+                  - {path: data/pusht_tokens, weight: 1, domain: pusht}
+                  - {path: data/video_tokens}        # action-free video
 
     Activation checkpointing has one switch, ``trainer.activation_checkpointing``: training turns the model's own
     recomputation on from it (:mod:`wm_video.training.parallelize`). ``model.gradient_checkpointing`` stays a field
@@ -93,6 +106,7 @@ class DynamicsTrainConfig:
     video_every_n_steps: int = 500
     video_clips: int = 4
     video_context_frames: int = 4
+    mixture: list[MixtureSource] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.model.gradient_checkpointing:
@@ -102,27 +116,71 @@ class DynamicsTrainConfig:
             self.model = dataclasses.replace(self.model, gradient_checkpointing=False)
 
 
-def model_config_for_data(cfg: DynamicsTrainConfig, info: DatasetInfo, where: str) -> DynamicsConfig:
-    """The model config with vocabulary, token grid, action space and statistics taken from a token dataset."""
+def _token_fields(info: DatasetInfo, where: str) -> dict[str, Any]:
+    """Vocabulary and token grid of a token dataset; ValueError for frame shards."""
     if info.frame_storage != "tokens" or not info.tokens:
         raise ValueError(f"{where} holds {info.frame_storage} frames, not tokens: tokenize it first with "
                          f"'wm-video data tokenize --tokenizer DIR --src {where} --out DIR'")
-    space = info.action_space
     token_h, token_w = info.resolution  # a token dataset's resolution is its token grid
-    fields: dict[str, Any] = {"vocab_size": int(info.tokens["vocab_size"]), "token_h": token_h, "token_w": token_w,
-                              "action_type": space.kind}
+    return {"vocab_size": int(info.tokens["vocab_size"]), "token_h": token_h, "token_w": token_w}
+
+
+def _action_fields(space: ActionSpace, stats: dict[str, Any]) -> dict[str, Any]:
+    """The action fields (``action_type``, ``num_actions`` or ``action_dim`` with the normalisation statistics) of
+    a dataset's action space and its ``stats.actions``."""
+    fields: dict[str, Any] = {"action_type": space.kind}
     if space.kind == "discrete":
         fields["num_actions"] = int(space.n)
     elif space.kind == "continuous":
-        stats = info.stats.get("actions") or {}
         fields.update(action_dim=int(space.dim), action_mean=[float(v) for v in stats.get("mean", [])],
                       # a constant dimension (std 0) is left unscaled: dividing by ~0 would blow up any other value
                       action_std=[float(v) if float(v) > 1e-6 else 1.0 for v in stats.get("std", [])])
-    if cfg.termination_pos_weight_from_data:
-        steps, terms = info.stats.get("frames", 0), info.stats.get("terminations", 0)
-        if steps and terms:
-            fields["termination_pos_weight"] = float(min(1000.0, max(1.0, (steps - terms) / terms)))
+    return fields
+
+
+def _termination_weight(cfg: DynamicsTrainConfig, infos: list[DatasetInfo]) -> dict[str, Any]:
+    """``termination_pos_weight`` from the data's non-terminal to terminal steps (clamped to [1, 1000])."""
+    if not cfg.termination_pos_weight_from_data:
+        return {}
+    steps = sum(info.stats.get("frames", 0) for info in infos)
+    terms = sum(info.stats.get("terminations", 0) for info in infos)
+    return {"termination_pos_weight": float(min(1000.0, max(1.0, (steps - terms) / terms)))} if steps and terms else {}
+
+
+def _with_fields(cfg: DynamicsTrainConfig, fields: dict[str, Any], where: str) -> DynamicsConfig:
     changed = {k: v for k, v in fields.items() if getattr(cfg.model, k) != v}
     if changed:
-        log.info("model fields set from %s/dataset.json: %s", where, changed)
+        log.info("model fields set from %s: %s", where, changed)
     return dataclasses.replace(cfg.model, **fields)
+
+
+def model_config_for_data(cfg: DynamicsTrainConfig, info: DatasetInfo, where: str) -> DynamicsConfig:
+    """The model config with vocabulary, token grid, action space and statistics taken from a token dataset."""
+    fields = {**_token_fields(info, where), **_action_fields(info.action_space, info.stats.get("actions") or {}),
+              **_termination_weight(cfg, [info])}
+    return _with_fields(cfg, fields, f"{where}/dataset.json")
+
+
+def mixture_domains(spec: MixtureSpec) -> dict[str, Domain]:
+    """The mixture's domains by name, as :attr:`DomainMixLoader.domains` has them, from the datasets' ``dataset.json``
+    alone (no loader): what the model config needs before the trainer knows its ranks."""
+    infos = open_sources(spec)
+    total = sum(float(src.weight) for src in spec.sources)
+    return {src.name: Domain(src.name, i, str(src.path), float(src.weight) / total, info)
+            for i, (src, info) in enumerate(zip(spec.sources, infos, strict=True))}
+
+
+def model_config_for_mixture(cfg: DynamicsTrainConfig, domains: dict[str, Domain]) -> DynamicsConfig:
+    """The model config of a mixture (:class:`~wm_video.data.mixture.DomainMixLoader`'s ``domains``): vocabulary
+    and token grid of its token datasets (one tokenizer: the mixture checks it), one :class:`ActionDomain` per
+    dataset with its action space and statistics, and the termination weight of all of them together. The
+    top-level action fields are set to ``none``: a multi-domain model does not use them (``domain=NAME`` picks an
+    encoder), and anything reading them alone sees an action-free model rather than one domain's space."""
+    for d in domains.values():
+        _token_fields(d.info, f"mixture domain {d.name!r} ({d.root})")
+    first = next(iter(domains.values()))
+    specs = [ActionDomain(name=d.name, **_action_fields(d.action_space, d.action_stats)) for d in domains.values()]
+    fields = {**_token_fields(first.info, first.root), "action_type": "none", "num_actions": 0, "action_dim": 0,
+              "action_mean": [], "action_std": [], "domains": specs,
+              **_termination_weight(cfg, [d.info for d in domains.values()])}
+    return _with_fields(cfg, fields, f"the mixture's {len(domains)} datasets")

@@ -16,6 +16,15 @@ and that its reward and termination heads beat their constant baselines (``quali
 
 With ``finetune.init_from`` (``--init-from DIR``) the run starts from a pretrained export instead, keeping its
 architecture and weights and adding the data's action space; see :mod:`wm_video.training.finetune`.
+
+With ``mixture`` (a list of token datasets of one tokenizer, instead of ``--data``) one model trains on all of them,
+each an action domain (``model.domains``: its own action encoder and statistics); every batch is of one domain,
+drawn by weight (:class:`~wm_video.data.mixture.DomainMixLoader`, an endless stream: validation runs every
+``trainer.val_check_interval`` batches, by default where checkpoints are written). Validation logs each domain's
+metrics as ``val/DOMAIN/token_ce`` (and so on) and, as ``val/token_ce``, their mean over the domains (each domain
+counts once, whatever its batches); the quality gates score the domains' held-out clips together.
+
+    wm-video train dynamics --config configs/dynamics/mixture_small.yaml --out runs/dyn_mix
 """
 
 from __future__ import annotations
@@ -28,12 +37,18 @@ from typing import Any
 import lightning as L
 import torch
 
+from wm_video.data.mixture import MixtureSpec
 from wm_video.data.reader import load_dataset_info
 from wm_video.models.checks import validated
 from wm_video.models.dynamics import DynamicsModel
 from wm_video.models.dynamics.config import training_flops_per_token
 from wm_video.models.tokenizer import VQTokenizer
-from wm_video.training.dynamics_config import DynamicsTrainConfig, model_config_for_data
+from wm_video.training.dynamics_config import (
+    DynamicsTrainConfig,
+    mixture_domains,
+    model_config_for_data,
+    model_config_for_mixture,
+)
 from wm_video.training.finetune import Finetuning
 from wm_video.training.optim import build_optimizer
 from wm_video.training.quality import assess_dynamics
@@ -71,6 +86,7 @@ class DynamicsModule(L.LightningModule):
         if self.frames < 2:
             raise ValueError(f"train_frames must be >= 2 (a context frame and a target), got {cfg.train_frames}")
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})  # plain values: weights_only-safe
+        self._val_sums: dict[str, dict[str, list[torch.Tensor]]] = {}  # per domain: metric -> [sum, clips]
 
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Check each batch's token ids and actions once, where it arrives: on the CPU, before the copy to the
@@ -78,7 +94,7 @@ class DynamicsModule(L.LightningModule):
         its own value checks (:mod:`wm_video.models.checks`)."""
         tokens = batch["tokens"]
         self.model.check_tokens(tokens, sliding_window=True)  # longer clips are cropped to the window in the step
-        self.model.actions.check(batch.get("actions"), tuple(tokens.shape[:2]))
+        self.model.check_actions(batch.get("actions"), tuple(tokens.shape[:2]), domain=batch.get("domain"))
         return batch
 
     def training_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
@@ -88,15 +104,38 @@ class DynamicsModule(L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=len(batch["tokens"]))
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if batch_idx == 0 and self._video_clips is None and self.cfg.video_every_n_steps:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if (batch_idx == 0 and self._video_clips is None and self.cfg.video_every_n_steps
+                and batch.get("domain") is None):  # rollout videos of one-domain runs (a mixture's: not yet)
             self._video_clips = self._clips_for_video(batch)
         batch = crop_window(batch, self.frames)
+        domain, n = batch.get("domain"), len(batch["tokens"])
         with validated():  # checked in on_before_batch_transfer
             _, logs = self.model.compute_loss(batch)
-            tf = self.model.teacher_forced_accuracy(batch["tokens"], batch.get("actions"))
+            tf = self.model.teacher_forced_accuracy(batch["tokens"], batch.get("actions"), domain=domain)
         logs.update({f"tf_{k}": v for k, v in tf.items()})
-        self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=len(batch["tokens"]))
+        if domain is None:
+            self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=n)
+            return
+        self.log_dict({f"val/{domain}/{k}": v for k, v in logs.items()}, batch_size=n, add_dataloader_idx=False)
+        sums = self._val_sums.setdefault(domain, {})
+        for k, v in logs.items():
+            acc = sums.setdefault(k, [torch.zeros((), device=v.device), 0])
+            acc[0], acc[1] = acc[0] + v.detach().float() * n, acc[1] + n
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {}
+
+    def on_validation_epoch_end(self) -> None:
+        """Per-domain runs: ``val/KEY`` is the mean over the domains of each domain's clip-weighted mean (a metric
+        some domain lacks, e.g. reward loss of action-free video, averages over the domains that have it)."""
+        means: dict[str, list[torch.Tensor]] = {}
+        for sums in self._val_sums.values():
+            for k, (total, clips) in sums.items():
+                means.setdefault(k, []).append(total / max(clips, 1))
+        if means:
+            self.log_dict({f"val/{k}": torch.stack(v).mean() for k, v in means.items()}, add_dataloader_idx=False)
+        self._val_sums = {}
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, Any], batch_idx: int) -> None:
         """Every ``video_every_n_steps`` optimizer steps, on the main process: the rollout video (eval mode and
@@ -109,6 +148,8 @@ class DynamicsModule(L.LightningModule):
         experiment = getattr(self.logger, "experiment", None)
         if not hasattr(experiment, "add_image") or self.cfg.trainer.strategy.startswith("deepspeed_stage_3"):
             return  # no image logger; or ZeRO-3, whose partitioned weights rank 0 alone cannot run
+        if self.model.config.domains:
+            return  # a multi-domain model's rollouts need a domain per clip: not drawn yet
         clips = self._video_clips or self._clips_for_video(batch)
         context = min(self.cfg.video_context_frames, clips["tokens"].shape[1] - 1)  # at least one frame predicted
         if context < 1:
@@ -131,9 +172,14 @@ class DynamicsModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": sched}
 
 
-def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path, out: str | Path) -> Path:
-    """Train on the token shards in ``data`` into run folder ``out``; resumes from ``out/checkpoints/last.ckpt``;
-    returns the export folder."""
+def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path | None, out: str | Path) -> Path:
+    """Train on the token shards in ``data``, or on the datasets of ``cfg.mixture`` (``data`` None), into run
+    folder ``out``; resumes from ``out/checkpoints/last.ckpt``; returns the export folder."""
+    if cfg.mixture:
+        return _train_mixture(cfg, data, out)
+    if data is None:
+        raise ValueError("train dynamics: --data is required (a token-shard folder), or a mixture of them in the "
+                         "config's 'mixture' field")
     info = load_dataset_info(data)
     L.seed_everything(cfg.trainer.seed, verbose=False)  # weights init from trainer.seed, not torch's random start
     finetuning = None
@@ -150,16 +196,57 @@ def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path, out: str | Path) 
     module = DynamicsModule(cfg, tokenizer)
     if finetuning:
         finetuning.prepare(module.model)  # pretrained weights in, frozen parts fixed, held-out score before
+    export = _fit(module, data, out, info.clip_len, info.stats,
+                  before_export=finetuning.before_export if finetuning else None)  # folds LoRA adapters in
+    if finetuning:
+        finetuning.finish(module.model, out, module.global_step)  # held-out score after: OUT/finetune_eval.json
+    return export
+
+
+def _train_mixture(cfg: DynamicsTrainConfig, data: str | Path | None, out: str | Path) -> Path:
+    """:func:`train_dynamics` on ``cfg.mixture``: one action domain per dataset."""
+    if data is not None:
+        raise ValueError(f"train dynamics: --data {data} and the config's 'mixture' ({len(cfg.mixture)} datasets) "
+                         "both name the training data; give one (drop --data, or set mixture=[])")
+    if cfg.finetune.init_from or cfg.finetune.lora is not None:
+        raise ValueError("train dynamics: fine-tuning (finetune.init_from, finetune.lora) on a mixture is not "
+                         "supported yet; train on the mixture from scratch, or fine-tune on one dataset (--data)")
+    spec = MixtureSpec.from_config(cfg.mixture)
+    domains = mixture_domains(spec)
+    if cfg.trainer.val_check_interval is None:  # "once per epoch" never comes: the mixture's stream is endless
+        t = cfg.trainer
+        every = t.checkpoint_every_n_steps * t.accumulate_grad_batches
+        log.info("mixture: validating every %d training batches (trainer.checkpoint_every_n_steps x "
+                 "accumulate_grad_batches), as trainer.val_check_interval is unset", every)
+        cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(t, val_check_interval=every))
+    L.seed_everything(cfg.trainer.seed, verbose=False)  # weights init from trainer.seed, not torch's random start
+    cfg = dataclasses.replace(cfg, model=model_config_for_mixture(cfg, domains))
+    infos = [d.info for d in domains.values()]
+    return _fit(DynamicsModule(cfg), spec, out, min(i.clip_len for i in infos), mixture_stats(infos))
+
+
+def mixture_stats(infos: list[Any]) -> dict[str, Any]:
+    """What the quality gates read of ``dataset.json``'s statistics, over several datasets: whether any has
+    rewards that vary (the largest reward std) and how many terminations they have together."""
+    stds = [((i.stats.get("rewards") or {}).get("std") or [None])[0] for i in infos]
+    stds = [s for s in stds if s is not None]
+    stats: dict[str, Any] = {"terminations": sum(i.stats.get("terminations", 0) for i in infos)}
+    if stds:
+        stats["rewards"] = {"std": [max(stds)]}
+    return stats
+
+
+def _fit(module: DynamicsModule, data: str | Path | MixtureSpec, out: str | Path, clip_len: int,
+         stats: dict[str, Any], before_export: Any = None) -> Path:
+    """Fit, export and assess ``module`` on ``data`` (``clip_len``: the data's clip length; ``stats``: its
+    statistics, for the quality gates)."""
+    cfg = module.cfg
     n_params = sum(p.numel() for p in module.model.parameters())
-    flops = training_flops_per_token(cfg.model, min(info.clip_len, module.frames))
+    flops = training_flops_per_token(cfg.model, min(clip_len, module.frames))
     log.info("dynamics model: %.1fM parameters, %.3g training FLOPs per token", n_params / 1e6, flops)
     # tokens a step trains on: the batch's clips cut to the training crop
     perf = throughput_callback(flops, lambda batch: batch["tokens"][:, :module.frames].numel(),
                                log_every=max(cfg.trainer.log_every_n_steps, 1))
-    export = fit_and_export(module, cfg.trainer, data, cfg.loader, cfg.val_fraction,
-                            cfg.val_batches, out, "dynamics", callbacks=[perf],
-                            before_export=finetuning.before_export if finetuning else None,  # folds LoRA adapters in
-                            assess=lambda model, heldout: assess_dynamics(model, heldout, cfg.quality, info.stats))
-    if finetuning:
-        finetuning.finish(module.model, out, module.global_step)  # held-out score after: OUT/finetune_eval.json
-    return export
+    return fit_and_export(module, cfg.trainer, data, cfg.loader, cfg.val_fraction, cfg.val_batches, out,
+                          "dynamics", callbacks=[perf], before_export=before_export,
+                          assess=lambda model, heldout: assess_dynamics(model, heldout, cfg.quality, stats))

@@ -2,7 +2,11 @@
 
 The split is the data layer's (:mod:`wm_video.data.split`): the held-out episodes ``dataset.json`` records (the
 last shards of a dataset written before splits were recorded); the log names the rule used. A :class:`DataMix`
-trains on several datasets at once, each validated on its own held-out clips.
+trains on several datasets at once, each validated on its own held-out clips, in one clip stream. A domain mixture
+(:class:`~wm_video.data.mixture.MixtureSpec`, for datasets whose action spaces differ) trains on a
+:class:`~wm_video.data.mixture.DomainMixLoader` (each batch from one dataset, ``batch["domain"]`` its name) and
+validates on one loader per domain (:class:`DomainBatches`, every batch tagged with its domain), in the spec's
+order; the held-out assessment at the end reads the domains' held-out batches in turn (:class:`RoundRobin`).
 
 A run folder holds ``checkpoints/`` (``last.ckpt`` plus every ``checkpoint_every_n_steps``), ``tb/`` (or the
 chosen logger's files) and, at the end, ``export/`` (``config.json`` + ``model.safetensors``). Rerunning the
@@ -36,6 +40,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from wm_video.data.loader import ClipLoader, LoaderConfig
+from wm_video.data.mixture import DomainMixLoader, MixtureSpec, heldout_loaders
 from wm_video.data.split import Split, split_dataset
 from wm_video.training.checkpointing import (
     Preempted,
@@ -64,19 +69,69 @@ class DataMix:
     weights: tuple[float, ...]
 
 
-Data = str | Path | DataMix
+Data = str | Path | DataMix | MixtureSpec
 
 
 def data_roots(data: Data) -> list[str]:
+    if isinstance(data, MixtureSpec):
+        return [str(src.path) for src in data.sources]
     return list(data.roots) if isinstance(data, DataMix) else [str(data)]
 
 
+class DomainBatches:
+    """A domain's held-out :class:`ClipLoader` whose batches carry ``"domain"``, like the mixture's training
+    batches; ``set_epoch`` is the loader's."""
+
+    def __init__(self, loader: ClipLoader, domain: str) -> None:
+        self.loader, self.domain = loader, domain
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.loader:
+            batch["domain"] = self.domain
+            yield batch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+
+class RoundRobin:
+    """Batches of several loaders in turn (one of each, then the next of each, ...), until all are spent: a bounded
+    read (the quality gates' ``eval_batches``) then sees every domain."""
+
+    def __init__(self, loaders: list[Any]) -> None:
+        self.loaders = loaders
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        iters = [iter(loader) for loader in self.loaders]
+        while iters:
+            for it in list(iters):
+                batch = next(it, None)
+                if batch is None:
+                    iters.remove(it)
+                else:
+                    yield batch
+
+
+def domain_heldout(spec: MixtureSpec, cfg: LoaderConfig, val_fraction: float | None, rank: int | None = None,
+                   world: int | None = None) -> list[DomainBatches]:
+    """One ordered loader of tagged batches per domain holding clips out, in the spec's order."""
+    return [DomainBatches(loader, name)
+            for name, loader in heldout_loaders(spec, cfg, val_fraction, rank=rank, world=world).items()]
+
+
 def make_loaders(data: Data, cfg: LoaderConfig, val_fraction: float | None = None, rank: int | None = None,
-                 world: int | None = None, what: str = "training") -> tuple[ClipLoader, ClipLoader | None, list[Split]]:
+                 world: int | None = None, what: str = "training") -> tuple[Any, Any, list[Split]]:
     """Training loader over each dataset's training clips (mixed at the weights of a :class:`DataMix`) and a
     plain, ordered validation loader over their held-out clips (None when nothing is held out), with the splits
     (:mod:`wm_video.data.split`; ``val_fraction``: None for the recorded ones); ``rank`` / ``world``: this
-    process's data-parallel place (default: from the launcher's environment)."""
+    process's data-parallel place (default: from the launcher's environment). A :class:`MixtureSpec` gives a
+    :class:`DomainMixLoader` and a list of validation loaders, one per domain (None when no domain holds out)."""
+    if isinstance(data, MixtureSpec):
+        mix = DomainMixLoader(data, cfg, rank=rank, world=world, side="train", val_fraction=val_fraction)
+        if not rank:
+            for split, name in zip(mix.splits, data.names, strict=True):
+                split.log(f"{what}, domain {name!r}")
+        return mix, domain_heldout(data, cfg, val_fraction, rank, world) or None, mix.splits
     splits = [split_dataset(root, val_fraction) for root in data_roots(data)]
     for split in splits:
         if not rank:
@@ -98,6 +153,14 @@ def heldout_clips(splits: list[Split], cfg: LoaderConfig, rank: int | None = Non
     val_cfg = dataclasses.replace(cfg, resampled=False, shuffle_buffer=0, drop_last=False,
                                   num_workers=min(cfg.num_workers, shards))
     return ClipLoader(parts, val_cfg, rank=rank, world=world)
+
+
+def assessment_batches(data: Data, splits: list[Split], cfg: LoaderConfig, val_fraction: float | None) -> Any:
+    """All held-out clips, on this process alone (rank 0 of 1): one loader, or the domains' in turn."""
+    if isinstance(data, MixtureSpec):
+        loaders = domain_heldout(data, cfg, val_fraction, rank=0, world=1)
+        return RoundRobin(loaders) if loaders else None
+    return heldout_clips(splits, cfg, rank=0, world=1)
 
 
 def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: Data, loader_cfg: LoaderConfig,
@@ -162,7 +225,7 @@ def fit_and_export(module: Any, trainer_cfg: TrainerConfig, data: Data, loader_c
             else:
                 save_part(module.model, export, overwrite=True)  # a run's own export/: only its files are replaced
             # The held-out clips whole, on this process alone: the validation loader holds only this rank's part.
-            heldout = heldout_clips(splits, dataclasses.replace(loader_cfg, num_workers=0), rank=0, world=1)
+            heldout = assessment_batches(data, splits, dataclasses.replace(loader_cfg, num_workers=0), val_fraction)
             # ZeRO holds the weights sharded across processes: score the merged export instead.
             model = type(module.model).from_pretrained(export) if trainer_cfg.strategy in DEEPSPEED else module.model
             on_gpu = torch.cuda.is_available() and trainer_cfg.accelerator != "cpu"
