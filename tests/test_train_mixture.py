@@ -142,6 +142,10 @@ def test_multi_domain_export_assembles_into_a_world_model(tmp_path, data):
     assert "3 action domains: disc: discrete, 4 actions; cont: continuous, 2 dims; video: none" in card
     wm = WorldModel.from_pretrained(tmp_path / "wm")
     assert wm.action_type == "none" and [d.name for d in wm.dynamics.config.domains] == list(SPACES)
+    from wm_video.envs import WorldModelGymEnv
+
+    with pytest.raises(ValueError, match="several action domains"):  # no --domain in the gym env and play yet
+        WorldModelGymEnv(wm, data=data / "disc")
 
 
 def test_interrupted_mixture_run_resumes_exactly(tmp_path, data, capsys):

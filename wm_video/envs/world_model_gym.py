@@ -97,6 +97,10 @@ class _Batch:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         self.model = load_world_model(model, device).eval()
+        domains = [d.name for d in self.model.dynamics.config.domains]
+        if domains:
+            raise ValueError(f"model: a world model of several action domains {domains}; the gym env (and play) "
+                             "cannot choose one yet: export a single-domain model")
         self.horizon, self.threshold, self.split = horizon, termination_threshold, split
         self.length = self.model.context_frames
         res = self.model.resolution
