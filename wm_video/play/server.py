@@ -18,8 +18,8 @@ longer than ``1 / fps`` delays the next one (the page shows the fps it gets). On
 connection shares the same episode.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: FastAPI reads the websocket handler's annotations at run time, and
+# its types are imported inside create_app (fastapi is the play extra, not a core dependency).
 import asyncio
 import base64
 import contextlib
@@ -34,8 +34,6 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 
 from wm_video.play.session import PlaySession
@@ -126,8 +124,11 @@ class Player:
         raise ValueError(f"unknown message type {kind!r}")
 
 
-def create_app(session: PlaySession) -> FastAPI:
+def create_app(session: PlaySession) -> Any:
     """The FastAPI app serving ``session``."""
+    from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+
     app = FastAPI(title="wm-video play")
     player = Player(session)
     page = resources.files("wm_video.play").joinpath("page.html").read_text()
