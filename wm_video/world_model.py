@@ -56,9 +56,8 @@ class WorldModelInfo:
     Args:
         resolution: frame height and width in pixels.
         fps: frames per second of the training data (and of generated video).
-        action_space: the data's action space (``wm_video.data.schema.ActionSpace`` as a dict); for a dynamics
-            model of several action domains, ``{"kind": "domains", "domains": {NAME: ActionSpace dict}}``
-            (:mod:`wm_video.assembly`).
+        action_space: the data's ``ActionSpace`` as a dict; with several action domains ``{"kind": "domains",
+            "domains": {NAME: space}}``.
         stats: normalisation statistics of the training data (``dataset.json``'s ``stats``).
         source: where the parts and data came from (free-form provenance).
         license: the license's hub id, in the model card (default apache-2.0).
