@@ -175,7 +175,8 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         model = WorldModel.from_pretrained(wm_dir)
         ecfg = EvalConfig(horizon=cfg.horizon, context_frames=cfg.context_frames, max_clips=cfg.max_clips,
                           batch_size=16, temperature=cfg.temperature, num_inference_steps=render_steps,
-                          guidance_scale=cfg.guidance_scale, seed=cfg.seed, methods=DEMO_METHODS)
+                          guidance_scale=cfg.guidance_scale, maskgit_steps=recipe.maskgit_steps, seed=cfg.seed,
+                          methods=DEMO_METHODS)
         report.update(evaluate_world_model(model, str(data), ecfg))
         report["model"] = str(wm_dir)
         write_report(report, out / "eval")

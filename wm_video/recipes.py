@@ -44,6 +44,8 @@ class Recipe:
         tokenizer, dynamics: dotted overrides of the ``tiny`` training presets.
         temperature: token sampling temperature of the evaluation (0: argmax).
         guidance_scale: classifier-free guidance on actions in the evaluation (1: none).
+        maskgit_steps: MaskGIT passes per frame in the evaluation (under argmax one pass scores as eight,
+            docs/fidelity.md E15, at an eighth of the dynamics work).
         max_clips: held-out clips evaluated.
     """
 
@@ -61,6 +63,7 @@ class Recipe:
     dynamics: list[str] = field(default_factory=list)
     temperature: float = 0.0
     guidance_scale: float = 1.0
+    maskgit_steps: int = 8
     max_clips: int = 64
 
 
@@ -75,8 +78,10 @@ PATCH = [*FOREGROUND, "model.encoder=patch"]
 RECIPES: dict[str, Recipe] = {
     # no diffusion decoder by default: with the patch tokenizer the VQ decoder keeps the still patches' true pixels,
     # and the demo then shows exactly what the suite measures (wm-video demo --decoder-steps 200 trains one)
+    # guidance 2 doubles the margin of true over shuffled actions at the same PSNR, and one MaskGIT pass (equal to
+    # eight under argmax) pays for its doubled batch (docs/fidelity.md, E15 and E17)
     "ALE/Boxing-v5": Recipe(env="ALE/Boxing-v5", episodes=48, max_episode_steps=300, tokenizer=PATCH,
-                            decoder_steps=0),
+                            decoder_steps=0, guidance_scale=2.0, maskgit_steps=1),
     "Reacher-v5": Recipe(env="Reacher-v5", episodes=256, episodes_per_shard=16, stride=8, tokenizer=PATCH),
     "metaworld/reach-v3": Recipe(env="metaworld/reach-v3", policy="noisy", noise=0.5, episodes=64,
                                  max_episode_steps=150, tokenizer=PATCH),

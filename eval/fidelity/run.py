@@ -99,7 +99,7 @@ def stage_commands(r: Recipe, root: Path, decoder: bool = False) -> list[tuple[s
     stages.append(("export", wm / "world_model.json", export))
     ev = ["eval", "--model", str(wm), "--data", str(data), "--horizon", str(HORIZON), "--context-frames",
           str(CONTEXT), "--max-clips", str(r.max_clips), "--batch-size", "16", "--temperature", str(r.temperature),
-          "--out", str(root / "eval")]
+          "--maskgit-steps", str(r.maskgit_steps), "--out", str(root / "eval")]
     if r.guidance_scale != 1.0:
         ev += ["--guidance-scale", str(r.guidance_scale)]
     stages.append(("eval", root / "eval" / "report.json", ev))
