@@ -67,7 +67,7 @@ def load_world_model(model: WorldModel | str | os.PathLike, device: str = "cpu")
     p = Path(model)
     if p.is_dir():
         read_index(p)  # FileNotFoundError naming the folder when it holds no world_model.json
-    return WorldModel.from_pretrained(str(model) if not p.is_dir() else p, map_location=device)
+    return WorldModel.from_pretrained(model, map_location=device)
 
 
 def action_space_of(model: WorldModel) -> spaces.Space:
@@ -229,6 +229,22 @@ class WorldModelGymEnv(gym.Env):
 
     def render(self) -> np.ndarray | None:
         return None if self.render_mode is None or self._obs is None else self._obs.copy()
+
+    @property
+    def start_names(self) -> list[str]:
+        """Where each start state comes from (``options={"context": i}`` picks the ``i``-th)."""
+        return list(self._batch.starts.sources)
+
+    @property
+    def temperature(self) -> float:
+        return float(self._batch.env.rollout.temperature)
+
+    def set_sampling(self, temperature: float | None = None, render: RenderSettings | None = None) -> None:
+        """Change the token sampling temperature and/or the render settings for the next steps."""
+        if temperature is not None:
+            self._batch.env.rollout.temperature = float(temperature)
+        if render is not None:
+            self._batch.env.settings = render
 
 
 class WorldModelVectorEnv(VectorEnv):

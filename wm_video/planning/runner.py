@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 
+from wm_video.data.schema import ActionSpace
 from wm_video.envs import make_env
-from wm_video.planning.cem import CEMPlanner
+from wm_video.planning.cem import CEMConfig, CEMPlanner
 from wm_video.planning.closed_loop import PlanRenderer, RandomAgent, check_env_fits, run_closed_loop
 from wm_video.planning.config import ImagineTrainConfig, PlanConfig, RealRunConfig
 from wm_video.planning.imagination import ActorAgent, ActorCritic, ImaginationTrainer, StartStates
-from wm_video.planning.mcts import MCTSPlanner
+from wm_video.planning.mcts import MCTSConfig, MCTSPlanner
 from wm_video.planning.report import add_margins, compute_record, write_report
 from wm_video.planning.scoring import check_outcome_heads, model_action_space
 from wm_video.planning.starts import start_states_from_data, start_states_from_env
@@ -39,23 +40,7 @@ def run_planner(model: str | Path, env: str, out: str | Path, cfg: PlanConfig, d
     wm, sim, n_ctx = _setup(model, env, cfg.context_frames, device)
     try:
         space = model_action_space(wm, cfg.action_low, cfg.action_high, fallback=sim.action_space)
-        value_fn = prior_fn = None
-        value_frames = 1
-        if cfg.value:
-            critic = ActorCritic.from_pretrained(cfg.value).to(device).eval()
-            value_fn, value_frames = critic.value, critic.config.frames
-            prior_fn = critic.policy_logits if critic.config.action_type == "discrete" else None
-        gen = torch.Generator(device).manual_seed(cfg.seed)
-        imagined = WorldModelEnv(wm, cfg.maskgit_steps, cfg.temperature, render=False, generator=gen)
-        search_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
-        if cfg.planner == "cem":
-            search = cfg.cem()
-            agent = CEMPlanner(imagined, space, search, value_fn, value_frames, search_gen, device)
-        elif cfg.planner == "mcts":
-            search = cfg.mcts()
-            agent = MCTSPlanner(imagined, space, search, value_fn, prior_fn, value_frames, search_gen, device)
-        else:
-            raise ValueError(f"--planner must be cem or mcts, got {cfg.planner!r}")
+        agent, search = build_planner(wm, space, cfg, device)
         settings = {"planner": cfg.planner, **vars(search), "temperature": cfg.temperature,
                     "maskgit_steps": cfg.maskgit_steps, "context_frames": n_ctx, "action_space": space.to_dict(),
                     "value": cfg.value}
@@ -64,6 +49,29 @@ def run_planner(model: str | Path, env: str, out: str | Path, cfg: PlanConfig, d
         return run_agents(sim, wm, {cfg.planner: agent}, out, cfg, n_ctx, renderer, head, device)
     finally:
         sim.close()
+
+
+def build_planner(wm: WorldModel, space: ActionSpace, cfg: PlanConfig, device: str
+                  ) -> tuple[CEMPlanner | MCTSPlanner, CEMConfig | MCTSConfig]:
+    """``cfg.planner`` (``cem`` or ``mcts``) searching in imagination in ``wm`` over ``space``, with the critic of
+    ``cfg.value`` as its value (and, for MCTS, prior) where one is given; -> the planner and its search settings.
+    The imagined rollouts' random source is seeded with ``cfg.seed``, the search's with ``cfg.seed + 1``."""
+    value_fn = prior_fn = None
+    value_frames = 1
+    if cfg.value:
+        critic = ActorCritic.from_pretrained(cfg.value).to(device).eval()
+        value_fn, value_frames = critic.value, critic.config.frames
+        prior_fn = critic.policy_logits if critic.config.action_type == "discrete" else None
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    imagined = WorldModelEnv(wm, cfg.maskgit_steps, cfg.temperature, render=False, generator=gen)
+    search_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+    if cfg.planner == "cem":
+        search = cfg.cem()
+        return CEMPlanner(imagined, space, search, value_fn, value_frames, search_gen, device), search
+    if cfg.planner == "mcts":
+        search = cfg.mcts()
+        return MCTSPlanner(imagined, space, search, value_fn, prior_fn, value_frames, search_gen, device), search
+    raise ValueError(f"--planner must be cem or mcts, got {cfg.planner!r}")
 
 
 def train_actor(model: str | Path, out: str | Path, cfg: ImagineTrainConfig, env: str | None = None,

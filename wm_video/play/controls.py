@@ -19,12 +19,12 @@ into the same messages.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from wm_video.data.reader import load_dataset_info
 
 # The full ALE action set, in its order (ale_py's Action enum): what each id does with the joystick and fire button.
 ALE_FULL = ("NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT", "UPFIRE",
@@ -163,10 +163,7 @@ def controls_for(model: Any) -> Controls:
 def _dataset_env(model: Any) -> str | None:
     """The simulator id of the dataset the world model was exported with, when its ``dataset.json`` is there."""
     data = (model.info.source or {}).get("data")
-    path = Path(data) / "dataset.json" if data else None
-    if path is None or not path.is_file():
-        return None
     try:
-        return (json.loads(path.read_text()).get("source") or {}).get("env")
+        return load_dataset_info(data).source.get("env") if data else None
     except (OSError, ValueError):
         return None

@@ -16,7 +16,6 @@ summary as too short), as collection skips too-short episodes.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from wm_video.data.schema import ActionSpace, Clip, ClipMeta, DatasetInfo
+from wm_video.data.reader import load_dataset_info
+from wm_video.data.schema import ActionSpace, Clip, ClipMeta
 from wm_video.data.writer import ShardWriter, clip_starts, finalize_dataset, read_sidecar, shard_name
 from wm_video.utils.video_io import write_mp4
 
@@ -69,7 +69,7 @@ class Recorder:
             raise ValueError(f"record clip_len must be >= 2, got {self.clip_len}")
         index = self.root / "data" / "dataset.json"
         if index.is_file():  # recordings of another model's action space cannot share one dataset
-            theirs = DatasetInfo.from_dict(json.loads(index.read_text()), where=str(index))
+            theirs = load_dataset_info(index)
             if theirs.action_space.to_dict() != self.action_space.to_dict():
                 raise ValueError(f"{index}: field 'action_space' is {theirs.action_space.to_dict()}, this world "
                                  f"model's is {self.action_space.to_dict()}; record into another folder")

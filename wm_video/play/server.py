@@ -106,9 +106,9 @@ class Player:
                 return []
             if kind == "reset":
                 start = msg.get("start")
-                rec = self.session.finish()
                 frame = self.session.reset(None if start is None else int(start))
-                return [*([recorded_message(rec)] if rec else []), frame_message(frame, None, [])]
+                return [*([recorded_message(frame.recording)] if frame.recording else []),
+                        frame_message(frame, None, [])]
             if kind == "pause":
                 self.paused = bool(msg.get("paused"))
                 return []

@@ -18,17 +18,15 @@ import torch
 
 from wm_video.data.schema import ActionSpace
 from wm_video.envs import WorldModelGymEnv
-from wm_video.planning.cem import CEMPlanner
 from wm_video.planning.closed_loop import RandomAgent
 from wm_video.planning.config import PlanConfig
 from wm_video.planning.imagination import ActorAgent, ActorCritic
-from wm_video.planning.mcts import MCTSPlanner
+from wm_video.planning.runner import build_planner
 from wm_video.planning.scoring import model_action_space
 from wm_video.play.config import PlayConfig
 from wm_video.play.controls import Controls, controls_for
 from wm_video.play.recorder import Recorder, Recording
 from wm_video.world_model import RenderSettings
-from wm_video.world_model_env import WorldModelEnv
 
 HUMAN = "human"
 
@@ -45,7 +43,7 @@ class Frame:
     termination: float | None  # the termination head's probability, where it was trained
     ended: str | None  # "terminated" or "horizon" when this frame ended the play-through
     model_ms: float  # time the world model took for this frame
-    recording: Recording | None = None  # the play-through written when this frame ended it
+    recording: Recording | None = None  # the play-through written when this frame (or the reset to it) ended it
 
 
 class PlaySession:
@@ -93,7 +91,7 @@ class PlaySession:
     @property
     def starts(self) -> list[str]:
         """A name per start state (the page's reset menu)."""
-        return list(self.env._batch.starts.sources)
+        return self.env.start_names
 
     @property
     def has_decoder(self) -> bool:
@@ -111,18 +109,18 @@ class PlaySession:
 
     @property
     def temperature(self) -> float:
-        return float(self.env._batch.env.rollout.temperature)
+        return self.env.temperature
 
     def set_sampling(self, temperature: float | None = None, decoder_steps: int | None = None) -> None:
         """Token sampling temperature (0: argmax) and diffusion decoder steps for the next frames."""
         if temperature is not None:
             if not 0 <= temperature <= 5:
                 raise ValueError(f"temperature must be in [0, 5], got {temperature}")
-            self.env._batch.env.rollout.temperature = float(temperature)
+            self.env.set_sampling(temperature=temperature)
         if decoder_steps is not None and self.has_decoder:
             if decoder_steps < 1:
                 raise ValueError(f"decoder steps must be >= 1, got {decoder_steps}")
-            self.env._batch.env.settings = RenderSettings(num_inference_steps=int(decoder_steps))
+            self.env.set_sampling(render=RenderSettings(num_inference_steps=int(decoder_steps)))
             self.cfg.decoder_steps = int(decoder_steps)
 
     def set_controller(self, who: str) -> None:
@@ -133,8 +131,9 @@ class PlaySession:
     # ---- the episode --------------------------------------------------------------------------------------------
 
     def reset(self, start: int | None = None) -> Frame:
-        """Finish the current play-through and start a new one, from start state ``start`` (None: a random one)."""
-        self.finish()
+        """Finish the current play-through (its recording, if one was written, comes with the returned frame) and
+        start a new one, from start state ``start`` (None: a random one)."""
+        recording = self.finish()
         options = None if start is None else {"context": int(start)}
         obs, _ = self.env.reset(seed=self.seed, options=options)
         self.seed += 1
@@ -147,7 +146,7 @@ class PlaySession:
         if self.recorder is not None:
             self.recorder.start(obs, name)
         self._last = Frame(obs, 0, None, 0.0 if self.shows["reward"] else None,
-                           0.0 if self.shows["reward"] else None, None, None, 0.0)
+                           0.0 if self.shows["reward"] else None, None, None, 0.0, recording)
         return self._last
 
     def step(self, held: list[str] | None = None, sliders: list[float] | None = None) -> Frame:
@@ -201,15 +200,10 @@ class PlaySession:
         choice = self.cfg.policy
         if not choice:
             return out
-        gen = torch.Generator(device).manual_seed(self.cfg.seed)
         if choice in ("cem", "mcts"):
-            plan = PlanConfig(planner=choice, horizon=self.cfg.plan_horizon)
-            imagined = WorldModelEnv(self.model, plan.maskgit_steps, plan.temperature, render=False, generator=gen)
-            if choice == "cem":
-                out["cem"] = CEMPlanner(imagined, space, plan.cem(), generator=gen, device=device)
-            else:
-                out["mcts"] = MCTSPlanner(imagined, space, plan.mcts(), generator=gen, device=device)
+            plan = PlanConfig(planner=choice, horizon=self.cfg.plan_horizon, seed=self.cfg.seed)
+            out[choice] = build_planner(self.model, space, plan, device)[0]
         else:
             actor = ActorCritic.from_pretrained(choice).to(device)
-            out["actor"] = ActorAgent(self.model, actor, generator=gen)
+            out["actor"] = ActorAgent(self.model, actor, generator=torch.Generator(device).manual_seed(self.cfg.seed))
         return out
