@@ -151,6 +151,29 @@ def test_noisy_continuous_actions_in_bounds():
         assert res.truncated
 
 
+def test_random_policy_holds_each_action():
+    with make_env("Pendulum-v1", size=SIZE, max_episode_steps=20) as env:
+        policy = make_policy("random", env, seed=0, hold=3)
+        res = env.reset(seed=0)
+        acts = [policy.act(res).copy() for _ in range(9)]
+        policy.reset()  # a new episode draws afresh
+        after = policy.act(res)
+    runs = [acts[i : i + 3] for i in range(0, 9, 3)]
+    assert all(np.array_equal(r[0], a) for r in runs for a in r)
+    assert not np.array_equal(runs[0][0], runs[1][0]) and not np.array_equal(runs[1][0], runs[2][0])
+    assert not np.array_equal(after, acts[-1])
+    with pytest.raises(ValueError, match="hold must be >= 1"):
+        make_policy("random", env, seed=0, hold=0)
+
+
+def test_hold_is_refused_for_the_expert():
+    from wm_video.data.schema import SchemaError
+    from wm_video.envs.collect import CollectConfig
+
+    with pytest.raises(SchemaError, match=r"'hold'.*random policy only"):
+        CollectConfig(env="metaworld/reach-v3", policy="noisy", hold=4).validate()
+
+
 def test_max_episode_steps_truncates():
     with make_env("ALE/Pong-v5", size=SIZE, max_episode_steps=5) as env:
         res = env.reset(seed=0)

@@ -208,7 +208,7 @@ def _build(cfg: DemoConfig, recipe: Recipe, out: Path, stages: Stages) -> None:
         ccfg = CollectConfig(env=cfg.env, episodes=cfg.episodes, policy=cfg.policy, noise=cfg.noise, size=64,
                              clip_len=16, stride=recipe.stride, workers=cfg.workers,
                              episodes_per_shard=recipe.episodes_per_shard, max_episode_steps=cfg.max_episode_steps,
-                             seed=cfg.seed)
+                             seed=cfg.seed, hold=recipe.hold if cfg.policy == "random" else 1)
         collect(ccfg, data)
         summary = inspect_dataset(data, sheet=out / "data.png", gif=out / "data.gif")
         print(format_summary(summary))

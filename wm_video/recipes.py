@@ -33,6 +33,7 @@ class Recipe:
         env: simulator id (``wm-video data envs`` lists them).
         policy: collection policy (``random``, ``scripted``, ``noisy``).
         noise: noise of the ``noisy`` policy.
+        hold: steps the ``random`` policy keeps each action (1: a new one every step).
         episodes: episodes collected; the last 10% of shards are held out and only they are scored.
         max_episode_steps: cap on episode length (None: the simulator's own).
         episodes_per_shard: episodes per shard.
@@ -52,6 +53,7 @@ class Recipe:
     env: str
     policy: str = "random"
     noise: float = 0.3
+    hold: int = 1
     episodes: int = 64
     max_episode_steps: int | None = None
     episodes_per_shard: int = 4

@@ -26,6 +26,7 @@ Writes ``OUT/<env>/`` (data, runs, world model, eval report) and ``OUT/results.j
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import subprocess
@@ -77,6 +78,8 @@ def stage_commands(r: Recipe, root: Path, decoder: bool = False) -> list[tuple[s
         collect += ["--max-episode-steps", str(r.max_episode_steps)]
     if r.stride:
         collect += ["--stride", str(r.stride)]
+    if r.hold > 1:
+        collect += ["--hold", str(r.hold)]
     stages = [
         ("collect", data / "dataset.json", collect),
         ("tokenizer", runs / "tokenizer" / "export", ["train", "tokenizer", "--preset", "tiny", "--data", str(data),
@@ -166,6 +169,22 @@ def env_table(env: str, report: dict[str, Any], v: dict[str, Any], timings: dict
     return "\n".join(lines)
 
 
+def recipe_changes(items: list[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` strings -> changes of :class:`Recipe`'s scalar fields, each value of the field's type."""
+    fields = {f.name: type(f.default) for f in dataclasses.fields(Recipe)
+              if isinstance(f.default, (int, float, str)) and f.name != "env"}
+    changes: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"fidelity: --set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+        try:
+            changes[name] = fields[name](value)
+        except ValueError:
+            raise SystemExit(f"fidelity: --set {item!r}: {name} takes a {fields[name].__name__}") from None
+    return changes
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default="runs/fidelity", help="output folder (default runs/fidelity)")
@@ -173,8 +192,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--smoke", action="store_true", help="a few steps per stage: checks the plumbing only")
     p.add_argument("--decoder", action="store_true", help="train the diffusion decoder too and score its frames "
                    "(default: frames from the VQ decoder)")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="change recipe fields for an experiment, e.g. --set hold=4 dynamics_steps=1200 (scalar fields)")
     args = p.parse_args(argv)
     out = Path(args.out)
+    changes = recipe_changes(args.set)
     for env in args.envs:
         check_env_renders(env)
     results: dict[str, Any] = {}
@@ -182,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     machine = machine_record(threads=False, argv=["eval/fidelity/run.py", *(sys.argv[1:] if argv is None else argv)])
     md = ["# Fidelity suite", "", f"{machine['date']}, {machine_summary(machine)}, command: {machine['command']}", ""]
     for env in args.envs:
-        r = recipe_for(env, args.smoke)
+        r = dataclasses.replace(recipe_for(env, args.smoke), **changes)
         timings = run_env(r, out / slug(env), args.decoder)
         report = json.loads((out / slug(env) / "eval" / "report.json").read_text())
         v = verdicts(report)

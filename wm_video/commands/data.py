@@ -22,6 +22,7 @@ def collect(
     episodes: int | None = None,
     policy: Literal["random", "scripted", "noisy"] | None = None,
     noise: float | None = None,
+    hold: int | None = None,
     size: int | None = None,
     clip_len: int | None = None,
     stride: int | None = None,
@@ -54,6 +55,7 @@ def collect(
         episodes: number of episodes to collect.
         policy: random, scripted (the environment's expert) or noisy (expert plus noise).
         noise: noise level of the noisy policy (probability of a random discrete action; std for continuous).
+        hold: steps the random policy keeps each action it draws (default 1: a new one every step).
         size: frame height and width in pixels.
         clip_len: frames per clip.
         stride: frames between clip starts (default: clip_len).
@@ -68,9 +70,9 @@ def collect(
         preset: named preset the config starts from.
         progress: show a progress bar (default: on terminals, off in batch jobs).
     """
-    flags = dict(env=env, episodes=episodes, policy=policy, noise=noise, size=size, clip_len=clip_len, stride=stride,
-                 max_episode_steps=max_episode_steps, episodes_per_shard=episodes_per_shard, workers=workers,
-                 storage=storage, seed=seed, shard_range=shard_range)
+    flags = dict(env=env, episodes=episodes, policy=policy, noise=noise, hold=hold, size=size, clip_len=clip_len,
+                 stride=stride, max_episode_steps=max_episode_steps, episodes_per_shard=episodes_per_shard,
+                 workers=workers, storage=storage, seed=seed, shard_range=shard_range)
     cfg = load_config("collect", preset_name=preset, yaml_path=config, flags=flags, overrides=overrides)
     info = run_collect(cfg, out, show_progress=progress)
     if info is not None:

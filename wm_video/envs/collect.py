@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "collect.json"
 # Fields that change what is in the shards: a rerun into the same folder must keep them.
 # (episodes too: it decides what the last shard holds.)
-_OUTPUT_FIELDS = ("env", "episodes", "policy", "noise", "size", "clip_len", "stride", "max_episode_steps",
+_OUTPUT_FIELDS = ("env", "episodes", "policy", "noise", "hold", "size", "clip_len", "stride", "max_episode_steps",
                   "episodes_per_shard", "storage", "crf", "seed")
 
 
@@ -52,6 +52,7 @@ class CollectConfig:
         policy: ``random``, ``scripted`` (the environment's expert, where it has one) or ``noisy`` (the expert
             with ``noise``: random actions with that probability for discrete, Gaussian noise for continuous).
         noise: noise level of the ``noisy`` policy.
+        hold: steps the ``random`` policy keeps each action it draws (1: a new one every step).
         size: frame height and width in pixels.
         clip_len: frames per clip (one shard sample).
         stride: frames between clip starts (default ``clip_len``: no overlap). The last clip of an episode is
@@ -70,6 +71,7 @@ class CollectConfig:
     episodes: int = 16
     policy: str = "random"
     noise: float = 0.3
+    hold: int = 1
     size: int = 64
     clip_len: int = 16
     stride: int | None = None
@@ -82,7 +84,7 @@ class CollectConfig:
     shard_range: list[int] | None = None
 
     def validate(self) -> None:
-        for name in ("episodes", "size", "clip_len", "episodes_per_shard"):
+        for name in ("episodes", "size", "clip_len", "episodes_per_shard", "hold"):
             if getattr(self, name) < 1:
                 raise SchemaError(f"collect: field '{name}' must be >= 1, got {getattr(self, name)}")
         if self.storage not in ("raw", "png", "mp4"):
@@ -91,6 +93,9 @@ class CollectConfig:
             raise SchemaError(f"collect: field 'shard_range' must be two numbers FIRST < STOP, got {self.shard_range}")
         if self.policy not in ("random", "scripted", "noisy"):
             raise SchemaError(f"collect: field 'policy' must be random, scripted or noisy, got {self.policy!r}")
+        if self.hold > 1 and self.policy != "random":
+            raise SchemaError(f"collect: field 'hold' ({self.hold}) applies to the random policy only, not "
+                              f"{self.policy!r}")
 
     @property
     def num_shards(self) -> int:
@@ -152,7 +157,7 @@ def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
     try:
         with ShardWriter(Path(out) / shard_name(k), env.action_space, cfg.storage, env.fps, cfg.crf) as writer:
             for e in episodes:
-                policy = make_policy(cfg.policy, env, seed=cfg.seed + e, noise=cfg.noise)
+                policy = make_policy(cfg.policy, env, seed=cfg.seed + e, noise=cfg.noise, hold=cfg.hold)
                 # One seeded reset per shard; later episodes continue the env's random stream. The shard is
                 # still a pure function of the config, and Atari skips a ROM reload (~90 ms) per episode.
                 ep = run_episode(env, policy, seed=cfg.seed + e if e == episodes[0] else None)
@@ -184,7 +189,7 @@ def _probe(cfg: CollectConfig) -> tuple[ActionSpace, float]:
     """Make the env once in this process: a bad id, missing extra or policy fails before any worker starts."""
     env = make_env(cfg.env, size=cfg.size, max_episode_steps=cfg.max_episode_steps)
     try:
-        make_policy(cfg.policy, env, seed=cfg.seed, noise=cfg.noise)
+        make_policy(cfg.policy, env, seed=cfg.seed, noise=cfg.noise, hold=cfg.hold)
         return env.action_space, env.fps
     finally:
         env.close()
@@ -194,7 +199,7 @@ def _check_settings(out: Path, cfg: CollectConfig) -> None:
     path = out / SETTINGS_FILE
     wanted = {k: getattr(cfg, k) for k in _OUTPUT_FIELDS}
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = {"hold": 1, **json.loads(path.read_text())}  # folders collected before 'hold' existed held none
         diff = [k for k in _OUTPUT_FIELDS if saved.get(k) != wanted[k]]
         if diff:
             detail = ", ".join(f"{k}: {saved.get(k)!r} there vs {wanted[k]!r} now" for k in diff)
@@ -232,7 +237,8 @@ def collect(cfg: CollectConfig, out: str | Path, show_progress: bool | None = No
     if any(read_sidecar(p) is None for p in all_shards):
         log.info("some shards are left to other invocations; dataset.json is written when all are complete")
         return None
-    source = {"kind": "simulator", "env": cfg.env, "policy": cfg.policy, "noise": cfg.noise, "seed": cfg.seed,
+    source = {"kind": "simulator", "env": cfg.env, "policy": cfg.policy, "noise": cfg.noise, "hold": cfg.hold,
+              "seed": cfg.seed,
               "episodes": cfg.episodes, "max_episode_steps": cfg.max_episode_steps}
     return finalize_dataset(out, all_shards, resolution=[cfg.size, cfg.size], fps=fps, clip_len=cfg.clip_len,
                             storage=cfg.storage, action_space=action_space, source=source)

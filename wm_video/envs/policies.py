@@ -29,10 +29,24 @@ class Policy:
 
 
 class RandomPolicy(Policy):
-    """Uniformly random actions from the env's action space."""
+    """Uniformly random actions from the env's action space, each kept for ``hold`` steps (1: a new one every
+    step). Holding makes what an action does visible: a torque held for 4 steps swings an arm where one drawn
+    afresh every step only jitters it (docs/fidelity.md, E18)."""
+
+    def __init__(self, env: SimEnv, seed: int, hold: int = 1) -> None:
+        super().__init__(env, seed)
+        if hold < 1:
+            raise ValueError(f"hold must be >= 1, got {hold}")
+        self.hold, self._left, self._action = hold, 0, None
+
+    def reset(self) -> None:
+        self._left = 0
 
     def act(self, result: StepResult) -> Action:
-        return self.env.sample_action(self.rng)
+        if self._left == 0:
+            self._action, self._left = self.env.sample_action(self.rng), self.hold
+        self._left -= 1
+        return self._action
 
 
 class ScriptedPolicy(Policy):
@@ -79,11 +93,12 @@ class NoisyPolicy(ScriptedPolicy):
         return self.env.clip_action(expert + self.noise * self.rng.standard_normal(space.dim))
 
 
-def make_policy(name: str, env: SimEnv, seed: int, noise: float = 0.3) -> Policy:
+def make_policy(name: str, env: SimEnv, seed: int, noise: float = 0.3, hold: int = 1) -> Policy:
     """Make policy ``name`` (``random`` | ``scripted`` | ``noisy``) for ``env`` with its own RNG seeded by
-    ``seed``; ``noise`` is used by ``noisy`` only. ValueError for an unknown name or a missing expert."""
+    ``seed``; ``noise`` is used by ``noisy`` only, ``hold`` by ``random`` only. ValueError for an unknown name or
+    a missing expert."""
     if name == "random":
-        return RandomPolicy(env, seed)
+        return RandomPolicy(env, seed, hold)
     if name == "scripted":
         return ScriptedPolicy(env, seed)
     if name == "noisy":
