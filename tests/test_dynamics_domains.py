@@ -104,7 +104,8 @@ def test_save_load_round_trip_with_three_domains(tmp_path):
     model.save_pretrained(tmp_path)
     written = json.loads((tmp_path / "config.json").read_text())["domains"]
     assert written[1] == {"name": "arm", "action_type": "continuous", "num_actions": 0, "action_dim": 2,
-                          "action_mean": [0.5, -1.0], "action_std": [2.0, 0.5]}
+                          "action_mean": [0.5, -1.0], "action_std": [2.0, 0.5], "action_low": [],
+                          "action_high": []}
     assert "atari: discrete, 4 actions; arm: continuous, 2 dims; video: none (video only)" in (
         tmp_path / "README.md").read_text()  # the part's card lists the domains
     loaded = DynamicsModel.from_pretrained(tmp_path).eval()
@@ -370,3 +371,58 @@ def test_an_old_single_domain_export_loads_and_behaves_as_before(tmp_path):
         loaded(tokens, acts, domain="arm")
     out = rollout(loaded, tokens[:, :2], acts[:, 1:3], context_actions=acts[:, :1], steps=1, temperature=0.0)
     assert out.tokens.shape == (2, 2, 4, 4)
+
+
+@pytest.mark.parametrize("domain", ["atari", "arm", "video"])
+def test_a_domain_model_is_that_domain_of_the_same_weights(tmp_path, domain):
+    cfg = tiny()
+    model = model_for(cfg)
+    view = model.domain_model(domain).eval()
+    assert view.config == cfg.domain_config(domain) and not view.config.domains
+    assert not any(t.is_meta for t in [*view.parameters(), *view.buffers()])
+    shared = {p.data_ptr() for p in model.parameters()}
+    assert all(p.data_ptr() in shared for p in view.parameters())  # nothing copied
+    tokens, acts = tokens_for(cfg), actions_for(cfg, domain, 2, 4)
+    torch.testing.assert_close(logits(view, tokens, acts, None), logits(model, tokens, acts, domain), rtol=0, atol=0)
+    future = acts[:, 2:] if acts is not None else None
+    steps = rollout(view, tokens[:, :2], future, num_frames=2, temperature=0.0)
+    ref = rollout(model, tokens[:, :2], future, num_frames=2, temperature=0.0, domain=domain)
+    assert torch.equal(steps.tokens, ref.tokens)
+    view.save_pretrained(tmp_path)  # that domain alone, as a single-domain export
+    alone = DynamicsModel.from_pretrained(tmp_path).eval()
+    assert alone.config.action_type == cfg.domain(domain).action_type and not alone.config.domains
+    torch.testing.assert_close(logits(alone, tokens, acts, None), logits(model, tokens, acts, domain), rtol=0, atol=0)
+
+
+def test_a_domain_model_trains_the_model_it_came_from():
+    cfg = tiny()
+    model = model_for(cfg)
+    view = model.domain_model("arm").train()
+    tokens, acts = tokens_for(cfg), actions_for(cfg, "arm", 2, 4)
+    before = model.actions.encoders["arm"].mlp[0].weight.clone()
+    view.compute_loss({"tokens": tokens, "actions": acts})[0].backward()
+    assert model.actions.encoders["arm"].mlp[0].weight.grad is not None
+    assert model.actions.encoders["atari"].embed.weight.grad is None  # another domain's encoder is untouched
+    with torch.no_grad():
+        model.actions.encoders["arm"].mlp[0].weight.add_(1.0)
+    torch.testing.assert_close(view.actions.mlp[0].weight, before + 1.0)
+
+
+def test_a_domain_model_names_the_known_domains():
+    model = model_for(tiny())
+    with pytest.raises(ValueError, match=re.escape("unknown action domain 'robot'; known: ['atari', 'arm', 'video']")):
+        model.domain_model("robot")
+    with pytest.raises(ValueError, match="has 3 action domains"):
+        model.domain_model()
+    single = model_for(dataclasses.replace(load_config("dynamics", preset_name="debug"), action_type="none"))
+    assert single.domain_model() is single and single.domain_model("default") is single
+    with pytest.raises(ValueError, match="unknown action domain 'atari'"):
+        single.domain_model("atari")
+
+
+def test_domain_bounds_are_checked():
+    ActionDomain("arm", "continuous", action_dim=2, action_low=[-1, -2], action_high=[1, 2])
+    with pytest.raises(ValueError, match="'action_low' and 'action_high' need action_dim=2"):
+        ActionDomain("arm", "continuous", action_dim=2, action_low=[-1], action_high=[1])
+    with pytest.raises(ValueError, match="exceeds"):
+        ActionDomain("arm", "continuous", action_dim=1, action_low=[1], action_high=[-1])

@@ -137,14 +137,16 @@ def test_multi_domain_export_assembles_into_a_world_model(tmp_path, data):
                  "--data", str(data / "disc"), "--out", str(tmp_path / "wm")]) == 0
     index = json.loads((tmp_path / "wm" / "world_model.json").read_text())
     assert index["action_space"] == {"kind": "domains", "domains": {
-        "disc": {"kind": "discrete", "n": 4}, "cont": {"kind": "continuous", "dim": 2}, "video": {"kind": "none"}}}
+        "disc": {"kind": "discrete", "n": 4}, "cont": {"kind": "continuous", "dim": 2, "low": [-1.0, -3.0],
+                                                       "high": [1.0, 3.0]}, "video": {"kind": "none"}}}
     card = (tmp_path / "wm" / "README.md").read_text()
-    assert "3 action domains: disc: discrete, 4 actions; cont: continuous, 2 dims; video: none" in card
+    assert ("3 action domains: disc: discrete, 4 actions; cont: continuous, 2 dims in [[-1.0, -3.0], [1.0, 3.0]]; "
+            "video: none") in card
     wm = WorldModel.from_pretrained(tmp_path / "wm")
     assert wm.action_type == "none" and [d.name for d in wm.dynamics.config.domains] == list(SPACES)
     from wm_video.envs import WorldModelGymEnv
 
-    with pytest.raises(ValueError, match="several action domains"):  # no --domain in the gym env and play yet
+    with pytest.raises(ValueError, match="has 3 action domains"):  # one of them must be named (--domain)
         WorldModelGymEnv(wm, data=data / "disc")
 
 

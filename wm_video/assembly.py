@@ -7,7 +7,8 @@ docs/architecture.md), and below the commands and the demo that call it.
 
 A dynamics model of several action domains (trained on a mixture: ``DynamicsConfig.domains``) gets the index's
 ``action_space`` ``{"kind": "domains", "domains": {NAME: action space, ...}}``, each space as its domain's
-``ActionSpace`` dict (``kind`` with ``n`` or ``dim``; the bounds stay in the datasets), whatever ``--data`` says;
+``ActionSpace`` dict (``kind`` with ``n``, or ``dim`` with the bounds the domain's dataset recorded, where the
+model config has them), whatever ``--data`` says;
 ``--data`` (one of its datasets) still gives fps, statistics and provenance.
 """
 
@@ -78,7 +79,10 @@ def domains_action_space(dyn: DynamicsModel) -> dict[str, Any]:
     """The index's ``action_space`` of a multi-domain dynamics model: each domain's space by name."""
     spaces = {}
     for d in dyn.config.domains:
+        continuous = d.action_type == "continuous"
         space = ActionSpace(d.action_type, n=d.num_actions if d.action_type == "discrete" else None,
-                            dim=d.action_dim if d.action_type == "continuous" else None)
+                            dim=d.action_dim if continuous else None,
+                            low=list(d.action_low) if continuous and d.action_low else None,
+                            high=list(d.action_high) if continuous and d.action_high else None)
         spaces[d.name] = space.to_dict()
     return {"kind": "domains", "domains": spaces}

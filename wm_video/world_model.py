@@ -27,7 +27,7 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,46 +35,27 @@ import torch
 from torch import nn
 
 from wm_video.model_card import EvalReport, folder_eval_summary, load_eval_summary, may_write_card, world_model_card
-from wm_video.models.card import CARD, DEFAULT_LICENSE, is_generated_card
+from wm_video.models.card import CARD, is_generated_card
 from wm_video.models.decoder import DiffusionDecoder
 from wm_video.models.dynamics import DynamicsModel
-from wm_video.models.export import QUALITY, read_json_object, read_quality
+from wm_video.models.export import QUALITY, read_quality
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.model import to_model_frames, weights_fingerprint
 from wm_video.utils.atomic import write_folder
 from wm_video.utils.hub import resolve_folder, upload_folder
+from wm_video.world_model_index import (
+    FORMAT_VERSION,
+    INDEX,
+    WorldModelInfo,
+    is_world_model_folder,
+    part_folders,
+    read_index,
+)
 
-INDEX = "world_model.json"
-FORMAT_VERSION = 1
+__all__ = ["FOLDER_ENTRIES", "FORMAT_VERSION", "INDEX", "RenderSettings", "WorldModel", "WorldModelInfo",
+           "is_world_model_folder", "keep_still_patches", "part_folders", "read_index"]
+
 FOLDER_ENTRIES = (INDEX, "tokenizer", "dynamics", "decoder")  # all that save_pretrained writes (and replaces)
-
-
-@dataclass
-class WorldModelInfo:
-    """What a world-model folder's index records besides the parts.
-
-    Args:
-        resolution: frame height and width in pixels.
-        fps: frames per second of the training data (and of generated video).
-        action_space: the data's ``ActionSpace`` as a dict; with several action domains ``{"kind": "domains",
-            "domains": {NAME: space}}``.
-        stats: normalisation statistics of the training data (``dataset.json``'s ``stats``).
-        source: where the parts and data came from (free-form provenance).
-        license: the license's hub id, in the model card (default apache-2.0).
-        datasets: hub dataset ids the model was trained on, in the model card (those in ``source`` paths that
-            point into a hub cache are found without it).
-        evaluation: what the model card shows of the model's last ``wm-video eval`` report
-            (:func:`wm_video.model_card.eval_summary`); empty: not evaluated.
-    """
-
-    resolution: int
-    fps: float = 15.0
-    action_space: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
-    stats: dict[str, Any] = field(default_factory=dict)
-    source: dict[str, Any] = field(default_factory=dict)
-    license: str = DEFAULT_LICENSE
-    datasets: list[str] = field(default_factory=list)
-    evaluation: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -135,6 +116,7 @@ class WorldModel(nn.Module):
         if decoder is not None:
             decoder.eval()
         self.info = info or WorldModelInfo(resolution=t.resolution)
+        self.domain: str | None = None  # the action domain this is a view of (:meth:`for_domain`)
         self._ignored_settings: set[str] = set()  # RenderSettings fields already warned about (once per model)
         self.quality = {k: v for k, v in (quality or {}).items() if v is not None}
         if self.info.resolution != t.resolution:
@@ -153,6 +135,45 @@ class WorldModel(nn.Module):
     @property
     def action_type(self) -> str:
         return self.dynamics.config.action_type
+
+    @property
+    def domains(self) -> list[str]:
+        """The dynamics model's action domains by name (trained on a mixture); empty for one action space."""
+        return [d.name for d in self.dynamics.config.domains]
+
+    def for_domain(self, name: str | None = None) -> WorldModel:
+        """This world model as action domain ``name`` sees it: the dynamics model's
+        :meth:`~wm_video.models.dynamics.DynamicsModel.domain_model` (the same weights, nothing copied) and an index
+        whose ``action_space`` and action statistics are that domain's. What generation, evaluation, planning, the
+        gym env and play take (``--domain``). A model of one action space returns itself for None or its one
+        domain's name (``default``); ValueError naming the known domains for an unknown name, or for None when the
+        model has several."""
+        dyn = self.dynamics.domain_model(name)
+        if dyn is self.dynamics:
+            return self
+        d = self.dynamics.config.domain(name)
+        space = (self.info.action_space.get("domains") or {}).get(d.name) or {"kind": d.action_type}
+        stats = {k: v for k, v in self.info.stats.items() if k != "actions"}  # --data's, maybe another domain's
+        if d.action_type == "continuous":
+            stats["actions"] = {"mean": list(d.action_mean), "std": list(d.action_std)}
+        info = dataclasses.replace(self.info, action_space=space, stats=stats)
+        view = WorldModel(self.tokenizer, dyn, self.decoder, info, self.quality)
+        view.domain = d.name
+        return view
+
+    def check_data_actions(self, space: Any, where: str) -> None:
+        """ValueError naming ``where`` when a dataset's action space (``ActionSpace``: kind and size) is not the
+        one this model takes: data of another game or robot, or of another of the model's action domains.
+        Action-free data, or an action-free model, always fits (the null action stands in)."""
+        c = self.dynamics.config
+        if c.action_type == "none" or space.kind == "none":
+            return
+        mine = {"discrete": f"discrete actions ({c.num_actions})", "continuous": f"continuous actions ({c.action_dim} "
+                "dims)"}[c.action_type]
+        theirs = {"discrete": f"discrete actions ({space.n})", "continuous": f"continuous actions ({space.dim} dims)"}
+        if theirs.get(space.kind) != mine:
+            who = f"its action domain {self.domain!r}" if self.domain else "the world model"
+            raise ValueError(f"{where}: the data has {theirs.get(space.kind, space.kind)}, but {who} takes {mine}")
 
     @property
     def head_quality(self) -> dict[str, bool | None]:
@@ -340,61 +361,3 @@ class WorldModel(nn.Module):
                 raise ValueError(f"{index_file}: field 'fingerprints.{part}' does not match the weights in "
                                  f"{parts[part]} (the part was replaced or edited after export)")
         return cls(tok, dyn, dec, info, {part: read_quality(folder) for part, folder in parts.items()})
-
-
-def read_index(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Path], WorldModelInfo]:
-    """A world-model folder's checked index (no weights read): the ``world_model.json`` object, its parts' folders
-    (confined to ``path``: :func:`part_folders`) and the :class:`WorldModelInfo` it records. A hub repo id for
-    ``path`` reads its snapshot (:func:`~wm_video.utils.hub.resolve_folder`: downloaded whole, weights included)."""
-    path = resolve_folder(path)
-    index_file = path / INDEX
-    if not index_file.exists():
-        hint = ""
-        if (path / "config.json").exists():
-            hint = " (this looks like a single part's export; build a world model with 'wm-video export')"
-        raise FileNotFoundError(f"{path} is not a world-model folder: no {INDEX}{hint}")
-    index = read_json_object(index_file)
-    if index.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{index_file}: field 'format_version' is {index.get('format_version')!r}; this "
-                         f"version of wm-video reads {FORMAT_VERSION}")
-    resolution, fps = index.get("resolution"), index.get("fps", 15.0)
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise ValueError(f"{index_file}: field 'resolution' must be a positive integer, got {resolution!r}")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
-        raise ValueError(f"{index_file}: field 'fps' must be a positive number, got {fps!r}")
-    card = {"license": DEFAULT_LICENSE, "datasets": [], "evaluation": {}}  # absent from folders made before cards
-    for name, default in card.items():
-        card[name] = index.get(name, default)
-        if not isinstance(card[name], type(default)):
-            raise ValueError(f"{index_file}: field '{name}' must be a {type(default).__name__}, got {card[name]!r}")
-    info = WorldModelInfo(resolution=resolution, fps=fps, action_space=index.get("action_space", {"kind": "none"}),
-                          stats=index.get("stats", {}), source=index.get("source", {}), **card)
-    return index, part_folders(path, index.get("parts", {})), info
-
-
-def part_folders(path: Path, parts: Any) -> dict[str, Path]:
-    """``world_model.json``'s ``parts`` (``{"tokenizer": "tokenizer", ...}``) as folders, each confined to the world
-    model's folder ``path``: an index that names ``../..`` or an absolute path (or a link out of the folder) is
-    refused, so a downloaded world model cannot make a load read files elsewhere."""
-    index_file = path / INDEX
-    if not isinstance(parts, dict):
-        raise ValueError(f"{index_file}: field 'parts' must be an object {{part: folder}}, got {parts!r}")
-    missing = [p for p in ("tokenizer", "dynamics") if p not in parts]
-    if missing:
-        raise ValueError(f"{index_file}: field 'parts' lacks {missing}")
-    root, folders = path.resolve(), {}
-    for part, name in parts.items():
-        folder = path / name if isinstance(name, str) and name else None
-        if folder is None or Path(name).is_absolute() or not folder.resolve().is_relative_to(root):
-            raise ValueError(f"{index_file}: field 'parts.{part}' must name a folder inside {path}, got {name!r}")
-        folders[part] = folder
-    return folders
-
-
-def is_world_model_folder(path: Path) -> bool:
-    """Whether ``path`` holds a world-model folder this project wrote (a ``world_model.json`` with its format)."""
-    try:
-        index = json.loads((path / INDEX).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(index, dict) and "format_version" in index

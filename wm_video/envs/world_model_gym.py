@@ -52,6 +52,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from wm_video.data.reader import load_dataset_info
 from wm_video.envs.start_states import load_starts
 from wm_video.world_model import RenderSettings, WorldModel, read_index
 from wm_video.world_model_env import WorldModelEnv
@@ -93,14 +94,10 @@ class _Batch:
     def __init__(self, model: WorldModel | str | os.PathLike, size: int, *, data: str | os.PathLike | None,
                  context: Any, split: str, horizon: int, maskgit_steps: int, temperature: float,
                  top_k: int | None, render: RenderSettings | bool, use_cache: bool, termination_threshold: float,
-                 device: str) -> None:
+                 device: str, domain: str | None) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
-        self.model = load_world_model(model, device).eval()
-        domains = [d.name for d in self.model.dynamics.config.domains]
-        if domains:
-            raise ValueError(f"model: a world model of several action domains {domains}; the gym env (and play) "
-                             "cannot choose one yet: export a single-domain model")
+        self.model = load_world_model(model, device).for_domain(domain).eval()
         self.horizon, self.threshold, self.split = horizon, termination_threshold, split
         self.length = self.model.context_frames
         res = self.model.resolution
@@ -112,6 +109,8 @@ class _Batch:
         if spec is None:
             raise ValueError("start states: give data=DATASET_DIR or context=VIDEO|IMAGES (the world model records "
                              "no training dataset in its world_model.json)")
+        if isinstance(spec, (str, os.PathLike)) and (Path(spec) / "dataset.json").is_file():
+            self.model.check_data_actions(load_dataset_info(spec).action_space, f"{spec}/dataset.json")
         self.starts = load_starts(spec, res, self.length, split)
         self.single_action_space = action_space_of(self.model)
         self.single_observation_space = spaces.Box(0, 255, (res, res, 3), np.uint8)
@@ -188,6 +187,8 @@ class WorldModelGymEnv(gym.Env):
         termination_threshold: ``terminated`` when the termination head's probability is above it (default 0.5).
         device: ``cpu`` (default) or ``cuda``.
         render_mode: ``rgb_array`` (default) or None.
+        domain: the action domain of a world model trained on several (``WorldModel.domains``; its start states'
+            data must be of that domain); None (the default) for a model of one action space.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -196,12 +197,13 @@ class WorldModelGymEnv(gym.Env):
                  context: Any = None, split: str = "heldout", horizon: int = 64, maskgit_steps: int = 8,
                  temperature: float = 1.0, top_k: int | None = None, render: RenderSettings | bool = True,
                  use_cache: bool = True, termination_threshold: float = 0.5, device: str = "cpu",
-                 render_mode: str | None = "rgb_array") -> None:
+                 render_mode: str | None = "rgb_array", domain: str | None = None) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: expected 'rgb_array' or None, got {render_mode!r}")
         self._batch = _Batch(model, 1, data=data, context=context, split=split, horizon=horizon,
                              maskgit_steps=maskgit_steps, temperature=temperature, top_k=top_k, render=render,
-                             use_cache=use_cache, termination_threshold=termination_threshold, device=device)
+                             use_cache=use_cache, termination_threshold=termination_threshold, device=device,
+                             domain=domain)
         self.action_space = self._batch.single_action_space
         self.observation_space = self._batch.single_observation_space
         self.metadata = {**self.metadata, "render_fps": self._batch.model.info.fps}
@@ -254,7 +256,7 @@ class WorldModelVectorEnv(VectorEnv):
     Args:
         num_envs: the batch size N.
         model, data, context, split, horizon, maskgit_steps, temperature, top_k, render, use_cache,
-        termination_threshold, device, render_mode: as :class:`WorldModelGymEnv`.
+        termination_threshold, device, render_mode, domain: as :class:`WorldModelGymEnv`.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 15,
@@ -264,14 +266,15 @@ class WorldModelVectorEnv(VectorEnv):
                  context: Any = None, split: str = "heldout", horizon: int = 64, maskgit_steps: int = 8,
                  temperature: float = 1.0, top_k: int | None = None, render: RenderSettings | bool = True,
                  use_cache: bool = True, termination_threshold: float = 0.5, device: str = "cpu",
-                 render_mode: str | None = "rgb_array") -> None:
+                 render_mode: str | None = "rgb_array", domain: str | None = None) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: expected 'rgb_array' or None, got {render_mode!r}")
         self._batch = _Batch(model, num_envs, data=data, context=context, split=split, horizon=horizon,
                              maskgit_steps=maskgit_steps, temperature=temperature, top_k=top_k, render=render,
-                             use_cache=use_cache, termination_threshold=termination_threshold, device=device)
+                             use_cache=use_cache, termination_threshold=termination_threshold, device=device,
+                             domain=domain)
         self.num_envs = num_envs
         self.single_action_space = self._batch.single_action_space
         self.single_observation_space = self._batch.single_observation_space

@@ -32,6 +32,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from wm_video.data.loader import heldout_loader
+from wm_video.data.reader import load_dataset_info
 from wm_video.metrics.moving import MovingScores
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.utils import progress
@@ -56,6 +57,8 @@ class EvalConfig:
         guidance_scale: classifier-free guidance on actions for the model rows (1: the plain model).
         methods: what is scored: ``model`` and the baselines ``copy_last_frame``, ``shuffled_actions``,
             ``null_actions``, ``tokenizer_ceiling``.
+        domain: the action domain the data is of, for a world model trained on several (``WorldModel.domains``);
+            None for a model of one action space.
     """
 
     horizon: int = 8
@@ -70,6 +73,7 @@ class EvalConfig:
     guidance_scale: float = 1.0
     methods: list[str] = field(default_factory=lambda: ["model", "copy_last_frame", "shuffled_actions",
                                                         "null_actions", "tokenizer_ceiling"])
+    domain: str | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -145,6 +149,7 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
     if not 1 <= c <= model.context_frames:
         raise ValueError(f"context_frames must be in [1, {model.context_frames}] (the model's window), got {c}")
     loader, split = heldout_loader(data, cfg.val_fraction, cfg.batch_size)
+    model.check_data_actions(load_dataset_info(data).action_space, f"{data}/dataset.json")
     scores = {m: HorizonScores(hz) for m in cfg.methods}
     gen = torch.Generator().manual_seed(cfg.seed)
     has_actions = False

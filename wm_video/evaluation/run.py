@@ -18,7 +18,7 @@ def evaluate_folder(model: str | Path, data: str | Path, cfg: EvalConfig, out: s
     (report.json, report.md, one plot per metric) into ``out``. Returns the report and the paths written.
 
     ``device``: ``auto`` (cuda when a GPU is visible, else cpu), ``cpu`` or ``cuda``."""
-    wm = WorldModel.from_pretrained(model).to(resolve_device(device))
+    wm = WorldModel.from_pretrained(model).for_domain(cfg.domain).to(resolve_device(device))
     report = evaluate_world_model(wm, str(data), cfg)
     report["model"] = str(model)
     return report, write_report(report, out)

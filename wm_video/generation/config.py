@@ -25,6 +25,8 @@ class GenerateConfig:
         maskgit_steps: MaskGIT passes per frame (default 8).
         seed: random seed; the same seed gives the same video (default 0).
         scale: upscaling factor of the written video, nearest neighbour (default 4).
+        domain: the action domain of a world model trained on several (``WorldModel.domains``); None (the default)
+            for a model of one action space.
     """
 
     num_frames: int | None = None
@@ -36,6 +38,7 @@ class GenerateConfig:
     maskgit_steps: int = 8
     seed: int = 0
     scale: int = 4
+    domain: str | None = None
 
     def validate(self) -> None:
         """Every setting in range, checked before any file or model is read."""

@@ -41,9 +41,10 @@ class ModelSpec:
     action_dim: int
 
     @classmethod
-    def read(cls, model: str | Path) -> ModelSpec:
+    def read(cls, model: str | Path, domain: str | None = None) -> ModelSpec:
+        """The spec of action domain ``domain`` (None: the model's only one; ValueError naming the domains)."""
         _, parts, info = read_index(model)
-        dyn = read_config(parts["dynamics"], DynamicsConfig, "dynamics", REQUIRED_FIELDS)
+        dyn = read_config(parts["dynamics"], DynamicsConfig, "dynamics", REQUIRED_FIELDS).domain_config(domain)
         return cls(info.resolution, dyn.context_frames, dyn.action_type, dyn.num_actions, dyn.action_dim)
 
 
@@ -77,7 +78,7 @@ def generate_video(model: str | Path, context: str, cfg: GenerateConfig, actions
         raise ValueError(f"--side-by-side needs a dataset clip as --context (DIR, DIR#N or DIR#KEY, whose real "
                          f"frames go beside the prediction); {context} is not a dataset folder")
     device = resolve_device(device)
-    spec = ModelSpec.read(model)
+    spec = ModelSpec.read(model, cfg.domain)
     n_ctx = cfg.context_frames or min(4, spec.context_frames)
     if n_ctx > spec.context_frames:
         raise ValueError(f"--context-frames must be in [1, {spec.context_frames}] (the model's window), got {n_ctx}")
@@ -85,7 +86,7 @@ def generate_video(model: str | Path, context: str, cfg: GenerateConfig, actions
     acts, num_frames = _actions(ctx, context, actions, cfg.num_frames, n_ctx, spec)
     truth_label = _truth_label(ctx, actions, num_frames, spec, cfg.side_by_side)
 
-    pipe = WorldModelPipeline.from_pretrained(model)
+    pipe = WorldModelPipeline.from_pretrained(model, domain=cfg.domain)
     wm = pipe.model.to(device)
     ctx_acts = None if ctx.actions is None or spec.action_type == "none" else ctx.actions[: n_ctx - 1]
     gen = torch.Generator(device=device).manual_seed(cfg.seed)

@@ -53,8 +53,10 @@ class WorldModelPipeline:
         self.model = model
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> WorldModelPipeline:
-        return cls(WorldModel.from_pretrained(path))
+    def from_pretrained(cls, path: str | Path, domain: str | None = None) -> WorldModelPipeline:
+        """The world model in ``path`` (a folder or a hub repo id), as its action domain ``domain`` sees it (None:
+        a model of one action space; see :meth:`WorldModel.for_domain`)."""
+        return cls(WorldModel.from_pretrained(path).for_domain(domain))
 
     @torch.no_grad()
     def __call__(self, video: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor | None = None,

@@ -30,6 +30,8 @@ class RealRunConfig:
         num_inference_steps: diffusion decoder steps per rendered frame (default None: the decoder's own).
         scale: upscaling of the video frames (default 2).
         seed: seed of episodes, sampling and search (default 0).
+        domain: the action domain of a world model trained on several, the one the simulator's actions are of
+            (default None: a model of one action space).
     """
 
     episodes: int = 10
@@ -44,6 +46,7 @@ class RealRunConfig:
     num_inference_steps: int | None = None
     scale: int = 2
     seed: int = 0
+    domain: str | None = None
 
     def validate(self) -> None:
         if self.max_steps is not None and self.max_steps < 1:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from wm_video.data.reader import load_dataset_info
 from wm_video.data.schema import ActionSpace
 from wm_video.envs import make_env
 from wm_video.planning.cem import CEMConfig, CEMPlanner
@@ -37,7 +38,7 @@ def run_planner(model: str | Path, env: str, out: str | Path, cfg: PlanConfig, d
     ``device``: ``auto`` (cuda when a GPU is visible, else cpu), ``cpu`` or ``cuda``."""
     cfg.validate()
     device = resolve_device(device)
-    wm, sim, n_ctx = _setup(model, env, cfg.context_frames, device)
+    wm, sim, n_ctx = _setup(model, env, cfg.context_frames, device, cfg.domain)
     try:
         space = model_action_space(wm, cfg.action_low, cfg.action_high, fallback=sim.action_space)
         agent, search = build_planner(wm, space, cfg, device)
@@ -85,10 +86,11 @@ def train_actor(model: str | Path, out: str | Path, cfg: ImagineTrainConfig, env
         raise ValueError("--env is required to evaluate the actor (or pass --episodes 0)")
     cfg.validate()
     device = resolve_device(device)
-    wm, sim, n_ctx = _setup(model, env, cfg.context_frames, device)
+    wm, sim, n_ctx = _setup(model, env, cfg.context_frames, device, cfg.domain)
     try:
         space = model_action_space(wm, cfg.action_low, cfg.action_high, fallback=sim.action_space if sim else None)
         if data:
+            wm.check_data_actions(load_dataset_info(data).action_space, f"{data}/dataset.json")
             starts = start_states_from_data(data, cfg.start_states, n_ctx, wm.resolution)
         else:
             starts = start_states_from_env(sim, cfg.start_states, n_ctx, wm.resolution, cfg.seed)
@@ -132,10 +134,11 @@ def _train_in_imagination(wm: WorldModel, actor: ActorCritic, starts: StartState
             "start_states": len(starts.frames), "history": history}
 
 
-def _setup(model: str | Path, env: str | None, context_frames: int | None, device: str
+def _setup(model: str | Path, env: str | None, context_frames: int | None, device: str, domain: str | None
            ) -> tuple[WorldModel, Any, int]:
-    """Load and check the world model, make the simulator at its resolution, and fix the context length."""
-    wm = WorldModel.from_pretrained(model).to(device)
+    """Load and check the world model (as action domain ``domain`` sees it), make the simulator at its resolution,
+    and fix the context length."""
+    wm = WorldModel.from_pretrained(model).for_domain(domain).to(device)
     check_outcome_heads(wm)
     n_ctx = context_frames or min(4, wm.context_frames)
     if not 1 <= n_ctx <= wm.context_frames:

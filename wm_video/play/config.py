@@ -29,6 +29,8 @@ class PlayConfig:
         plan_horizon: planned steps of ``cem`` / ``mcts`` (default 4).
         policy_context: frames the policy sees (default 4).
         seed: random seed of the first play-through (default 0).
+        domain: the action domain of a world model trained on several (its start states' data must be of that
+            domain); None (the default) for a model of one action space.
     """
 
     host: str = "127.0.0.1"
@@ -46,6 +48,7 @@ class PlayConfig:
     plan_horizon: int = 4
     policy_context: int = 4
     seed: int = 0
+    domain: str | None = None
 
     def validate(self) -> None:
         """Every setting in range, checked before the model is loaded."""

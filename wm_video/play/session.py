@@ -62,7 +62,8 @@ class PlaySession:
         cfg.validate()
         self.cfg = cfg
         self.env = WorldModelGymEnv(model, data=data, context=context, split=cfg.split, horizon=cfg.horizon,
-                                    maskgit_steps=cfg.maskgit_steps, temperature=cfg.temperature, device=device)
+                                    maskgit_steps=cfg.maskgit_steps, temperature=cfg.temperature, device=device,
+                                    domain=cfg.domain)
         self.model = self.env.world_model
         self.set_sampling(decoder_steps=cfg.decoder_steps)  # a model without a diffusion decoder has no steps
         self.controls: Controls = controls_for(self.model)

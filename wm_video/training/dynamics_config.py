@@ -138,6 +138,13 @@ def _action_fields(space: ActionSpace, stats: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _bounds(space: ActionSpace) -> dict[str, list[float]]:
+    """A continuous space's bounds as :class:`ActionDomain`'s ``action_low``/``action_high`` (none when unknown)."""
+    if space.kind != "continuous" or space.low is None or space.high is None:
+        return {}
+    return {"action_low": [float(v) for v in space.low], "action_high": [float(v) for v in space.high]}
+
+
 def _termination_weight(cfg: DynamicsTrainConfig, infos: list[DatasetInfo]) -> dict[str, Any]:
     """``termination_pos_weight`` from the data's non-terminal to terminal steps (clamped to [1, 1000])."""
     if not cfg.termination_pos_weight_from_data:
@@ -179,7 +186,8 @@ def model_config_for_mixture(cfg: DynamicsTrainConfig, domains: dict[str, Domain
     for d in domains.values():
         _token_fields(d.info, f"mixture domain {d.name!r} ({d.root})")
     first = next(iter(domains.values()))
-    specs = [ActionDomain(name=d.name, **_action_fields(d.action_space, d.action_stats)) for d in domains.values()]
+    specs = [ActionDomain(name=d.name, **_action_fields(d.action_space, d.action_stats), **_bounds(d.action_space))
+             for d in domains.values()]
     fields = {**_token_fields(first.info, first.root), "action_type": "none", "num_actions": 0, "action_dim": 0,
               "action_mean": [], "action_std": [], "domains": specs,
               **_termination_weight(cfg, [d.info for d in domains.values()])}

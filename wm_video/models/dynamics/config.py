@@ -67,6 +67,9 @@ class ActionDomain:
         action_dim: continuous action dimensions ``a``.
         action_mean: per-dimension mean of continuous actions (empty: 0).
         action_std: per-dimension standard deviation (empty: 1).
+        action_low, action_high: per-dimension bounds of continuous actions, from the domain's dataset (empty:
+            unknown). No weight uses them; a world model's index gives them to planners and the gym env of that
+            domain (:meth:`wm_video.world_model.WorldModel.for_domain`).
     """
 
     name: str = ""
@@ -75,9 +78,19 @@ class ActionDomain:
     action_dim: int = 0
     action_mean: list[float] = field(default_factory=list)
     action_std: list[float] = field(default_factory=list)
+    action_low: list[float] = field(default_factory=list)
+    action_high: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        check_action_space(self, f"dynamics: action domain {self.name!r}")
+        where = f"dynamics: action domain {self.name!r}"
+        check_action_space(self, where)
+        low, high = self.action_low, self.action_high
+        if (low or high) and (self.action_type != "continuous" or len(low) != self.action_dim
+                              or len(high) != self.action_dim):
+            raise ValueError(f"{where}: fields 'action_low' and 'action_high' need action_dim={self.action_dim} "
+                             f"entries each, for continuous actions only, got {low!r} and {high!r}")
+        if any(lo > hi for lo, hi in zip(low, high, strict=True)):
+            raise ValueError(f"{where}: an 'action_low' exceeds its 'action_high': {low} and {high}")
 
     @classmethod
     def of(cls, spec: ActionDomain | dict[str, Any]) -> ActionDomain:

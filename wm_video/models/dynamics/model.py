@@ -156,6 +156,27 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         self.config = config
         self._hub_mixin_config = config  # what save_pretrained writes: the mixin keeps the config given to __init__
 
+    def domain_model(self, name: str | None = None) -> DynamicsModel:
+        """Action domain ``name`` (None: the only one) of this model as a single-domain :class:`DynamicsModel`
+        made of this model's own modules and parameters (nothing copied: training either trains both): its config
+        is :meth:`DynamicsConfig.domain_config`, its ``actions`` the shared null with the domain's encoder. What a
+        caller of one action space uses (generation, evaluation, planning, the gym env); its ``save_pretrained``
+        writes that domain alone as a single-domain export. A model without a domains list returns itself.
+        ValueError naming the known domains for an unknown name, or for None when there are several."""
+        if not self.config.domains:
+            self.action_encoder(name)  # checks the name against the one domain, 'default'
+            return self
+        encoder = self.actions.encoder(name)
+        with torch.device("meta"):  # no memory: every part is replaced by this model's own below
+            view = DynamicsModel(self.config.domain_config(name))
+        for part in ("token_embed", "backbone", "token_head", "outcome"):
+            setattr(view, part, getattr(self, part))
+        view.actions.null = self.actions.null
+        view.actions.embed, view.actions.mlp = encoder.embed, encoder.mlp
+        if encoder.mlp is not None:
+            view.actions.mean, view.actions.std = encoder.mean, encoder.std
+        return view.train(self.training)
+
     # ---- inputs -------------------------------------------------------------------------------------------
 
     def check_tokens(self, tokens: torch.Tensor, sliding_window: bool = False) -> None:
