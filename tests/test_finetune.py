@@ -372,7 +372,7 @@ def test_lora_bad_options_are_clear_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'token_embed' matches no Linear layer" in err and "backbone.out_modulation" in err
     assert main([*common, "trainer.logger=none", "finetune.lora.rank=4"]) == 2  # nothing pretrained to adapt
-    assert "finetune.lora adapts a pretrained model" in capsys.readouterr().err
+    assert "finetune.lora and finetune.domain adapt a pretrained model" in capsys.readouterr().err
     assert main([*common, *pretrained, "finetune.lora.rank=0"]) == 2
     assert "'rank' must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "run" / "export").exists()

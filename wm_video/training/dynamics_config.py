@@ -40,6 +40,12 @@ class FinetuneConfig:
         eval_batch_size: clips per evaluation batch.
         lora: train LoRA adapters instead of the full model (:class:`LoraOptions`; None: no adapters). On the
             command line ``finetune.lora.rank=8`` turns them on with the other options at their defaults.
+        domain: the action domain the fine-tuning data is of, so the model keeps one action encoder per domain:
+            a name the pretrained model has continues that domain's encoder (the data's action space must be
+            its kind and size); a new name adds an encoder that starts as the null action, and every other
+            domain's encoder stays as it was (a model of one action space becomes one whose first domain is
+            ``default``). Required for a pretrained model of several domains; None (the default) otherwise: the
+            data's action space then replaces or continues the model's one.
     """
 
     init_from: str | None = None
@@ -48,6 +54,7 @@ class FinetuneConfig:
     eval_batches: int | None = None
     eval_batch_size: int = 8
     lora: LoraOptions | None = None
+    domain: str | None = None
 
 
 @dataclass
@@ -136,6 +143,12 @@ def _action_fields(space: ActionSpace, stats: dict[str, Any]) -> dict[str, Any]:
                       # a constant dimension (std 0) is left unscaled: dividing by ~0 would blow up any other value
                       action_std=[float(v) if float(v) > 1e-6 else 1.0 for v in stats.get("std", [])])
     return fields
+
+
+def action_domain_for(name: str, info: DatasetInfo) -> ActionDomain:
+    """The :class:`ActionDomain` called ``name`` of a dataset: its action space, statistics and bounds."""
+    return ActionDomain(name=name, **_action_fields(info.action_space, info.stats.get("actions") or {}),
+                        **_bounds(info.action_space))
 
 
 def _bounds(space: ActionSpace) -> dict[str, list[float]]:

@@ -87,12 +87,16 @@ class DynamicsModule(L.LightningModule):
             raise ValueError(f"train_frames must be >= 2 (a context frame and a target), got {cfg.train_frames}")
         self.save_hyperparameters({"config": dataclasses.asdict(cfg)})  # plain values: weights_only-safe
         self._val_sums: dict[str, dict[str, list[torch.Tensor]]] = {}  # per domain: metric -> [sum, clips]
+        # a one-dataset run of a multi-domain model (a fine-tune into one domain): every batch is of this domain
+        self.domain: str | None = cfg.finetune.domain if cfg.model.domains else None
 
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Check each batch's token ids and actions once, where it arrives: on the CPU, before the copy to the
         device, so the check waits for no kernel. The steps then run inside ``validated()``, where the model skips
         its own value checks (:mod:`wm_video.models.checks`)."""
         tokens = batch["tokens"]
+        if self.domain is not None and batch.get("domain") is None:
+            batch = {**batch, "domain": self.domain}
         self.model.check_tokens(tokens, sliding_window=True)  # longer clips are cropped to the window in the step
         self.model.check_actions(batch.get("actions"), tuple(tokens.shape[:2]), domain=batch.get("domain"))
         return batch
@@ -106,7 +110,7 @@ class DynamicsModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         if (batch_idx == 0 and self._video_clips is None and self.cfg.video_every_n_steps
-                and batch.get("domain") is None):  # rollout videos of one-domain runs (a mixture's: not yet)
+                and batch.get("domain") == self.domain):  # rollout videos of one-domain runs (a mixture's: not yet)
             self._video_clips = self._clips_for_video(batch)
         batch = crop_window(batch, self.frames)
         domain, n = batch.get("domain"), len(batch["tokens"])
@@ -148,8 +152,8 @@ class DynamicsModule(L.LightningModule):
         experiment = getattr(self.logger, "experiment", None)
         if not hasattr(experiment, "add_image") or self.cfg.trainer.strategy.startswith("deepspeed_stage_3"):
             return  # no image logger; or ZeRO-3, whose partitioned weights rank 0 alone cannot run
-        if self.model.config.domains:
-            return  # a multi-domain model's rollouts need a domain per clip: not drawn yet
+        if self.model.config.domains and self.domain is None:
+            return  # a mixture's rollouts need a domain per clip: not drawn yet
         clips = self._video_clips or self._clips_for_video(batch)
         context = min(self.cfg.video_context_frames, clips["tokens"].shape[1] - 1)  # at least one frame predicted
         if context < 1:
@@ -158,7 +162,8 @@ class DynamicsModule(L.LightningModule):
         if tok is not None and next(tok.parameters()).device != self.device:
             self._tokenizer[0] = tok = tok.to(self.device)
         clips = {k: v.to(self.device) for k, v in clips.items()}
-        panels = rollout_video(self.model, tok, clips["tokens"], clips.get("actions"), context)
+        model = self.model.domain_model(self.domain)
+        panels = rollout_video(model, tok, clips["tokens"], clips.get("actions"), context)
         log_rollout(experiment, VIDEO_TAG, panels.cpu(), step)
 
     def _clips_for_video(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -187,8 +192,9 @@ def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path | None, out: str |
         finetuning = Finetuning(cfg, data)
         cfg = dataclasses.replace(cfg, model=finetuning.model_config(info))
     else:
-        if cfg.finetune.lora is not None:
-            raise ValueError("finetune.lora adapts a pretrained model: name it with --init-from DIR")
+        if cfg.finetune.lora is not None or cfg.finetune.domain is not None:
+            raise ValueError("finetune.lora and finetune.domain adapt a pretrained model: name it with --init-from "
+                             "DIR")
         cfg = dataclasses.replace(cfg, model=model_config_for_data(cfg, info, str(data)))
     tokenizer = None
     if cfg.video_every_n_steps:
@@ -249,4 +255,6 @@ def _fit(module: DynamicsModule, data: str | Path | MixtureSpec, out: str | Path
                                log_every=max(cfg.trainer.log_every_n_steps, 1))
     return fit_and_export(module, cfg.trainer, data, cfg.loader, cfg.val_fraction, cfg.val_batches, out,
                           "dynamics", callbacks=[perf], before_export=before_export,
-                          assess=lambda model, heldout: assess_dynamics(model, heldout, cfg.quality, stats))
+                          assess=lambda model, heldout: assess_dynamics(model.domain_model(module.domain)
+                                                                        if module.domain else model, heldout,
+                                                                        cfg.quality, stats))

@@ -65,7 +65,7 @@ from wm_video.data.split import split_dataset
 from wm_video.data.tokenizer_fit import report_token_dataset_fit
 from wm_video.evaluation.dynamics_scores import PROTOCOL, score_dynamics
 from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
-from wm_video.training.dynamics_config import DynamicsTrainConfig, model_config_for_data
+from wm_video.training.dynamics_config import DynamicsTrainConfig, action_domain_for, model_config_for_data
 from wm_video.training.lora import apply_lora, merge_lora, params_matching
 from wm_video.training.trainer_config import DEEPSPEED
 from wm_video.utils.atomic import atomic_write_json
@@ -103,13 +103,44 @@ def finetune_model_config(cfg: DynamicsTrainConfig, pretrained: DynamicsConfig, 
     # A fresh action encoder starts as the null action, so the fine-tune starts exactly as the pretrained model.
     base = dataclasses.replace(pretrained, **training, action_init="zero")
     config = model_config_for_data(dataclasses.replace(cfg, model=base), info, where)
-    wrong = [f"{k}: {getattr(pretrained, k)} in {init_from}, {getattr(config, k)} in {where}"
-             for k in ("vocab_size", "token_h", "token_w") if getattr(pretrained, k) != getattr(config, k)]
+    _check_tokens(pretrained, config, where, init_from)
+    return config
+
+
+def _check_tokens(pretrained: DynamicsConfig, data: DynamicsConfig, where: str, init_from: str) -> None:
+    wrong = [f"{k}: {getattr(pretrained, k)} in {init_from}, {getattr(data, k)} in {where}"
+             for k in ("vocab_size", "token_h", "token_w") if getattr(pretrained, k) != getattr(data, k)]
     if wrong:
         raise ValueError(f"cannot fine-tune {init_from} on {where}: the tokens do not match ({'; '.join(wrong)}). "
                          "Tokenize the data with the tokenizer the pretrained model was trained on "
                          "('wm-video data tokenize --tokenizer DIR ...').")
-    return config
+
+
+def domain_finetune_config(cfg: DynamicsTrainConfig, pretrained: DynamicsModel, info: DatasetInfo, where: str,
+                           init_from: str) -> DynamicsConfig:
+    """The config of a fine-tune into action domain ``cfg.finetune.domain`` (:class:`FinetuneConfig`): the
+    pretrained architecture and domains, the run's :data:`TRAINING_FIELDS`. A new domain is added to
+    ``pretrained`` itself (:meth:`DynamicsModel.add_domain`: a fresh encoder, every other weight as it was), so the
+    transfer copies every weight; a known one must take the data's kind and size of actions (ValueError naming
+    both otherwise), and keeps its own normalisation statistics."""
+    name, known = cfg.finetune.domain, [d.name for d in pretrained.config.action_domains]
+    if name is None:
+        raise ValueError(f"{init_from} has {len(known)} action domains {known}: name the one {where} is of with "
+                         "finetune.domain=NAME (a known name continues that domain's encoder, a new one adds one)")
+    _check_tokens(pretrained.config, model_config_for_data(cfg, info, where), where, init_from)
+    spec = action_domain_for(name, info)
+    if name not in known:
+        pretrained.add_domain(spec)
+        log.info("fine-tuning into a new action domain %r (%s) beside %s", name, info.action_space.to_dict(), known)
+    else:
+        have = pretrained.config.domain(name)
+        if (have.action_type, have.num_actions, have.action_dim) != (spec.action_type, spec.num_actions,
+                                                                     spec.action_dim):
+            raise ValueError(f"{where}: its actions ({spec.action_type}, {spec.num_actions or spec.action_dim}) are "
+                             f"not those of action domain {name!r} of {init_from} ({have.action_type}, "
+                             f"{have.num_actions or have.action_dim}); name a new domain with finetune.domain")
+    training = {k: getattr(cfg.model, k) for k in TRAINING_FIELDS}
+    return dataclasses.replace(pretrained.config, **training, action_init="zero")
 
 
 def same_action_space(a: DynamicsConfig, b: DynamicsConfig) -> bool:
@@ -122,18 +153,18 @@ def same_action_space(a: DynamicsConfig, b: DynamicsConfig) -> bool:
 
 
 @torch.no_grad()
-def transfer_weights(pretrained: DynamicsModel, model: DynamicsModel, fresh_actions: bool = False
-                     ) -> TransferReport:
+def transfer_weights(pretrained: DynamicsModel, model: DynamicsModel, fresh_actions: bool = False,
+                     action_weights: tuple[str, ...] = _ACTION_WEIGHTS) -> TransferReport:
     """Copy every weight of ``pretrained`` into ``model`` whose name and shape match, except the action-space
-    part of the action encoder when the action spaces differ (or ``fresh_actions``); the learned null action is
-    always kept."""
+    part of the action encoder (the weights named ``action_weights``) when the action spaces differ (or
+    ``fresh_actions``); the learned null action is always kept."""
     reuse_actions = not fresh_actions and same_action_space(pretrained.config, model.config)
     source = pretrained.state_dict()
     report = TransferReport()
     target = model.state_dict()
     for name, value in target.items():
         old = source.get(name)
-        if old is None or old.shape != value.shape or (name.startswith(_ACTION_WEIGHTS) and not reuse_actions):
+        if old is None or old.shape != value.shape or (name.startswith(action_weights) and not reuse_actions):
             report.fresh.append(name)
             continue
         value.copy_(old)
@@ -168,9 +199,20 @@ class Finetuning:
         self.cfg, self.data = cfg, str(data)
         self.source = str(cfg.finetune.init_from)
         self.pretrained = DynamicsModel.from_pretrained(self.source)
+        self.pretrained_domains = [d.name for d in self.pretrained.config.domains]
         self.record: dict[str, Any] = {}
 
+    @property
+    def domain(self) -> str | None:
+        """The action domain the data is of, when the fine-tuned model has several (else None)."""
+        return self.cfg.finetune.domain if (self.cfg.finetune.domain or self.pretrained_domains) else None
+
     def model_config(self, info: DatasetInfo) -> DynamicsConfig:
+        if self.domain is not None or self.pretrained_domains:
+            config = domain_finetune_config(self.cfg, self.pretrained, info, self.data, self.source)
+            log.info("fine-tuning from %s into its action domain %r of %s", self.source, self.domain,
+                     [d.name for d in config.domains])
+            return config
         config = finetune_model_config(self.cfg, self.pretrained.config, info, self.data, self.source)
         log.info("fine-tuning from %s: architecture from its config.json, action space %s from %s/dataset.json",
                  self.source, config.action_type, self.data)
@@ -180,7 +222,8 @@ class Finetuning:
         """Copy the pretrained weights into ``model``, freeze the configured parts, and score it on held-out data
         (on the main process only)."""
         ft = self.cfg.finetune
-        report = transfer_weights(self.pretrained, model, ft.fresh_actions)
+        fresh = (f"actions.encoders.{self.domain}.",) if self.domain else _ACTION_WEIGHTS
+        report = transfer_weights(self.pretrained, model, ft.fresh_actions, fresh)
         adapted = apply_lora(model, ft.lora) if ft.lora is not None else []
         frozen = freeze(model, ft.freeze)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -190,7 +233,8 @@ class Finetuning:
                  len(frozen), f"{trainable:,}", f"{total:,}")
         self.record = {"init_from": self.source, "data": self.data, "transfer": report.summary(),
                        "freeze": list(ft.freeze), "frozen_tensors": len(frozen), "trainable_parameters": trainable,
-                       "parameters": total, "action_type": model.config.action_type}
+                       "parameters": total, "action_type": model.config.domain(self.domain).action_type,
+                       "domain": self.domain}
         if ft.lora is not None:
             log.info("LoRA rank %d (alpha %g) on %d Linear layers; trained in full: %s", ft.lora.rank,
                      ft.lora.scale_alpha, len(adapted), ft.lora.train or "nothing else")
@@ -232,7 +276,7 @@ class Finetuning:
         model.to("cuda" if use_gpu else "cpu")
         try:
             loader, _ = heldout_loader(self.data, self.cfg.val_fraction, ft.eval_batch_size)
-            result = score_dynamics(model, loader, max_batches=ft.eval_batches).summary()
+            result = score_dynamics(model.domain_model(self.domain), loader, max_batches=ft.eval_batches).summary()
         finally:
             model.to(device)
         log.info("held-out %s fine-tuning: token acc %.4f, token CE %.4f (shuffled actions %s; copy-last-frame acc "
