@@ -108,7 +108,7 @@ def test_meta_world_mass_changes_the_motion(reach):
     assert np.abs(heavy[-1] - plain[-1]).max() > 1e-3
 
 
-def test_atari_takes_frame_shifts_and_names_what_it_cannot_apply():
+def test_non_mujoco_envs_take_frame_shifts_and_name_what_they_cannot_apply():
     env = make_env("ALE/Pong-v5", size=SIZE)
     try:
         plain, _ = rollout(env, Variation(), steps=3)
@@ -120,6 +120,8 @@ def test_atari_takes_frame_shifts_and_names_what_it_cannot_apply():
             env.set_variation(Variation(mass_scale=1.3, hue=10.0, frame_hue=5.0))
     finally:
         env.close()
+    with pytest.raises(ValueError, match=r"'CartPole-v1' cannot apply variation field\(s\) camera_azimuth"):
+        make_env("CartPole-v1", size=SIZE, variation=Variation(camera_azimuth=5.0, frame_brightness=0.9))
 
 
 def test_bad_values_name_the_field(reacher):

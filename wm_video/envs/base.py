@@ -136,7 +136,10 @@ class SimEnv(abc.ABC):
         too, and Atari avoids the ROM reload (about 90 ms) that every seeded reset costs."""
         self._t = 0
         if self._variation_pending:
-            self._apply_variation(self._variation)
+            try:
+                self._apply_variation(self._variation)
+            except ValueError as e:
+                raise ValueError(f"environment '{self.env_id}': {e}") from e
             self._variation_pending = False
         res = self._reset(None if seed is None else int(seed))
         res.frame = transform_frame(res.frame, self._variation)

@@ -221,7 +221,9 @@ def _probe(cfg: CollectConfig) -> tuple[ActionSpace, float]:
 
 def _range_ends(variation: Variation) -> list[Variation]:
     """``variation`` with every range at its low end, and at its high end: the worlds furthest from the default
-    in either direction, which every draw lies between."""
+    in either direction, which every draw lies between (``variation`` itself when it has no range)."""
+    if not variation.is_random:
+        return [variation]
     ends = []
     for i in (0, 1):
         values = {k: v[i] if isinstance(v, list) else v for k, v in vars(variation).items()}

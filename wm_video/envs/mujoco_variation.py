@@ -103,6 +103,10 @@ class MujocoVariation:
         import mujoco
 
         m = self.model
+        if m.cam_bodyid[cam_id] != 0 or m.cam_mode[cam_id] != mujoco.mjtCamLight.mjCAMLIGHT_FIXED:
+            name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_CAMERA, cam_id)
+            raise ValueError(f"the camera fields of 'variation' move a camera fixed in the world; camera {name!r} "
+                             "is attached to a body or follows one")
         base = self._keep(cam_pos=m.cam_pos[cam_id], cam_quat=m.cam_quat[cam_id])
         rot = np.zeros(9)
         mujoco.mju_quat2Mat(rot, base["cam_quat"])
