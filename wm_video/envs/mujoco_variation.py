@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from wm_video.envs.base import require_sim
 from wm_video.envs.variation import Variation, hue_matrix
 
 COLOUR = ("hue",)
@@ -28,6 +29,7 @@ class MujocoVariation:
     viewer already exists (:func:`wm_video.envs.mujoco_render.make_render_fast` makes it)."""
 
     def __init__(self, env: Any) -> None:
+        self.mujoco = require_sim("mujoco")  # the 'sim' extra, which made env: importing this module needs none
         self.env = env
         self.model = env.model
         self._base: dict[str, np.ndarray] = {}
@@ -44,7 +46,8 @@ class MujocoVariation:
 
     def _keep(self, **arrays: np.ndarray) -> dict[str, np.ndarray]:
         for name, a in arrays.items():
-            self._base.setdefault(name, np.array(a, copy=True))
+            if name not in self._base:
+                self._base[name] = np.array(a, copy=True)
         return {name: self._base[name] for name in arrays}
 
     def _colours(self, v: Variation) -> None:
@@ -68,12 +71,10 @@ class MujocoVariation:
         self._upload_textures()
 
     def _upload_textures(self) -> None:
-        import mujoco
-
         viewer = self.env.mujoco_renderer.viewer
         viewer.make_context_current()
         for i in range(self.model.ntex):
-            mujoco.mjr_uploadTexture(self.model, viewer.con, i)
+            self.mujoco.mjr_uploadTexture(self.model, viewer.con, i)
 
     def _lights(self, v: Variation) -> None:
         m, head = self.model, self.model.vis.headlight
@@ -100,9 +101,7 @@ class MujocoVariation:
         cam.distance = base[2] * v.camera_distance
 
     def _fixed_camera(self, v: Variation, cam_id: int) -> None:
-        import mujoco
-
-        m = self.model
+        m, mujoco = self.model, self.mujoco
         if m.cam_bodyid[cam_id] != 0 or m.cam_mode[cam_id] != mujoco.mjtCamLight.mjCAMLIGHT_FIXED:
             name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_CAMERA, cam_id)
             raise ValueError(f"the camera fields of 'variation' move a camera fixed in the world; camera {name!r} "
@@ -124,12 +123,9 @@ class MujocoVariation:
         m.cam_quat[cam_id] = quat
 
     def _dynamics(self, v: Variation) -> None:
-        import mujoco
-
         m = self.model
         base = self._keep(body_mass=m.body_mass, body_inertia=m.body_inertia, dof_armature=m.dof_armature,
-                          geom_friction=m.geom_friction,
-                          dof_frictionloss=m.dof_frictionloss, dof_damping=m.dof_damping)
+                          geom_friction=m.geom_friction, dof_frictionloss=m.dof_frictionloss, dof_damping=m.dof_damping)
         m.body_mass[:] = base["body_mass"] * v.mass_scale
         m.body_inertia[:] = base["body_inertia"] * v.mass_scale
         m.dof_armature[:] = base["dof_armature"] * v.mass_scale
@@ -138,7 +134,7 @@ class MujocoVariation:
         m.dof_damping[:] = base["dof_damping"] * v.damping_scale
         # Derived constants (subtree masses, the inverse weights that scale constraint softness) as the compiler
         # would have set them for these masses; it overwrites the data, which the reset that follows sets again.
-        mujoco.mj_setConst(m, self.env.data)
+        self.mujoco.mj_setConst(m, self.env.data)
 
 
 def _check_elevation(base: float, delta: float) -> None:
