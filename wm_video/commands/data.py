@@ -46,11 +46,20 @@ def collect(
     Settings resolve as: the preset (``--preset``), then the YAML (``--config``), then these flags, then the
     trailing FIELD=VALUE overrides; a flag left out keeps the value from the preset or YAML.
 
-    Example:
+    Domain variation (overrides ``variation.FIELD=VALUE``; a number shifts every episode alike, ``[LOW,HIGH]`` draws
+    per episode): on MuJoCo envs hue (degrees), light (factor), camera_azimuth and camera_elevation (degrees),
+    camera_distance, mass_scale, friction_scale and damping_scale (factors); on every env frame_hue (degrees) and
+    frame_brightness (factor). See docs/domain-variation.md.
+
+    Examples:
         wm-video data collect --env ALE/Pong-v5 --episodes 32 --policy random --size 64 --clip-len 16 --out data/pong
+        wm-video data collect --config configs/data/reacher_shifted.yaml --out data/reacher_real
+        wm-video data collect --env Reacher-v5 --out data/reacher_dr 'variation.hue=[-30,30]' \
+            'variation.mass_scale=[0.8,1.25]'
 
     Args:
-        overrides: dotted overrides of the collect config, e.g. ``noise=0.5``; they beat flags and YAML.
+        overrides: dotted overrides of the collect config, e.g. ``noise=0.5`` or ``variation.mass_scale=1.3``; they
+            beat flags and YAML.
         env: environment id (``wm-video data envs`` lists them).
         episodes: number of episodes to collect.
         policy: random, scripted (the environment's expert) or noisy (expert plus noise).

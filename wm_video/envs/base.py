@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from wm_video.data.schema import ActionSpace
+from wm_video.envs.variation import FRAME_FIELDS, Variation, transform_frame
 from wm_video.utils.extras import MissingExtraError
 
 SIM_EXTRA_HINT = "install the 'sim' extra: pip install -e \".[sim]\""
@@ -61,6 +62,7 @@ class SimEnv(abc.ABC):
         action_space: what :meth:`step` accepts (int for discrete, float32 ``(dim,)`` for continuous).
         fps: the env's native frame rate in frames per second (one frame per :meth:`step`).
         max_episode_steps: steps after which an episode is truncated (None: no cap beyond the env's own).
+        variation_fields: the :class:`Variation` fields this env can apply (MuJoCo envs: all; others: frames).
     """
 
     env_id: str
@@ -69,6 +71,7 @@ class SimEnv(abc.ABC):
     action_space: ActionSpace
     fps: float
     max_episode_steps: int | None
+    variation_fields: tuple[str, ...] = FRAME_FIELDS
 
     def __init__(self, env_id: str, size: int, max_episode_steps: int | None) -> None:
         if size < 8:
@@ -79,6 +82,7 @@ class SimEnv(abc.ABC):
         self.size = size
         self.max_episode_steps = max_episode_steps
         self._t = 0
+        self._variation, self._variation_pending = Variation(), False
 
     # --- what adapters implement -------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -99,19 +103,53 @@ class SimEnv(abc.ABC):
     def has_scripted_policy(self) -> bool:
         return False
 
+    def _apply_variation(self, variation: Variation) -> None:
+        """Set the simulator's scene and dynamics to ``variation`` (only fields in :attr:`variation_fields` are
+        changed); called before a reset. Frame fields are applied by this class, so an env that supports only
+        those changes nothing here."""
+        return None
+
     # --- shared behaviour --------------------------------------------------------------------------------------
+    @property
+    def variation(self) -> Variation:
+        """The variation set last (the default until :meth:`set_variation` is called)."""
+        return self._variation
+
+    def set_variation(self, variation: Variation) -> None:
+        """Show ``variation`` from the next reset on: its scene and dynamics are set at that reset, its frame
+        transform applies to every frame after it. ``variation`` must hold numbers (``variation.draw(rng)`` turns
+        ranges into numbers). ValueError naming the fields this env cannot apply."""
+        if variation.is_random:
+            raise ValueError(f"{self.env_id}: set_variation takes numbers; draw the ranges first "
+                             f"(variation.draw(rng)), got {variation.to_dict()}")
+        unsupported = [name for name in variation.changed() if name not in self.variation_fields]
+        if unsupported:
+            raise ValueError(
+                f"environment '{self.env_id}' cannot apply variation field(s) {', '.join(unsupported)}: scene and "
+                f"dynamics changes need a MuJoCo env (a gymnasium MuJoCo id or metaworld/*); "
+                f"{' and '.join(FRAME_FIELDS)} work with every env")
+        self._variation, self._variation_pending = variation, True
+
     def reset(self, seed: int | None = None) -> StepResult:
         """Start an episode; the same ``seed`` gives the same initial state (and frames, for the same actions).
         ``None`` continues the env's random stream: a sequence of episodes after one seeded reset is reproducible
         too, and Atari avoids the ROM reload (about 90 ms) that every seeded reset costs."""
         self._t = 0
+        if self._variation_pending:
+            try:
+                self._apply_variation(self._variation)
+            except ValueError as e:
+                raise ValueError(f"environment '{self.env_id}': {e}") from e
+            self._variation_pending = False
         res = self._reset(None if seed is None else int(seed))
+        res.frame = transform_frame(res.frame, self._variation)
         res.reward, res.terminated, res.truncated = 0.0, False, False
         return res
 
     def step(self, action: Action) -> StepResult:
         """Apply ``action`` (checked against :attr:`action_space`) and return the next frame and outcome."""
         res = self._step(self.check_action(action))
+        res.frame = transform_frame(res.frame, self._variation)
         self._t += 1
         # One cap for every family, so `max_episode_steps` means the same thing whatever the simulator does.
         if self.max_episode_steps is not None and self._t >= self.max_episode_steps and not res.terminated:

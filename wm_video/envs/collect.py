@@ -13,7 +13,7 @@ import logging
 import multiprocessing as mp
 import queue
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +30,18 @@ from wm_video.data.writer import (
 )
 from wm_video.envs.policies import make_policy
 from wm_video.envs.registry import make_env
+from wm_video.envs.variation import Variation
 from wm_video.utils import progress
 from wm_video.utils.atomic import atomic_write_json, clean_stale_temporaries
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "collect.json"
 # Fields that change what is in the shards: a rerun into the same folder must keep them.
-# (episodes too: it decides what the last shard holds.)
+# (episodes too: it decides what the last shard holds; and 'variation', recorded when it is not the default.)
 _OUTPUT_FIELDS = ("env", "episodes", "policy", "noise", "hold", "size", "clip_len", "stride", "max_episode_steps",
                   "episodes_per_shard", "storage", "crf", "seed")
+# Tells the variation draws' RNG apart from the policy's, which is seeded with the same seed + e.
+VARIATION_STREAM = 0x5EED
 
 
 @dataclass
@@ -63,8 +66,11 @@ class CollectConfig:
         storage: frame storage ``raw`` | ``png`` (lossless) or ``mp4`` (H.264 yuv444p, ``crf`` quality).
         crf: H.264 quality for ``mp4`` storage (0 is lossless).
         seed: base seed: shard ``k``'s first episode is reset with ``seed + k * episodes_per_shard``; the
-            policy of episode ``e`` is seeded with ``seed + e``.
+            policy of episode ``e`` is seeded with ``seed + e``, and so are its draws of ``variation``'s ranges
+            (from a stream of their own).
         shard_range: ``[first, stop)`` of shards for this invocation (SLURM arrays); ``None`` means all.
+        variation: domain variation (colours, light, camera, mass, friction, damping, frame colour): a number
+            shifts every episode alike, ``[low, high]`` draws per episode (:class:`Variation`; default: none).
     """
 
     env: str = "ALE/Pong-v5"
@@ -82,6 +88,7 @@ class CollectConfig:
     crf: int = 10
     seed: int = 0
     shard_range: list[int] | None = None
+    variation: Variation = field(default_factory=Variation)
 
     def validate(self) -> None:
         for name in ("episodes", "size", "clip_len", "episodes_per_shard", "hold"):
@@ -109,6 +116,13 @@ class CollectConfig:
     def shard_ids(self) -> range:
         first, stop = self.shard_range or (0, self.num_shards)
         return range(max(first, 0), min(stop, self.num_shards))
+
+    def episode_variation(self, e: int) -> Variation:
+        """The variation episode ``e`` is collected with: ``variation`` with its ranges drawn from an RNG of the
+        episode's own, so any shard layout or worker gives episode ``e`` the same world."""
+        if not self.variation.is_random:
+            return self.variation
+        return self.variation.draw(np.random.default_rng([self.seed + e, VARIATION_STREAM]))
 
 
 def run_episode(env: Any, policy: Any, seed: int | None) -> dict[str, Any]:
@@ -151,6 +165,7 @@ def _init_worker(q: Any) -> None:
 def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
     """Make shard ``k`` (its episodes, clipped) and return its sidecar summary."""
     env = make_env(cfg.env, size=cfg.size, max_episode_steps=cfg.max_episode_steps)
+    varied = not cfg.variation.is_default
     stride = cfg.stride or cfg.clip_len
     episodes = cfg.shard_episodes(k)
     returns, lengths, successes, too_short, steps, t0 = [], [], [], 0, 0, time.perf_counter()
@@ -158,6 +173,11 @@ def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
         with ShardWriter(Path(out) / shard_name(k), env.action_space, cfg.storage, env.fps, cfg.crf) as writer:
             for e in episodes:
                 policy = make_policy(cfg.policy, env, seed=cfg.seed + e, noise=cfg.noise, hold=cfg.hold)
+                clip_extra = {"policy": cfg.policy}
+                if varied:
+                    world = cfg.episode_variation(e)
+                    env.set_variation(world)
+                    clip_extra["variation"] = {name: getattr(world, name) for name in cfg.variation.changed()}
                 # One seeded reset per shard; later episodes continue the env's random stream. The shard is
                 # still a pure function of the config, and Atari skips a ROM reload (~90 ms) per episode.
                 ep = run_episode(env, policy, seed=cfg.seed + e if e == episodes[0] else None)
@@ -172,7 +192,7 @@ def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
                 for s in starts:
                     sl = slice(s, s + cfg.clip_len)
                     meta = ClipMeta(episode_id=episode_id, clip_start=s, num_frames=cfg.clip_len, fps=env.fps,
-                                    source=cfg.env, fields=[], extra={"policy": cfg.policy, "episode_length": n})
+                                    source=cfg.env, fields=[], extra={**clip_extra, "episode_length": n})
                     writer.write(Clip(ep["frames"][sl], meta, ep["actions"][sl], ep["rewards"][sl],
                                       ep["terminations"][sl]))
                 if _progress_queue is not None:
@@ -190,19 +210,44 @@ def _probe(cfg: CollectConfig) -> tuple[ActionSpace, float]:
     env = make_env(cfg.env, size=cfg.size, max_episode_steps=cfg.max_episode_steps)
     try:
         make_policy(cfg.policy, env, seed=cfg.seed, noise=cfg.noise, hold=cfg.hold)
+        if not cfg.variation.is_default:
+            for world in _range_ends(cfg.variation):
+                env.set_variation(world)  # names the fields this env cannot apply
+                env.reset(seed=cfg.seed)  # and a camera tilted past the vertical
         return env.action_space, env.fps
     finally:
         env.close()
 
 
+def _range_ends(variation: Variation) -> list[Variation]:
+    """``variation`` with every range at its low end, and at its high end: the worlds furthest from the default
+    in either direction, which every draw lies between (``variation`` itself when it has no range)."""
+    if not variation.is_random:
+        return [variation]
+    ends = []
+    for i in (0, 1):
+        values = {k: v[i] if isinstance(v, list) else v for k, v in vars(variation).items()}
+        ends.append(Variation(**values))
+    return ends
+
+
+def _settings(cfg: CollectConfig) -> dict[str, Any]:
+    """What collect.json records: the output fields, and ``variation`` (its changed fields) when there is one."""
+    wanted = {k: getattr(cfg, k) for k in _OUTPUT_FIELDS}
+    if not cfg.variation.is_default:
+        wanted["variation"] = cfg.variation.to_dict()
+    return wanted
+
+
 def _check_settings(out: Path, cfg: CollectConfig) -> None:
     path = out / SETTINGS_FILE
-    wanted = {k: getattr(cfg, k) for k in _OUTPUT_FIELDS}
+    wanted = _settings(cfg)
     if path.exists():
-        saved = {"hold": 1, **json.loads(path.read_text())}  # folders collected before 'hold' existed held none
-        diff = [k for k in _OUTPUT_FIELDS if saved.get(k) != wanted[k]]
+        # Folders collected before 'hold' existed held none; an absent 'variation' is the default (none).
+        saved = {"hold": 1, **json.loads(path.read_text())}
+        diff = [k for k in (*_OUTPUT_FIELDS, "variation") if saved.get(k) != wanted.get(k)]
         if diff:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} there vs {wanted[k]!r} now" for k in diff)
+            detail = ", ".join(f"{k}: {saved.get(k)!r} there vs {wanted.get(k)!r} now" for k in diff)
             raise SchemaError(f"{out} holds a collection made with other settings ({detail}); "
                               "use another --out or the same settings to resume")
     atomic_write_json(path, wanted)
@@ -240,6 +285,8 @@ def collect(cfg: CollectConfig, out: str | Path, show_progress: bool | None = No
     source = {"kind": "simulator", "env": cfg.env, "policy": cfg.policy, "noise": cfg.noise, "hold": cfg.hold,
               "seed": cfg.seed,
               "episodes": cfg.episodes, "max_episode_steps": cfg.max_episode_steps}
+    if not cfg.variation.is_default:
+        source["variation"] = cfg.variation.to_dict()
     return finalize_dataset(out, all_shards, resolution=[cfg.size, cfg.size], fps=fps, clip_len=cfg.clip_len,
                             storage=cfg.storage, action_space=action_space, source=source)
 

@@ -16,6 +16,8 @@ from wm_video.envs.base import Action, Expert, SimEnv, StepResult, require_sim
 from wm_video.envs.convert import resize_frame, space_to_action_space
 from wm_video.envs.heuristics import EXPERTS, expert_name
 from wm_video.envs.mujoco_render import ensure_gl_backend, free_renderer, make_render_fast, render_rgb
+from wm_video.envs.mujoco_variation import SCENE_FIELDS, MujocoVariation
+from wm_video.envs.variation import FRAME_FIELDS, Variation
 
 DEFAULT_FPS = 30.0  # used only when an env declares no render_fps
 
@@ -85,6 +87,8 @@ class GymEnv(SimEnv):
                 make_render_fast(self._env.unwrapped)
             else:
                 self._env.unwrapped.mujoco_renderer.render("rgb_array")
+        self._scene = MujocoVariation(self._env.unwrapped) if self._mujoco else None
+        self.variation_fields = FRAME_FIELDS + SCENE_FIELDS if self._mujoco else FRAME_FIELDS
         self.action_space = space_to_action_space(self._env.action_space)
         self.fps = float(self._env.metadata.get("render_fps") or DEFAULT_FPS)
         if self.max_episode_steps is None:
@@ -97,6 +101,10 @@ class GymEnv(SimEnv):
         if frame.shape[:2] != (self.size, self.size):
             frame = resize_frame(frame, self.size)
         return np.ascontiguousarray(frame)
+
+    def _apply_variation(self, variation: Variation) -> None:
+        if self._scene is not None:
+            self._scene.apply(variation)
 
     def _reset(self, seed: int | None) -> StepResult:
         obs, info = self._env.reset(seed=seed)

@@ -16,6 +16,8 @@ import numpy as np
 from wm_video.data.schema import ActionSpace
 from wm_video.envs.base import Action, Expert, SimEnv, StepResult, require_sim
 from wm_video.envs.mujoco_render import ensure_gl_backend, free_renderer, make_render_fast, render_rgb
+from wm_video.envs.mujoco_variation import SCENE_FIELDS, MujocoVariation
+from wm_video.envs.variation import FRAME_FIELDS, Variation
 
 PREFIX = "metaworld/"
 DEFAULT_MAX_EPISODE_STEPS = 200  # the experts solve the tasks tried in 50-150 steps
@@ -49,6 +51,7 @@ class MetaWorldEnv(SimEnv):
     """
 
     family = "metaworld"
+    variation_fields = FRAME_FIELDS + SCENE_FIELDS
 
     def __init__(self, env_id: str, size: int = 64, max_episode_steps: int | None = None,
                  camera: str = DEFAULT_CAMERA, camera_pos: tuple[float, float, float] | None = DEFAULT_CAMERA_POS,
@@ -79,12 +82,16 @@ class MetaWorldEnv(SimEnv):
         else:
             env.mujoco_renderer.render("rgb_array")  # make the viewer now, like make_render_fast does
         self._env = env
+        self._scene = MujocoVariation(env)
         self.action_space = ActionSpace("continuous", dim=4, low=[-1.0] * 4, high=[1.0] * 4)
         self.fps = float(env.metadata.get("render_fps") or round(1.0 / env.dt))
 
     def _frame(self) -> np.ndarray:
         # The Sawyer scene's cameras come out upside down from gymnasium's renderer: flip the rows.
         return np.ascontiguousarray(render_rgb(self._env)[::-1])
+
+    def _apply_variation(self, variation: Variation) -> None:
+        self._scene.apply(variation)
 
     def _reset(self, seed: int | None) -> StepResult:
         if seed is not None:

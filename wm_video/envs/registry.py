@@ -11,6 +11,7 @@ from wm_video.envs.atari import AtariEnv, register_atari
 from wm_video.envs.base import SimEnv, UnknownEnvError, require_sim
 from wm_video.envs.gym_env import GymEnv
 from wm_video.envs.metaworld_env import PREFIX, MetaWorldEnv, task_names
+from wm_video.envs.variation import Variation
 
 FAMILIES = ("atari", "gymnasium", "metaworld")
 LIST_HINT = "run 'wm-video data envs' to list valid ids"
@@ -66,7 +67,8 @@ def _unknown(env_id: str, known: list[str]) -> UnknownEnvError:
     return UnknownEnvError(f"unknown environment id '{env_id}'; {hint}{LIST_HINT}")
 
 
-def make_env(env_id: str, size: int = 64, max_episode_steps: int | None = None) -> SimEnv:
+def make_env(env_id: str, size: int = 64, max_episode_steps: int | None = None,
+             variation: Variation | None = None) -> SimEnv:
     """Make the simulator for ``env_id`` rendering ``size`` x ``size`` RGB frames.
 
     Args:
@@ -74,8 +76,11 @@ def make_env(env_id: str, size: int = 64, max_episode_steps: int | None = None) 
             ``Pusher-v5``, ...) or ``metaworld/<task>-v3``.
         size: frame height and width in pixels (default 64).
         max_episode_steps: episode cap in steps (default: the env's own; 200 for Meta-World).
+        variation: a fixed domain variation shown from the first reset on (default: none; see
+            :meth:`SimEnv.set_variation`).
 
     Raises:
+        ValueError: ``variation`` holds ranges or fields this env cannot apply.
         UnknownEnvError: no installed simulator has this id (the message names close matches).
         MissingExtraError: the simulator package for this id is not installed.
     """
@@ -90,7 +95,15 @@ def make_env(env_id: str, size: int = 64, max_episode_steps: int | None = None) 
         else:
             raise _unknown(env_id, known)
     if family == "atari":
-        return AtariEnv(env_id, size, max_episode_steps)
-    if family == "metaworld":
-        return MetaWorldEnv(env_id, size, max_episode_steps)
-    return GymEnv(env_id, size, max_episode_steps)
+        env: SimEnv = AtariEnv(env_id, size, max_episode_steps)
+    elif family == "metaworld":
+        env = MetaWorldEnv(env_id, size, max_episode_steps)
+    else:
+        env = GymEnv(env_id, size, max_episode_steps)
+    if variation is not None:
+        try:
+            env.set_variation(variation)
+        except ValueError:
+            env.close()
+            raise
+    return env
