@@ -65,3 +65,21 @@ def test_a_text_model_without_an_encoder_and_a_wrong_width_are_refused(tmp_path,
     assert "the model's text_dim is 32, text encoder" in capsys.readouterr().err
     assert main(_args(tmp_path, tmp_path / "tok", f"text_encoder={tmp_path / 'tok'}")) == 2
     assert "is not a transformers checkpoint: missing config.json" in capsys.readouterr().err
+
+
+
+def test_fine_tuning_a_text_free_model_with_text_starts_from_it():
+    import dataclasses
+
+    from wm_video.config import load_config
+    from wm_video.training.finetune import transfer_weights
+
+    torch.manual_seed(0)
+    pretrained = DynamicsModel(load_config("dynamics", preset_name="debug")).eval()
+    tuned = DynamicsModel(dataclasses.replace(pretrained.config, text_dim=16)).eval()
+    report = transfer_weights(pretrained, tuned)  # what --init-from does with text_encoder=PATH
+    assert sorted(report.fresh) == [f"text.mlp.{i}.{p}" for i in (0, 2) for p in ("bias", "weight")]
+    tokens, text = torch.randint(0, 32, (2, 3, 4, 4)), torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.equal(tuned(tokens, mask_ratio=1.0, text=text).logits,
+                           pretrained(tokens, mask_ratio=1.0).logits)
