@@ -194,7 +194,7 @@ class Rollout:
         b, t0 = context_tokens.shape[:2]
         if context_actions is not None and context_actions.shape[1:2] == (t0,):
             context_actions = context_actions[:, : t0 - 1]
-        self._text = model.embed_text(text, b)  # (b, c) or None
+        self._text = model.embed_text(None if text is None else text.to(context_tokens.device), b)  # (b, c) | None
         acts = self._embed(context_actions, (b, t0 - 1))  # (b, t0-1, c)
         conds = self._cond(torch.cat([self._embed(None, (b, 1)), acts], dim=1))  # (B, t0, c)
         frames = self._streams(rearrange(context_tokens.long(), "b t h w -> b t (h w)"))  # (B, t0, n)
