@@ -61,10 +61,11 @@ def write_dataset(root: Path, shards: int = 4, clips_per_shard: int = 6, storage
 
 
 def write_token_dataset(root: Path, shards: int = 3, clips_per_shard: int = 8, t: int = 6, grid: int = 4,
-                        vocab: int = 16, seed: int = 0) -> None:
+                        vocab: int = 16, seed: int = 0, tasks: list[str] | None = None) -> None:
     """Token shards with action-driven dynamics: one object token walks the grid by its discrete action (0 stay,
     1 right, 2 down, 3 left, 4 up, 5 stay), on a background of token 0; stepping into a wall gives reward 1, and
-    clips of odd episodes end with a termination."""
+    clips of odd episodes end with a termination. ``tasks``: task texts given to the clips in turn (meta.json
+    extra.task)."""
     from wm_video.data.schema import Clip, ClipMeta
     from wm_video.data.writer import ShardWriter, finalize_dataset
 
@@ -88,7 +89,7 @@ def write_token_dataset(root: Path, shards: int = 3, clips_per_shard: int = 8, t
                     y, x = ny, nx
                 terms[-1] = i % 2 == 1
                 meta = ClipMeta(episode_id=f"ep{s:03d}{i:03d}", clip_start=0, num_frames=t, fps=15.0, source="test",
-                                fields=[])
+                                fields=[], extra={"task": tasks[i % len(tasks)]} if tasks else {})
                 w.write(Clip(frames, meta, actions, rewards, terms))
             w.close()
         paths.append(path)

@@ -46,6 +46,7 @@ def test_tiny_collection_from_each_simulator_family(tmp_path, env, policy, kind)
         assert c.frames.std() > 1  # real rendered images, not blank
         assert np.abs(np.diff(c.frames.astype(int), axis=0)).sum() > 0  # something moves
         assert c.meta.source == env and c.rewards.dtype == np.float32
+        assert c.meta.task == ("reach" if env.startswith("metaworld/") else None)  # task text for conditioning
     reloaded = load_dataset_info(tmp_path)
     assert reloaded.stats["frames"] == info.num_samples * 8
 

@@ -160,3 +160,8 @@ def test_rerun_is_idempotent_and_the_cli_output_tokenizes(tmp_path, capsys):
         assert a.key == b.key and b.frames.shape == (8, 8, 8)
         np.testing.assert_array_equal(a.actions, b.actions)
         assert a.meta.extra == b.meta.extra
+    # the loader hands each clip's task text on (text-conditioned training reads batch["task"])
+    loader = ClipLoader(tmp_path / "tokens", LoaderConfig(batch_size=4, num_workers=0, shuffle_buffer=0))
+    for batch in loader:
+        assert [t in TASKS for t in batch["task"]] == [True] * len(batch["key"])
+        assert batch["task"] == [TASKS[int(k.rsplit("-ep", 1)[1][:6]) % len(TASKS)] for k in batch["key"]]

@@ -28,10 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ from wm_video.evaluation.verdicts import Targets, format_verdicts, verdicts
 from wm_video.recipes import DEFAULT_ENVS, Recipe, recipe_for
 from wm_video.utils.atomic import atomic_write_bytes, atomic_write_json
 from wm_video.utils.machine import machine_record, machine_summary
+from wm_video.utils.stages import run_stages
 
 HORIZON, CONTEXT = 8, 4
 
@@ -109,30 +107,10 @@ def stage_commands(r: Recipe, root: Path, decoder: bool = False) -> list[tuple[s
     return stages
 
 
-def cpu_seconds_of_children() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
 def run_env(r: Recipe, root: Path, decoder: bool = False) -> dict[str, Any]:
     """Run (or resume) every stage for one environment; returns its timing record."""
     root.mkdir(parents=True, exist_ok=True)
-    timings_path = root / "stage_seconds.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    for name, done_marker, args in stage_commands(r, root, decoder):
-        if done_marker.exists():
-            print(f"[fidelity] {r.env}: {name} already done, skipped", flush=True)
-            continue
-        print(f"\n[fidelity] {r.env}: {name}: wm-video {' '.join(args)}", flush=True)
-        cpu0, t0 = cpu_seconds_of_children(), time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "wm_video", *args])
-        if proc.returncode != 0:
-            raise SystemExit(f"fidelity: {r.env}: stage '{name}' failed with exit status {proc.returncode} "
-                             f"(command: wm-video {' '.join(args)})")
-        timings[name] = {"cpu_s": round(cpu_seconds_of_children() - cpu0, 1),
-                         "wall_s": round(time.perf_counter() - t0, 1)}
-        atomic_write_json(timings_path, timings)
-    return timings
+    return run_stages(stage_commands(r, root, decoder), root / "stage_seconds.json", f"fidelity {r.env}")
 
 
 def mean(xs: list[float]) -> float:

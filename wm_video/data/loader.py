@@ -18,7 +18,8 @@ loses the clips it records but did not deliver, an undecodable or out-of-range c
 Batches (token shards give ``tokens`` int64 ``(b, t, h, w)`` in place of ``frames``):
 ``frames`` uint8 ``(b, t, 3, h, w)`` (a channels-last view: ``.contiguous()`` where a kernel needs it);
 ``actions`` int64 ``(b, t)`` or float32 ``(b, t, a)``; ``rewards`` float32 ``(b, t)``; ``terminations`` bool
-``(b, t)`` (fields absent in the dataset are absent); ``key`` list of sample keys.
+``(b, t)`` (fields absent in the dataset are absent); ``key`` list of sample keys; ``task`` list of each clip's task
+text (``meta.json`` ``extra.task``; None for a clip without), only when some clip of the batch has one.
 """
 
 from __future__ import annotations
@@ -254,6 +255,9 @@ def collate(clips: list[Clip], worker: int, pos: int, bad: int) -> dict[str, Any
     }
     for name in clips[0].meta.fields:
         out[name] = torch.from_numpy(np.stack([getattr(c, name) for c in clips]))
+    tasks = [c.meta.task for c in clips]
+    if any(t is not None for t in tasks):
+        out["task"] = tasks
     return out
 
 

@@ -90,7 +90,8 @@ class ActionSpace:
 
 @dataclass
 class ClipMeta:
-    """Per-clip ``meta.json``. ``clip_start`` is the index of the clip's first frame in its episode."""
+    """Per-clip ``meta.json``. ``clip_start`` is the index of the clip's first frame in its episode; ``extra`` is
+    free-form, but its ``task`` (the clip's task text, :attr:`task`) is read by text-conditioned training."""
 
     episode_id: str
     clip_start: int
@@ -115,6 +116,12 @@ class ClipMeta:
             raise SchemaError(f"{where}: field 'fields' names {unknown}; known array fields are {ARRAY_FIELDS}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def task(self) -> str | None:
+        """The clip's task text (``extra["task"]``: a LeRobot episode's task, a Meta-World task's name), or None."""
+        task = self.extra.get("task")
+        return task if isinstance(task, str) and task.strip() else None
 
 
 def episode_of_key(key: str) -> str:

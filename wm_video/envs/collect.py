@@ -28,6 +28,7 @@ from wm_video.data.writer import (
     read_sidecar,
     shard_name,
 )
+from wm_video.envs.metaworld_env import task_text
 from wm_video.envs.policies import make_policy
 from wm_video.envs.registry import make_env
 from wm_video.envs.variation import Variation
@@ -169,6 +170,7 @@ def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
     stride = cfg.stride or cfg.clip_len
     episodes = cfg.shard_episodes(k)
     returns, lengths, successes, too_short, steps, t0 = [], [], [], 0, 0, time.perf_counter()
+    task = {"task": text} if (text := task_text(cfg.env)) else {}  # Meta-World's task text, for text conditioning
     try:
         with ShardWriter(Path(out) / shard_name(k), env.action_space, cfg.storage, env.fps, cfg.crf) as writer:
             for e in episodes:
@@ -192,7 +194,7 @@ def collect_shard(cfg: CollectConfig, k: int, out: str) -> dict[str, Any]:
                 for s in starts:
                     sl = slice(s, s + cfg.clip_len)
                     meta = ClipMeta(episode_id=episode_id, clip_start=s, num_frames=cfg.clip_len, fps=env.fps,
-                                    source=cfg.env, fields=[], extra={**clip_extra, "episode_length": n})
+                                    source=cfg.env, fields=[], extra={**clip_extra, "episode_length": n, **task})
                     writer.write(Clip(ep["frames"][sl], meta, ep["actions"][sl], ep["rewards"][sl],
                                       ep["terminations"][sl]))
                 if _progress_queue is not None:

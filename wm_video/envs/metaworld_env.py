@@ -8,6 +8,7 @@ of the 39 observation values), which is what the scripted experts in ``metaworld
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -31,6 +32,15 @@ def task_names() -> list[str]:
     """All Meta-World v3 task names (``reach-v3``, ...)."""
     metaworld = _import_metaworld()
     return sorted(metaworld.ALL_V3_ENVIRONMENTS)
+
+
+def task_text(env_id: str) -> str | None:
+    """The task text a Meta-World clip carries (``meta.json`` ``extra.task``, for text conditioning): the task's
+    name without its version, dashes as spaces (``metaworld/reach-v3`` -> ``reach``, ``pick-place-v3`` ->
+    ``pick place``); None for an id that is not Meta-World's."""
+    if not env_id.startswith(PREFIX):
+        return None
+    return re.sub(r"-v\d+$", "", env_id.removeprefix(PREFIX)).replace("-", " ")
 
 
 def _import_metaworld() -> Any:

@@ -104,9 +104,9 @@ def _add_true(s: DynamicsScores, out: Any, tokens: torch.Tensor, batch: dict[str
 
 
 def _add_other(s: DynamicsScores, model: Any, tokens: torch.Tensor, other: torch.Tensor,
-               domain: str | None = None) -> None:
-    """Add one batch's scores with other clips' actions to ``s``."""
-    correct, ce = _token_scores(model(tokens, other, mask_ratio=1.0, domain=domain).logits, tokens)
+               domain: str | None = None, text: torch.Tensor | None = None) -> None:
+    """Add one batch's scores with other clips' actions (and the batch's own text) to ``s``."""
+    correct, ce = _token_scores(model(tokens, other, mask_ratio=1.0, domain=domain, text=text).logits, tokens)
     s.ce_shuffled = (s.ce_shuffled or 0.0) + ce
     s.correct_shuffled = (s.correct_shuffled or 0.0) + correct
 
@@ -116,7 +116,8 @@ def score_dynamics(model: Any, batches: Iterable[dict[str, Any]], max_batches: i
                    max_clips: int | None = None, action_gaps: bool = True) -> DynamicsScores:
     """Score ``model`` (a :class:`~wm_video.models.dynamics.DynamicsModel`, where it is) on ``batches`` of token
     clips (``tokens`` ``(b, t, h, w)``, optional ``actions`` ``(b, t)`` or ``(b, t, a)``, ``rewards``,
-    ``terminations``; ``domain``, the action domain of a multi-domain model's batch: absent, its only one).
+    ``terminations``; ``domain``, the action domain of a multi-domain model's batch: absent, its only one;
+    ``text_embeddings`` ``(b, text_dim)``, a text model's task texts: absent, no text).
     ``action_gaps`` swaps actions between clips, so their batches must all be of one domain.
 
     Args:
@@ -133,7 +134,7 @@ def score_dynamics(model: Any, batches: Iterable[dict[str, Any]], max_batches: i
     model.eval()
     device, window = next(model.parameters()).device, model.config.context_frames
     s = DynamicsScores()
-    first: tuple[torch.Tensor, torch.Tensor] | None = None  # the first batch's tokens and actions
+    first: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None  # the first batch's tokens, ...
     previous: torch.Tensor | None = None  # the last clip's actions so far, (1, t, ...)
     try:
         for i, batch in enumerate(batches):
@@ -142,21 +143,23 @@ def score_dynamics(model: Any, batches: Iterable[dict[str, Any]], max_batches: i
             tokens = batch["tokens"][:, -window:].to(device)  # (b, t, h, w)
             actions = batch.get("actions")
             actions = actions[:, -window:].to(device) if actions is not None else None
-            domain = batch.get("domain")
-            _add_true(s, model(tokens, actions, mask_ratio=1.0, domain=domain), tokens, batch, window)
+            domain, text = batch.get("domain"), batch.get("text_embeddings")
+            text = text.to(device) if text is not None else None
+            _add_true(s, model(tokens, actions, mask_ratio=1.0, domain=domain, text=text), tokens, batch, window)
             if actions is None or not action_gaps:
                 continue
-            _, ce_null = _token_scores(model(tokens, None, mask_ratio=1.0, domain=domain).logits, tokens)
+            _, ce_null = _token_scores(model(tokens, None, mask_ratio=1.0, domain=domain, text=text).logits, tokens)
             s.ce_null = (s.ce_null or 0.0) + ce_null
             if previous is None:
-                first = (tokens, actions)  # scored last, with the last clip's actions before it
+                first = (tokens, actions, text)  # scored last, with the last clip's actions before it
             else:
-                _add_other(s, model, tokens, other_actions(actions, previous), domain)
+                _add_other(s, model, tokens, other_actions(actions, previous), domain, text)
             previous = actions[-1:]
         if first is not None:
-            tokens, actions = first
+            tokens, actions, text = first
             lone = s.clips == 1  # no other clip: its own actions, reversed in time
-            _add_other(s, model, tokens, actions.flip(1) if lone else other_actions(actions, previous), domain)
+            _add_other(s, model, tokens, actions.flip(1) if lone else other_actions(actions, previous), domain,
+                       text)
     finally:
         model.train(was_training)
     return s

@@ -93,6 +93,12 @@ class DynamicsTrainConfig:
                   - {path: data/pusht_tokens, weight: 1, domain: pusht}
                   - {path: data/video_tokens}        # action-free video
 
+        text_encoder: condition the model on each clip's task text (``meta.json`` ``extra.task``: Meta-World's task
+            names, LeRobot's tasks), embedded by the frozen T5 encoder or CLIP text model in this local
+            transformers folder (:mod:`wm_video.models.text_encoder`; nothing is downloaded). ``model.text_dim`` is
+            set to its width and ``model.text_encoder`` records it; ``model.text_dropout`` drops clips' text so that
+            sampling can guide on it. None (the default): no text. On the command line ``text_encoder=PATH``.
+
     Activation checkpointing has one switch, ``trainer.activation_checkpointing``: training turns the model's own
     recomputation on from it (:mod:`wm_video.training.parallelize`). ``model.gradient_checkpointing`` stays a field
     of :class:`DynamicsConfig` so that exports and run configs that set it still load, but it is an implementation
@@ -114,6 +120,7 @@ class DynamicsTrainConfig:
     video_clips: int = 4
     video_context_frames: int = 4
     mixture: list[MixtureSource] = field(default_factory=list)
+    text_encoder: str | None = None
 
     def __post_init__(self) -> None:
         if self.model.gradient_checkpointing:

@@ -25,6 +25,12 @@ metrics as ``val/DOMAIN/token_ce`` (and so on) and, as ``val/token_ce``, their m
 counts once, whatever its batches); the quality gates score the domains' held-out clips together.
 
     wm-video train dynamics --config configs/dynamics/mixture_small.yaml --out runs/dyn_mix
+
+With ``text_encoder=PATH`` (a local T5 or CLIP text model) the model is conditioned on each clip's task text, its
+embeddings added to every batch before it moves to the device (:mod:`wm_video.training.text_conditioning`); the
+validation metrics and quality gates score the model given its text.
+
+    wm-video train dynamics --preset small --data data/metaworld_tokens --out runs/dyn_text text_encoder=models/t5
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from wm_video.data.reader import load_dataset_info
 from wm_video.models.checks import validated
 from wm_video.models.dynamics import DynamicsModel
 from wm_video.models.dynamics.config import training_flops_per_token
+from wm_video.models.text_encoder import TextEncoder
 from wm_video.models.tokenizer import VQTokenizer
 from wm_video.training.dynamics_config import (
     DynamicsTrainConfig,
@@ -53,6 +60,7 @@ from wm_video.training.finetune import Finetuning
 from wm_video.training.optim import build_optimizer
 from wm_video.training.quality import assess_dynamics
 from wm_video.training.run import fit_and_export
+from wm_video.training.text_conditioning import embedded, setup_text, with_text_embeddings
 from wm_video.training.throughput import throughput_callback
 from wm_video.training.visuals import VIDEO_TAG, log_rollout, rollout_video, video_tokenizer
 
@@ -73,13 +81,16 @@ def crop_window(batch: dict[str, Any], window: int, generator: torch.Generator |
 class DynamicsModule(L.LightningModule):
     """Thin Lightning wrapper: the loss is the model's ``compute_loss``; validation adds the teacher-forced
     next-frame accuracy and the copy-last-frame baseline; every ``video_every_n_steps`` steps, a rollout video
-    (:mod:`wm_video.training.visuals`), decoded with ``tokenizer`` (None: token ids drawn)."""
+    (:mod:`wm_video.training.visuals`), decoded with ``tokenizer`` (None: token ids drawn). ``text_encoder``: the
+    frozen encoder of each batch's task texts (a model with ``text_dim`` > 0)."""
 
-    def __init__(self, cfg: DynamicsTrainConfig, tokenizer: VQTokenizer | None = None) -> None:
+    def __init__(self, cfg: DynamicsTrainConfig, tokenizer: VQTokenizer | None = None,
+                 text_encoder: TextEncoder | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.model = DynamicsModel(cfg.model)
         self._tokenizer = [tokenizer]  # a list: not a submodule, not checkpointed
+        self._text_encoder = [text_encoder]  # likewise: frozen, and not part of the export
         self._video_clips: dict[str, torch.Tensor] | None = None  # held-out clips for the videos (CPU)
         self._last_video_step = 0
         self.frames = min(cfg.train_frames or cfg.model.context_frames, cfg.model.context_frames)
@@ -93,7 +104,9 @@ class DynamicsModule(L.LightningModule):
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Check each batch's token ids and actions once, where it arrives: on the CPU, before the copy to the
         device, so the check waits for no kernel. The steps then run inside ``validated()``, where the model skips
-        its own value checks (:mod:`wm_video.models.checks`)."""
+        its own value checks (:mod:`wm_video.models.checks`). A text model's batch gains its task texts'
+        embeddings here too, on the CPU."""
+        batch = with_text_embeddings(batch, self._text_encoder[0])
         tokens = batch["tokens"]
         if self.domain is not None and batch.get("domain") is None:
             batch = {**batch, "domain": self.domain}
@@ -116,7 +129,8 @@ class DynamicsModule(L.LightningModule):
         domain, n = batch.get("domain"), len(batch["tokens"])
         with validated():  # checked in on_before_batch_transfer
             _, logs = self.model.compute_loss(batch)
-            tf = self.model.teacher_forced_accuracy(batch["tokens"], batch.get("actions"), domain=domain)
+            tf = self.model.teacher_forced_accuracy(batch["tokens"], batch.get("actions"), domain=domain,
+                                                    text=batch.get("text_embeddings"))
         logs.update({f"tf_{k}": v for k, v in tf.items()})
         if domain is None:
             self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=n)
@@ -196,10 +210,11 @@ def train_dynamics(cfg: DynamicsTrainConfig, data: str | Path | None, out: str |
             raise ValueError("finetune.lora and finetune.domain adapt a pretrained model: name it with --init-from "
                              "DIR")
         cfg = dataclasses.replace(cfg, model=model_config_for_data(cfg, info, str(data)))
+    cfg, text_encoder = setup_text(cfg, [data])
     tokenizer = None
     if cfg.video_every_n_steps:
         tokenizer = video_tokenizer(info, data, cfg.model.vocab_size)
-    module = DynamicsModule(cfg, tokenizer)
+    module = DynamicsModule(cfg, tokenizer, text_encoder)
     if finetuning:
         finetuning.prepare(module.model)  # pretrained weights in, frozen parts fixed, held-out score before
     export = _fit(module, data, out, info.clip_len, info.stats,
@@ -227,8 +242,10 @@ def _train_mixture(cfg: DynamicsTrainConfig, data: str | Path | None, out: str |
         cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(t, val_check_interval=every))
     L.seed_everything(cfg.trainer.seed, verbose=False)  # weights init from trainer.seed, not torch's random start
     cfg = dataclasses.replace(cfg, model=model_config_for_mixture(cfg, domains))
+    cfg, text_encoder = setup_text(cfg, [src.path for src in spec.sources])
     infos = [d.info for d in domains.values()]
-    return _fit(DynamicsModule(cfg), spec, out, min(i.clip_len for i in infos), mixture_stats(infos))
+    return _fit(DynamicsModule(cfg, text_encoder=text_encoder), spec, out, min(i.clip_len for i in infos),
+                mixture_stats(infos))
 
 
 def mixture_stats(infos: list[Any]) -> dict[str, Any]:
@@ -253,8 +270,9 @@ def _fit(module: DynamicsModule, data: str | Path | MixtureSpec, out: str | Path
     # tokens a step trains on: the batch's clips cut to the training crop
     perf = throughput_callback(flops, lambda batch: batch["tokens"][:, :module.frames].numel(),
                                log_every=max(cfg.trainer.log_every_n_steps, 1))
+    text = module._text_encoder[0]  # held-out clips are scored given their task text
     return fit_and_export(module, cfg.trainer, data, cfg.loader, cfg.val_fraction, cfg.val_batches, out,
                           "dynamics", callbacks=[perf], before_export=before_export,
-                          assess=lambda model, heldout: assess_dynamics(model.domain_model(module.domain)
-                                                                        if module.domain else model, heldout,
-                                                                        cfg.quality, stats))
+                          assess=lambda model, heldout: assess_dynamics(
+                              model.domain_model(module.domain) if module.domain else model, embedded(heldout, text),
+                              cfg.quality, stats))

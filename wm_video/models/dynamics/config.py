@@ -176,6 +176,17 @@ class DynamicsConfig:
             ``domains`` is given, the top-level action fields are not used by the model; ``null_action_prob``,
             ``action_init`` and ``cond_dim`` apply to every domain. :meth:`DynamicsModel.add_domain` adds one to a
             trained model.
+        text_dim: width of the task-text embeddings the model is conditioned on (the frozen text encoder's
+            ``d_model`` or ``hidden_size``, :mod:`wm_video.models.text_encoder`); 0 (the default): no text, and no
+            text weights. A clip's embedding ``(b, text_dim)`` goes through a small MLP whose last layer starts at
+            zero into a conditioning offset ``(b, c)`` added to every frame's action vector (the adaLN input) and to
+            the outcome heads' action input, so a model with text starts as the same model without.
+        text_dropout: probability, per clip in training, of dropping its text (the offset is then zero: "no text"),
+            which trains the text-free model that classifier-free guidance on text needs at sampling
+            (``Rollout(text_guidance_scale=...)``) and that serves clips without a task.
+        text_encoder: the text encoder the model was trained with (its folder, as given to training), recorded in
+            ``config.json`` so a user knows which encoder to give again; the encoder itself is never stored or
+            downloaded.
     """
 
     vocab_size: int = 1024
@@ -208,6 +219,9 @@ class DynamicsConfig:
     termination_loss_weight: float = 1.0
     gradient_checkpointing: bool = False
     domains: list[ActionDomain] = field(default_factory=list)
+    text_dim: int = 0
+    text_dropout: float = 0.1
+    text_encoder: str = ""
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -232,6 +246,10 @@ class DynamicsConfig:
             raise bad("changed_token_weight", "must be >= 0")
         if not 0 <= self.null_action_prob <= 1:
             raise bad("null_action_prob", "must be in [0, 1]")
+        if self.text_dim < 0:
+            raise bad("text_dim", "must be >= 0 (0: no text)")
+        if not 0 <= self.text_dropout <= 1:
+            raise bad("text_dropout", "must be in [0, 1]")
         if self.action_init not in ("zero", "normal"):
             raise bad("action_init", "must be 'zero' or 'normal'")
         check_action_space(self, "dynamics")

@@ -16,6 +16,12 @@ domains (:class:`~wm_video.models.dynamics.actions.DomainActions`), the null act
 ``domain=None`` means the model's only domain and is an error when it has several. :meth:`DynamicsModel.add_domain`
 adds a domain to a trained model for fine-tuning, starting as the null action.
 
+Task text (``DynamicsConfig.text_dim`` > 0): ``forward``, ``compute_loss`` (``batch["text_embeddings"]``),
+``teacher_forced_accuracy`` and the rollouts take each clip's text embedding ``(b, text_dim)`` from a frozen encoder
+(:mod:`wm_video.models.text_encoder`); :class:`~wm_video.models.dynamics.text.TextConditioning` turns it into an
+offset of every frame's conditioning vector. ``text=None`` is "no text" (the unconditional model that
+``text_dropout`` trains); text given to a model without text is refused.
+
 Save/load: huggingface_hub's ``PyTorchModelHubMixin`` (``config.json`` + ``model.safetensors``), as for the
 tokenizer, so the three parts of a world model load the same way; loading checks the folder first. Sampling
 (MaskGIT steps, temperature, top-k) and the cached rollout live in :mod:`.sampling`, apart from ``forward``.
@@ -46,6 +52,7 @@ from wm_video.models.dynamics.config import (
 )
 from wm_video.models.dynamics.heads import OutcomeHeads, outcome_metrics, reward_loss, termination_loss
 from wm_video.models.dynamics.st_transformer import KVCache, STTransformer
+from wm_video.models.dynamics.text import TextConditioning
 from wm_video.models.export import check_export
 from wm_video.utils.logs import quiet_hub_loads
 
@@ -88,6 +95,7 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         # shared null.
         self.actions = DomainActions.from_config(c) if c.domains else ActionEncoder(c)
         self.outcome = OutcomeHeads(c)
+        self.text = TextConditioning(c) if c.text_dim else None  # no text weights at all without text
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -102,6 +110,8 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
             nn.init.zeros_(lin.bias)
         self.actions.zero_init_()
         self.outcome.zero_init_()
+        if self.text is not None:
+            self.text.zero_init_()
 
     @property
     def mask_id(self) -> int:
@@ -169,7 +179,7 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         encoder = self.actions.encoder(name)
         with torch.device("meta"):  # no memory: every part is replaced by this model's own below
             view = DynamicsModel(self.config.domain_config(name))
-        for part in ("token_embed", "backbone", "token_head", "outcome"):
+        for part in ("token_embed", "backbone", "token_head", "outcome", "text"):
             setattr(view, part, getattr(self, part))
         view.actions.null = self.actions.null
         view.actions.embed, view.actions.mlp = encoder.embed, encoder.mlp
@@ -178,6 +188,16 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         return view.train(self.training)
 
     # ---- inputs -------------------------------------------------------------------------------------------
+
+    def embed_text(self, text: torch.Tensor | None, b: int, drop_prob: float = 0.0) -> torch.Tensor | None:
+        """Text embeddings ``(b, text_dim)`` -> conditioning offsets ``(b, c)``; None (no text) -> None. ValueError
+        for text given to a model trained without it, or of the wrong shape. ``drop_prob``: as ``text_dropout``."""
+        if text is None:
+            return None
+        if self.text is None:
+            raise ValueError(f"text: this dynamics model was trained without task text (text_dim=0), got text "
+                             f"embeddings {tuple(text.shape)}; pass text=None, or train a model with model.text_dim")
+        return self.text(text, b, drop_prob)
 
     def check_tokens(self, tokens: torch.Tensor, sliding_window: bool = False) -> None:
         """``(b, t, h, w)`` integer ids in ``[0, vocab_size)`` on this model's grid, ``t <= context_frames``
@@ -227,7 +247,7 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor | None = None, mask_ratio: float | None = None,
                 target_mask: torch.Tensor | None = None, *, domain: str | None = None, sliding_window: bool = False,
-                generator: torch.Generator | None = None) -> DynamicsOutput:
+                generator: torch.Generator | None = None, text: torch.Tensor | None = None) -> DynamicsOutput:
         """Predict frames ``1..t-1`` (each from its clean past, its action and its unmasked tokens) and the
         outcome of every action, in one pass.
 
@@ -244,6 +264,8 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
             sliding_window: allow ``t > context_frames``, each frame seeing the last ``context_frames`` frames
                 (what the cached rollout computes past the window).
             generator: random source for the mask.
+            text: ``(b, text_dim)`` float, each clip's task-text embedding (models with ``text_dim`` > 0); None: no
+                text. In training, each clip's text is dropped with probability ``text_dropout``.
         """
         self.check_tokens(tokens, sliding_window)
         b, t = tokens.shape[:2]
@@ -251,6 +273,9 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         drop = self.config.null_action_prob if self.training else 0.0
         act = self.embed_actions(actions, (b, t), domain, drop)  # (b, t, c): a_i, for the heads at frame i
         null = self.embed_actions(None, (b, 1), domain)  # (b, 1, c): the shared null
+        offset = self.embed_text(text, b, self.config.text_dropout if self.training else 0.0)  # (b, c) or None
+        if offset is not None:  # the clip's text conditions every frame and the heads
+            act, null = act + offset[:, None], null + offset[:, None]
         cond = torch.cat([null, act[:, :-1]], dim=1)  # frame i is produced by a_{i-1}
         flat = rearrange(tokens.long(), "b t h w -> b t (h w)")  # uint8 ids would overflow at [MASK]
         if target_mask is None:
@@ -279,7 +304,8 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         cross-entropy (``token_ce`` is logged unweighted). ``batch``: ``tokens`` int64 ``(b, t, h, w)`` with
         ``t >= 2``; optional ``actions`` (``(b, t)`` or ``(b, t, a)``), ``rewards`` float ``(b, t)``,
         ``terminations`` bool ``(b, t)`` (aligned as in docs/data-format.md), ``domain`` (one name, a str, for the
-        whole batch; absent: the model's only domain). Logs: ``loss``, ``token_ce``,
+        whole batch; absent: the model's only domain), ``text_embeddings`` float ``(b, text_dim)`` (required by a
+        model with text, refused by one without). Logs: ``loss``, ``token_ce``,
         ``token_acc`` (on masked tokens), ``copy_acc`` (how often the masked token equals the previous frame's: the
         copy-last-frame baseline), ``mask_ratio``, and ``reward_loss``, ``reward_mae``, ``termination_loss``,
         ``termination_acc`` when present.
@@ -290,8 +316,11 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         domain = batch.get("domain")
         if domain is not None and not isinstance(domain, str):
             raise ValueError(f"batch['domain']: one domain name (str) for the whole batch, got {domain!r}")
-        c = self.config
-        out = self(tokens, batch.get("actions"), mask_ratio=mask_ratio, domain=domain)
+        c, text = self.config, batch.get("text_embeddings")
+        if c.text_dim and text is None:
+            raise ValueError(f"batch['text_embeddings']: missing; this dynamics model is conditioned on task text "
+                             f"(text_dim={c.text_dim}): embed each clip's task with its text encoder")
+        out = self(tokens, batch.get("actions"), mask_ratio=mask_ratio, domain=domain, text=text)
         m = out.target_mask
         target = tokens[:, 1:][m]  # (M,)
         logits = out.logits[m].float()  # (M, k)
@@ -320,11 +349,12 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
 
     @torch.no_grad()
     def teacher_forced_accuracy(self, tokens: torch.Tensor, actions: torch.Tensor | None = None,
-                                domain: str | None = None) -> dict[str, torch.Tensor]:
+                                domain: str | None = None, text: torch.Tensor | None = None
+                                ) -> dict[str, torch.Tensor]:
         """One-shot prediction of every frame ``1..t-1`` from its clean past (``mask_ratio=1.0``, argmax) given
-        ``domain``'s ``actions``: the eval metric. Returns ``token_acc``, ``token_ce`` and ``copy_acc`` (the
-        copy-last-frame baseline)."""
-        out = self(tokens, actions, mask_ratio=1.0, domain=domain)
+        ``domain``'s ``actions`` (and ``text``, ``(b, text_dim)``): the eval metric. Returns ``token_acc``,
+        ``token_ce`` and ``copy_acc`` (the copy-last-frame baseline)."""
+        out = self(tokens, actions, mask_ratio=1.0, domain=domain, text=text)
         logits, target = out.logits.float(), tokens[:, 1:]
         return {"token_acc": (logits.argmax(-1) == target).float().mean(),
                 "token_ce": F.cross_entropy(logits.flatten(0, -2), target.flatten()),
