@@ -91,10 +91,12 @@ class WorldModelEnv:
         self.model.dynamics.actions.check(actions, lead, where)
 
     @torch.no_grad()
-    def reset(self, context_frames: torch.Tensor, context_actions: torch.Tensor | None = None) -> torch.Tensor:
+    def reset(self, context_frames: torch.Tensor, context_actions: torch.Tensor | None = None,
+              text: torch.Tensor | None = None) -> torch.Tensor:
         """Start every batch row from its context ``(b, t0, 3, h, w)`` (uint8 or float in [-1, 1]) and the actions
-        taken between context frames ``(b, t0 - 1)`` / ``(b, t0 - 1, a)`` (None: the null action). Returns the
-        context's tokens ``(b, t0, h', w')``."""
+        taken between context frames ``(b, t0 - 1)`` / ``(b, t0 - 1, a)`` (None: the null action); ``text``: each
+        row's task-text embedding ``(b, text_dim)`` for a model trained with task text (None: no text, the
+        unconditional model). Returns the context's tokens ``(b, t0, h', w')``."""
         model = self.model
         model.check_frames(context_frames, "context")
         b, t0 = context_frames.shape[:2]
@@ -106,7 +108,7 @@ class WorldModelEnv:
             self.check_actions(context_actions, (b, t0 - 1), "context actions")
         tokens = model.encode(context_frames)  # checks the pixels of a float context
         with validated():  # the tokenizer's tokens and the actions checked above
-            self.rollout.start(tokens, context_actions if t0 > 1 else None)
+            self.rollout.start(tokens, context_actions if t0 > 1 else None, text=text)
             self._prev = to_model_frames(context_frames[:, -1]).to(model.device)
         self._prev_tokens = tokens[:, -1]
         self.batch_size, self.t = b, 0
@@ -114,10 +116,11 @@ class WorldModelEnv:
 
     @torch.no_grad()
     def reset_rows(self, rows: torch.Tensor, context_frames: torch.Tensor,
-                   context_actions: torch.Tensor | None = None) -> torch.Tensor:
-        """Start the batch rows ``rows`` ``(k,)`` afresh from their contexts ``(k, t0, 3, h, w)`` (and actions, as in
-        :meth:`reset`) while the other rows go on (:meth:`~wm_video.models.dynamics.sampling.Rollout.restart_rows`:
-        the context must fill the window as the batch's history does). Returns the contexts' tokens."""
+                   context_actions: torch.Tensor | None = None, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Start the batch rows ``rows`` ``(k,)`` afresh from their contexts ``(k, t0, 3, h, w)`` (and actions and
+        text, as in :meth:`reset`) while the other rows go on
+        (:meth:`~wm_video.models.dynamics.sampling.Rollout.restart_rows`: the context must fill the window as the
+        batch's history does). Returns the contexts' tokens."""
         if self.batch_size == 0:
             raise RuntimeError("WorldModelEnv.reset_rows before reset(context_frames)")
         model = self.model
@@ -132,7 +135,7 @@ class WorldModelEnv:
             self.check_actions(context_actions, (k, t0 - 1), "context actions")
         tokens = model.encode(context_frames)
         with validated():
-            self.rollout.restart_rows(rows, tokens, context_actions if t0 > 1 else None)
+            self.rollout.restart_rows(rows, tokens, context_actions if t0 > 1 else None, text)
             self._prev[rows.to(self._prev.device)] = to_model_frames(context_frames[:, -1]).to(model.device)
         self._prev_tokens[rows.to(self._prev_tokens.device)] = tokens[:, -1]
         return tokens

@@ -34,6 +34,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from wm_video.data.loader import heldout_loader
 from wm_video.data.reader import load_dataset_info
 from wm_video.metrics.moving import MovingScores
+from wm_video.models.text_encoder import text_encoder_for
 from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.utils import progress
 from wm_video.utils.machine import machine_record
@@ -59,6 +60,10 @@ class EvalConfig:
             ``null_actions``, ``tokenizer_ceiling``.
         domain: the action domain the data is of, for a world model trained on several (``WorldModel.domains``);
             None for a model of one action space.
+        text_encoder: the local text encoder folder of a model trained with task text (None: the folder its
+            config records); each clip is rolled out given its own task text.
+        task: one task text for every clip instead of its own (e.g. another task's, to measure how much the
+            model uses the text); refused for a model trained without text.
     """
 
     horizon: int = 8
@@ -74,6 +79,8 @@ class EvalConfig:
     methods: list[str] = field(default_factory=lambda: ["model", "copy_last_frame", "shuffled_actions",
                                                         "null_actions", "tokenizer_ceiling"])
     domain: str | None = None
+    text_encoder: str | None = None
+    task: str | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -150,6 +157,10 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
         raise ValueError(f"context_frames must be in [1, {model.context_frames}] (the model's window), got {c}")
     loader, split = heldout_loader(data, cfg.val_fraction, cfg.batch_size)
     model.check_data_actions(load_dataset_info(data).action_space, f"{data}/dataset.json")
+    dyn = model.dynamics.config
+    if cfg.task is not None and not dyn.text_dim:
+        raise ValueError(f"eval: --task {cfg.task!r}: this world model was trained without task text")
+    encoder = text_encoder_for(dyn.text_dim, dyn.text_encoder, cfg.text_encoder or dyn.text_encoder or None, "eval")
     scores = {m: HorizonScores(hz) for m in cfg.methods}
     gen = torch.Generator().manual_seed(cfg.seed)
     has_actions = False
@@ -170,7 +181,8 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
         rewards, terms = batch.get("rewards"), batch.get("terminations")
         has_outcomes = has_outcomes or rewards is not None
         true_tokens = model.encode(x)
-        _score_batch(model, cfg, scores, frames, x, actions, rewards, terms, true_tokens, gen)
+        text = None if encoder is None else encoder([cfg.task] * b if cfg.task else (batch.get("task") or [None])[:b])
+        _score_batch(model, cfg, scores, frames, x, actions, rewards, terms, true_tokens, gen, text)
         clips += b
         bar.update(b)
         if clips >= cfg.max_clips:
@@ -198,8 +210,10 @@ def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_pro
 
 def _score_batch(model: WorldModel, cfg: EvalConfig, scores: dict[str, HorizonScores], frames: torch.Tensor,
                  x: torch.Tensor, actions: torch.Tensor | None, rewards: torch.Tensor | None,
-                 terms: torch.Tensor | None, true_tokens: torch.Tensor, gen: torch.Generator) -> None:
-    """Score one batch of ``b`` held-out clips (``x``: ``(b, c+H, 3, h, w)`` in [-1, 1]) under every method."""
+                 terms: torch.Tensor | None, true_tokens: torch.Tensor, gen: torch.Generator,
+                 text: torch.Tensor | None = None) -> None:
+    """Score one batch of ``b`` held-out clips (``x``: ``(b, c+H, 3, h, w)`` in [-1, 1]) under every method
+    (``text``: the clips' task-text embeddings ``(b, text_dim)``, for a model trained with text)."""
     c, hz, b = cfg.context_frames, cfg.horizon, len(frames)
     truth = x[:, c:]
     for m in cfg.methods:
@@ -224,7 +238,7 @@ def _score_batch(model: WorldModel, cfg: EvalConfig, scores: dict[str, HorizonSc
         env = WorldModelEnv(model, cfg.maskgit_steps, cfg.temperature,
                             render=RenderSettings(cfg.num_inference_steps),
                             generator=gen, guidance_scale=cfg.guidance_scale)
-        env.reset(frames[:, :c], None if acts is None else acts[:, : c - 1])
+        env.reset(frames[:, :c], None if acts is None else acts[:, : c - 1], text=text)
         for i in range(hz):
             out = env.step(None if acts is None else acts[:, c - 1 + i])
             scores[m].add(i, out.frames.cpu(), truth[:, i], x[:, c - 1 + i], out.tokens.cpu(),
