@@ -20,8 +20,8 @@ so rerunning resumes):
    shared model with ``--domain NAME`` and that source's own model, each beside copy-last-frame, shuffled actions
    and the tokenizer ceiling;
 5. adaptation to the real domain with its training episodes, ``--adapt-steps`` steps each: the shared model
-   fine-tuned into a new action domain (``finetune.domain``), the same recipe from scratch, and the Reacher-only
-   model fine-tuned; scored on the real domain's held-out episodes.
+   fine-tuned into a new action domain (``finetune.domain``) in full and with LoRA adapters (rank 8), the same
+   recipe from scratch, and the Reacher-only model fine-tuned; scored on the real domain's held-out episodes.
 
 Writes ``OUT/results.json`` and ``OUT/results.md`` (with the machine record and every stage's CPU seconds).
 """
@@ -99,9 +99,9 @@ def stages(root: Path, a: argparse.Namespace, data: dict[str, Path]) -> list[Sta
         out.append((f"single {name}", runs / f"single_{name}" / "export" / "config.json",
                     dynamics_args(runs / f"single_{name}", a.steps, "--data", str(tokens / name))))
     vf = f"val_fraction={a.real_heldout / a.real_episodes:.4f}"
-    adapt = {"adapt shared": ("--init-from", str(runs / "shared" / "export"), f"finetune.domain={REAL}"),
-             "adapt single": ("--init-from", str(runs / f"single_{REAL_BASE}" / "export")),
-             "adapt scratch": ()}
+    shared = ("--init-from", str(runs / "shared" / "export"), f"finetune.domain={REAL}")
+    adapt = {"adapt shared": shared, "adapt single": ("--init-from", str(runs / f"single_{REAL_BASE}" / "export")),
+             "adapt scratch": (), "adapt shared lora": (*shared, "finetune.lora.rank=8")}
     for arm, extra in adapt.items():
         folder = runs / arm.replace(" ", "_")
         out.append((arm, folder / "export" / "config.json",
@@ -123,8 +123,7 @@ def stages(root: Path, a: argparse.Namespace, data: dict[str, Path]) -> list[Sta
     for arm in adapt:
         part = arm.replace(" ", "_")
         out.append((f"eval {part}", ev / part / "report.json",
-                    eval_args(wm / part, data[REAL], ev / part, clips, REAL if arm == "adapt shared" else None,
-                              real_vf)))
+                    eval_args(wm / part, data[REAL], ev / part, clips, REAL if "shared" in arm else None, real_vf)))
     return out
 
 
@@ -201,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      f"single ({name} only)": rows.get(f"single_{name}", {})})
     md += table(f"{REAL}: Reacher-v5 shifted ({REAL_CONFIG}), held out",
                 {"shared, adapted (new domain)": rows.get("adapt_shared", {}),
+                 "shared, LoRA rank 8 (new domain)": rows.get("adapt_shared_lora", {}),
                  "reacher-only, adapted": rows.get("adapt_single", {}), "scratch": rows.get("adapt_scratch", {})})
     md.append("CPU seconds per stage: " + ", ".join(f"{k} {t['cpu_s']:.0f}" for k, t in timings.items()))
     summary = {**machine, "settings": {k: v for k, v in vars(a).items()}, "sources": {
