@@ -1,8 +1,12 @@
 """Merge the three tasks' token datasets into one (one action domain; the task text tells them apart)."""
-import json, shutil, sys
+import json
+import shutil
+import sys
 from pathlib import Path
+
 from wm_video.data.reader import load_dataset_info
 from wm_video.data.writer import finalize_dataset
+
 out = Path("runs/text_fig/tokens/all")
 if (out / "dataset.json").exists():
     sys.exit(0)
