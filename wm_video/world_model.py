@@ -96,6 +96,11 @@ def keep_still_patches(frames: torch.Tensor, tokens: torch.Tensor, prev_frame: t
     return torch.stack(out, 1)
 
 
+def _actions_text(kind: str, n: int | None, dim: int | None) -> str:
+    """``discrete actions (N)``, ``continuous actions (D dims)`` or the kind itself: for action-space errors."""
+    return {"discrete": f"discrete actions ({n})", "continuous": f"continuous actions ({dim} dims)"}.get(kind, kind)
+
+
 class WorldModel(nn.Module):
     """The three parts, checked to fit together. ``decoder`` None renders frames with the tokenizer's VQ decoder.
     ``quality``: each part's ``quality.json`` by part name (``tokenizer``, ``dynamics``, ``decoder``), where known."""
@@ -168,12 +173,11 @@ class WorldModel(nn.Module):
         c = self.dynamics.config
         if c.action_type == "none" or space.kind == "none":
             return
-        mine = {"discrete": f"discrete actions ({c.num_actions})", "continuous": f"continuous actions ({c.action_dim} "
-                "dims)"}[c.action_type]
-        theirs = {"discrete": f"discrete actions ({space.n})", "continuous": f"continuous actions ({space.dim} dims)"}
-        if theirs.get(space.kind) != mine:
+        mine, theirs = _actions_text(c.action_type, c.num_actions, c.action_dim), _actions_text(space.kind, space.n,
+                                                                                               space.dim)
+        if theirs != mine:
             who = f"its action domain {self.domain!r}" if self.domain else "the world model"
-            raise ValueError(f"{where}: the data has {theirs.get(space.kind, space.kind)}, but {who} takes {mine}")
+            raise ValueError(f"{where}: the data has {theirs}, but {who} takes {mine}")
 
     @property
     def head_quality(self) -> dict[str, bool | None]:

@@ -204,8 +204,8 @@ class Finetuning:
 
     @property
     def domain(self) -> str | None:
-        """The action domain the data is of, when the fine-tuned model has several (else None)."""
-        return self.cfg.finetune.domain if (self.cfg.finetune.domain or self.pretrained_domains) else None
+        """The action domain the data is of (``finetune.domain``; None: a model of one action space)."""
+        return self.cfg.finetune.domain
 
     def model_config(self, info: DatasetInfo) -> DynamicsConfig:
         if self.domain is not None or self.pretrained_domains:
