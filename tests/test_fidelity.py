@@ -113,3 +113,17 @@ def test_suite_smoke_run_builds_scores_and_resumes(tmp_path, monkeypatch):
     before = (out / "ALE_Boxing-v5" / "world_model" / "world_model.json").stat().st_mtime_ns
     assert suite.main(["--envs", "ALE/Boxing-v5", "--smoke", "--out", str(out)])["envs"]["ALE/Boxing-v5"]
     assert (out / "ALE_Boxing-v5" / "world_model" / "world_model.json").stat().st_mtime_ns == before
+
+
+def test_set_changes_scalar_fields_and_appends_to_the_override_lists():
+    suite = load_suite()
+    base = suite.recipe_for("ALE/Boxing-v5")
+    changes = suite.recipe_changes(["dynamics_steps=2000", "tokenizer+=model.downsample=16",
+                                    "tokenizer+=model.codebook_size=512", "hold=2"], base)
+    assert changes["dynamics_steps"] == 2000 and changes["hold"] == 2
+    assert changes["tokenizer"] == [*base.tokenizer, "model.downsample=16", "model.codebook_size=512"]
+    assert "dynamics" not in changes  # lists not named keep the recipe's
+    with pytest.raises(SystemExit, match="LIST\\+=OVERRIDE"):
+        suite.recipe_changes(["nonsense=1"], base)
+    with pytest.raises(SystemExit, match="takes a int"):
+        suite.recipe_changes(["dynamics_steps=many"], base)

@@ -147,15 +147,22 @@ def env_table(env: str, report: dict[str, Any], v: dict[str, Any], timings: dict
     return "\n".join(lines)
 
 
-def recipe_changes(items: list[str]) -> dict[str, Any]:
-    """``FIELD=VALUE`` strings -> changes of :class:`Recipe`'s scalar fields, each value of the field's type."""
+def recipe_changes(items: list[str], base: Recipe | None = None) -> dict[str, Any]:
+    """``FIELD=VALUE`` strings -> changes of :class:`Recipe`'s scalar fields, each value of the field's type;
+    ``FIELD+=OVERRIDE`` appends a dotted override to a list field (``tokenizer`` or ``dynamics``) of ``base``."""
     fields = {f.name: type(f.default) for f in dataclasses.fields(Recipe)
               if isinstance(f.default, (int, float, str)) and f.name != "env"}
+    lists = {f.name for f in dataclasses.fields(Recipe) if f.name in ("tokenizer", "dynamics")}
     changes: dict[str, Any] = {}
     for item in items:
         name, sep, value = item.partition("=")
+        if sep and name.endswith("+") and name[:-1] in lists:
+            key = name[:-1]
+            changes[key] = [*changes.get(key, getattr(base, key) if base else []), value]
+            continue
         if not sep or name not in fields:
-            raise SystemExit(f"fidelity: --set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+            raise SystemExit(f"fidelity: --set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}, "
+                             f"or LIST+=OVERRIDE with LIST one of {sorted(lists)}")
         try:
             changes[name] = fields[name](value)
         except ValueError:
@@ -171,10 +178,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--decoder", action="store_true", help="train the diffusion decoder too and score its frames "
                    "(default: frames from the VQ decoder)")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
-                   help="change recipe fields for an experiment, e.g. --set hold=4 dynamics_steps=1200 (scalar fields)")
+                   help="change recipe fields for an experiment, e.g. --set hold=4 dynamics_steps=1200 (scalar "
+                   "fields), "
+                   "or append an override to the tokenizer's or dynamics' list: tokenizer+=model.downsample=16")
     args = p.parse_args(argv)
     out = Path(args.out)
-    changes = recipe_changes(args.set)
+    recipe_changes(args.set)  # refuses a bad --set before anything runs
     for env in args.envs:
         check_env_renders(env)
     results: dict[str, Any] = {}
@@ -182,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     machine = machine_record(threads=False, argv=["eval/fidelity/run.py", *(sys.argv[1:] if argv is None else argv)])
     md = ["# Fidelity suite", "", f"{machine['date']}, {machine_summary(machine)}, command: {machine['command']}", ""]
     for env in args.envs:
-        r = dataclasses.replace(recipe_for(env, args.smoke), **changes)
+        base = recipe_for(env, args.smoke)
+        r = dataclasses.replace(base, **recipe_changes(args.set, base))
         timings = run_env(r, out / slug(env), args.decoder)
         report = json.loads((out / slug(env) / "eval" / "report.json").read_text())
         v = verdicts(report)
