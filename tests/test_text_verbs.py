@@ -162,3 +162,16 @@ def test_play_session_and_gym_env_take_the_task(models, tmp_path):
     for _ in range(3):
         obs, *_ = envs.step(np.array([0, 1]))
     assert obs.shape == (2, 32, 32, 3)
+
+
+def test_text_encoder_overrides_the_folder_the_model_records(models, tmp_path, capsys):
+    model = tiny_world_model("discrete", text_dim=16, text_encoder=str(tmp_path / "gone"))  # as the fixture's
+    make_text_matter(model.dynamics)
+    model.save_pretrained(models / "wm_moved")  # its encoder recorded at a folder not on this machine
+    assert generate(models, tmp_path / "a.mp4", "--task", "reach", model="wm_moved")[0] == 2
+    err = capsys.readouterr().err
+    assert "gone, which is not a folder" in err and "--text-encoder PATH" in err and "wm_moved" in err
+    _, frames, trace = generate(models, tmp_path / "b.mp4", "--task", "reach", "--text-encoder",
+                                str(models / "t5"), model="wm_moved")
+    assert trace["task"] == "reach" and np.array_equal(frames, generate(models, tmp_path / "c.mp4", "--task",
+                                                                        "reach")[1])
