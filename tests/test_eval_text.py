@@ -6,57 +6,31 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from text_fixtures import save_tiny_text_encoder
+from text_fixtures import make_text_matter, save_tiny_text_encoder, write_task_frames
 
 from wm_video.config import load_config
-from wm_video.data.schema import ActionSpace, Clip, ClipMeta
-from wm_video.data.writer import ShardWriter, finalize_dataset
 from wm_video.evaluation.rollout_eval import EvalConfig, evaluate_world_model
 from wm_video.models.dynamics import DynamicsModel
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
 from wm_video.world_model import WorldModel
 
-SIZE, T = 32, 6
-
-
-def write_frames(root: Path, tasks: list[str]) -> None:
-    """Frame shards whose clips carry task text (``meta.json`` ``extra.task``), one episode per clip."""
-    space = ActionSpace("discrete", n=4)
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    paths = []
-    for s, task in enumerate(tasks):
-        path = root / f"shard-{s:06d}.tar"
-        with ShardWriter(path, space, "raw") as w:
-            for i in range(2):
-                meta = ClipMeta(episode_id=f"ep{s}{i}", clip_start=0, num_frames=T, fps=15.0, source="test",
-                                fields=[], extra={"task": task})
-                frames = rng.integers(0, 256, (T, SIZE, SIZE, 3), dtype=np.uint8)
-                w.write(Clip(frames, meta, rng.integers(0, 4, T).astype(np.int64)))
-            w.close()
-        paths.append(path)
-    finalize_dataset(root, paths, resolution=[SIZE, SIZE], fps=15.0, clip_len=T, storage="raw", action_space=space,
-                     source={"kind": "test"})
+SIZE = 32
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("evaltext")
     encoder = save_tiny_text_encoder(root / "t5")
-    write_frames(root / "data", ["reach", "push", "pick place", "open drawer"])
+    write_task_frames(root / "data", ["reach", "push", "pick place", "open drawer"])
     tok = VQTokenizer(TokenizerConfig(resolution=SIZE, downsample=8, base_channels=8, norm_groups=4,
                                       latent_channels=8, codebook_size=16, codebook_dim=4))
     torch.manual_seed(0)
     dyn = DynamicsModel(dataclasses.replace(load_config("dynamics", preset_name="debug"), vocab_size=16, token_h=4,
                                             token_w=4, action_type="discrete", num_actions=4, text_dim=16,
                                             text_encoder=str(encoder)))
-    with torch.no_grad():  # the zero-initialised text offsets and modulations made random: the text has an effect
-        for name, p in dyn.named_parameters():
-            if not p.any() or name.startswith("text."):
-                p.normal_(std=2.0 if name.startswith("text.") else 0.3)
+    make_text_matter(dyn)  # the zero-initialised text offsets and modulations made random: the text has an effect
     WorldModel(tok, dyn).save_pretrained(root / "wm")
     return root, encoder
 

@@ -63,11 +63,18 @@ class WorldModelEnv:
             ``null_action_prob``. 1 (default) is the plain model at no extra cost; ``s > 1`` follows the actions
             more strongly, 0 ignores them. Any other value than 1 runs the dynamics model on a doubled batch
             (about twice the compute and KV-cache memory per step); rewards and terminations stay conditional.
+        text: one task-text embedding ``(text_dim,)`` (a model trained with task text;
+            :func:`~wm_video.task_text.task_embedding`), every row's text when :meth:`reset` and :meth:`reset_rows`
+            are given none (None: no text, the unconditional model).
+        text_guidance_scale: classifier-free guidance on the task text, ``s_t >= 0`` (models with text): 1 (default)
+            is the plain model, 0 the text-free one
+            (:class:`~wm_video.models.dynamics.sampling.Rollout`).
     """
 
     def __init__(self, model: WorldModel, maskgit_steps: int = 8, temperature: float = 1.0, *,
                  top_k: int | None = None, render: RenderSettings | bool = True, use_cache: bool = True,
-                 generator: torch.Generator | None = None, guidance_scale: float = 1.0) -> None:
+                 generator: torch.Generator | None = None, guidance_scale: float = 1.0,
+                 text: torch.Tensor | None = None, text_guidance_scale: float = 1.0) -> None:
         if not isinstance(render, (bool, RenderSettings)):
             raise TypeError(f"render: expected True, False or a RenderSettings, got {type(render).__name__}")
         self.model = model
@@ -75,7 +82,10 @@ class WorldModelEnv:
         self.settings = render if isinstance(render, RenderSettings) else RenderSettings()
         self.generator = generator
         self.rollout = Rollout(model.dynamics, maskgit_steps, temperature, top_k, use_cache, generator,
-                               guidance_scale)
+                               guidance_scale, text_guidance_scale=text_guidance_scale)
+        if text is not None and text.ndim != 1:
+            raise ValueError(f"text: expected one task's embedding (text_dim,), got shape {tuple(text.shape)}")
+        self.text = text
         self._prev: torch.Tensor | None = None  # the last frame (b, 3, h, w) and its tokens (b, h', w')
         self._prev_tokens: torch.Tensor | None = None
         self.batch_size = 0
@@ -96,7 +106,7 @@ class WorldModelEnv:
         """Start every batch row from its context ``(b, t0, 3, h, w)`` (uint8 or float in [-1, 1]) and the actions
         taken between context frames ``(b, t0 - 1)`` / ``(b, t0 - 1, a)`` (None: the null action); ``text``: each
         row's task-text embedding ``(b, text_dim)`` for a model trained with task text (None: no text, the
-        unconditional model). Returns the context's tokens ``(b, t0, h', w')``."""
+        unconditional model; the env's ``text``, if it has one). Returns the context's tokens ``(b, t0, h', w')``."""
         model = self.model
         model.check_frames(context_frames, "context")
         b, t0 = context_frames.shape[:2]
@@ -108,7 +118,7 @@ class WorldModelEnv:
             self.check_actions(context_actions, (b, t0 - 1), "context actions")
         tokens = model.encode(context_frames)  # checks the pixels of a float context
         with validated():  # the tokenizer's tokens and the actions checked above
-            self.rollout.start(tokens, context_actions if t0 > 1 else None, text=text)
+            self.rollout.start(tokens, context_actions if t0 > 1 else None, text=self._rows_text(text, b))
             self._prev = to_model_frames(context_frames[:, -1]).to(model.device)
         self._prev_tokens = tokens[:, -1]
         self.batch_size, self.t = b, 0
@@ -135,10 +145,16 @@ class WorldModelEnv:
             self.check_actions(context_actions, (k, t0 - 1), "context actions")
         tokens = model.encode(context_frames)
         with validated():
-            self.rollout.restart_rows(rows, tokens, context_actions if t0 > 1 else None, text)
+            self.rollout.restart_rows(rows, tokens, context_actions if t0 > 1 else None, self._rows_text(text, k))
             self._prev[rows.to(self._prev.device)] = to_model_frames(context_frames[:, -1]).to(model.device)
         self._prev_tokens[rows.to(self._prev_tokens.device)] = tokens[:, -1]
         return tokens
+
+    def _rows_text(self, text: torch.Tensor | None, b: int) -> torch.Tensor | None:
+        """``text`` as given, else the env's one task for each of ``b`` rows, else None."""
+        if text is not None or self.text is None:
+            return text
+        return self.text.to(self.model.device)[None].expand(b, -1)
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor | None = None) -> EnvStep:

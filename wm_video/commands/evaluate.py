@@ -18,8 +18,11 @@ def evaluate(*overrides: str, model: str, data: str, out: str = "eval_out", conf
     The protocol (wm_video/evaluation/rollout_eval.py) is recorded in the report with every setting. Settings (kind
     ``eval``) resolve as: the preset, the YAML (--config), the flags given, then the trailing FIELD=VALUE overrides.
 
+    A model trained with task text rolls each clip out given its own task text (docs/text-conditioning.md).
+
     Example:
         wm-video eval --model runs/wm --data data/breakout --horizon 8 --out runs/wm/eval
+        wm-video eval --model runs/wm_mt --data data/mw --task "push" --text-guidance-scale 2 --out runs/wm_mt/eval
 
     Args:
         overrides: dotted overrides of the eval config, e.g. ``max_clips=16``; they beat flags and YAML.
@@ -45,6 +48,12 @@ def evaluate(*overrides: str, model: str, data: str, out: str = "eval_out", conf
             the actions imply, at twice the dynamics cost per frame).
         methods: what is scored: model and the baselines copy_last_frame, shuffled_actions, null_actions,
             tokenizer_ceiling.
+        task: one task text for every clip instead of each clip's own (a model trained with task text; e.g. a wrong
+            task's, to measure how much the model uses the text); refused for a model trained without text.
+        text_encoder: the local text encoder folder (default: the one the model records; nothing is downloaded).
+        text_guidance_scale: classifier-free guidance on the task text (1: none; >1 follows the text more strongly,
+            0 is the text-free model; recorded in the report's protocol); refused, other than 1, for a model
+            trained without text.
     """
     cfg = load_config("eval", preset_name=preset, yaml_path=config, flags=settings, overrides=overrides)
     report, paths = evaluate_folder(model, data, cfg, out, device)

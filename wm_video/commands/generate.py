@@ -18,11 +18,16 @@ def generate(*overrides: str, model: str, context: str, actions: str | None = No
     clip's real frames beside the prediction; with --actions the truth panel still shows what the clip's own
     actions gave, and is labelled so. Every argument is checked before the model is loaded.
 
+    A world model trained with task text is conditioned on --task TEXT (default: the dataset clip's own task; other
+    contexts need --task), its encoder from --text-encoder or the folder the model records; --text-guidance-scale
+    S > 1 follows the text more strongly (docs/text-conditioning.md). The trace records the task and the scale.
+
     Settings (kind ``generate``, wm_video/generation/config.py) resolve as: the preset, the YAML (--config), the
     flags given, then the trailing FIELD=VALUE overrides.
 
     Example:
         wm-video generate --model runs/wm --context data/breakout#3 --num-frames 16 --out pred.mp4 --gif --side-by-side
+        wm-video generate --model runs/wm_mt --context data/mw#0 --task "open drawer" --text-guidance-scale 2
 
     Args:
         overrides: dotted overrides of the generate config, e.g. ``temperature=0``; they beat flags and YAML.

@@ -22,12 +22,17 @@ def plan(*overrides: str, model: str, env: str, out: str = "plan_out", config: s
     episode seeds as the baseline; the report gives returns (mean, std, standard error), the planner's margin over
     random in standard errors, decisions/s, imagined frames/s and the compute used.
 
+    A world model trained with task text plans conditioned on --task TEXT (default: a Meta-World simulator's task
+    name, e.g. ``reach`` for metaworld/reach-v3; other simulators need --task), its encoder from --text-encoder or
+    the folder the model records, with --text-guidance-scale S (1: none); the report's settings record both.
+
     Settings (kind ``plan``, wm_video/planning/config.py) resolve as: the preset, the YAML (--config), the flags
     given, then the trailing FIELD=VALUE overrides.
 
     Example:
         wm-video plan --model runs/wm_pendulum --env Pendulum-v1 --planner cem --episodes 10 --out runs/plan_cem
         wm-video plan --model runs/wm_pong --env ALE/Pong-v5 --planner mcts --simulations 64 --out runs/plan_mcts
+        wm-video plan --model runs/wm_mt --env metaworld/reach-v3 --task "reach" --text-guidance-scale 2
 
     Args:
         overrides: dotted overrides of the plan config, e.g. ``population=32``; they beat flags and YAML.

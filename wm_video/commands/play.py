@@ -19,11 +19,16 @@ def play(*overrides: str, model: str, data: str | None = None, context: str | No
     menu of dataset clips, pause, the sampling temperature and decoder steps, and a switch between you and a policy
     (random, or --policy cem|mcts|ACTOR_DIR). Stop with Ctrl-C; the play-through in progress is written.
 
+    A world model trained with task text is played conditioned on --task TEXT (required for one; the policies plan
+    with it too), its encoder from --text-encoder or the folder the model records, with --text-guidance-scale S
+    (1: none; 0: the text-free model).
+
     Settings (kind ``play``, wm_video/play/config.py) resolve as: the preset, the YAML (--config), the flags given,
     then the trailing FIELD=VALUE overrides.
 
     Example:
         wm-video play --model runs/wm --preset fast
+        wm-video play --model runs/wm_mt --task "open drawer" --text-guidance-scale 2
 
     Args:
         overrides: dotted overrides of the play config, e.g. ``port=9000``; they beat flags and YAML.

@@ -37,6 +37,10 @@ step by step; with sampling, the rows equal single envs in distribution, not dra
 an ended row at the next ``step`` (gymnasium's ``NEXT_STEP`` autoreset: that step ignores the row's action and
 returns its new first frame, reward 0, not done) with :meth:`~wm_video.world_model_env.WorldModelEnv.reset_rows`,
 the other rows going on.
+
+A world model trained with task text takes one task for every episode: ``task="open drawer"`` (required for such a
+model), with ``text_encoder=`` (default: the folder the model records) and ``text_guidance_scale=``
+(:mod:`wm_video.task_text`; refused for a model without text).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from wm_video.data.reader import load_dataset_info
 from wm_video.envs.start_states import load_starts
+from wm_video.task_text import TaskTextSettings, task_embedding
 from wm_video.world_model import RenderSettings, WorldModel, read_index
 from wm_video.world_model_env import WorldModelEnv
 
@@ -94,17 +99,21 @@ class _Batch:
     def __init__(self, model: WorldModel | str | os.PathLike, size: int, *, data: str | os.PathLike | None,
                  context: Any, split: str, horizon: int, maskgit_steps: int, temperature: float,
                  top_k: int | None, render: RenderSettings | bool, use_cache: bool, termination_threshold: float,
-                 device: str, domain: str | None) -> None:
+                 device: str, domain: str | None, text: TaskTextSettings) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         self.model = load_world_model(model, device).for_domain(domain).eval()
+        folder = None if isinstance(model, WorldModel) else str(model)
+        self.task = text.task if self.model.dynamics.config.text_dim else None
+        embedding = task_embedding(self.model, text, "world-model env", folder)
         self.horizon, self.threshold, self.split = horizon, termination_threshold, split
         self.length = self.model.context_frames
         res = self.model.resolution
         self.generator = torch.Generator(self.model.device)
         settings = render if isinstance(render, RenderSettings) else True  # observations need frames
         self.env = WorldModelEnv(self.model, maskgit_steps, temperature, top_k=top_k, render=settings,
-                                 use_cache=use_cache, generator=self.generator)
+                                 use_cache=use_cache, generator=self.generator, text=embedding,
+                                 text_guidance_scale=text.text_guidance_scale)
         spec = context if context is not None else (data or self.model.info.source.get("data"))
         if spec is None:
             raise ValueError("start states: give data=DATASET_DIR or context=VIDEO|IMAGES (the world model records "
@@ -189,6 +198,9 @@ class WorldModelGymEnv(gym.Env):
         render_mode: ``rgb_array`` (default) or None.
         domain: the action domain of a world model trained on several (``WorldModel.domains``; its start states'
             data must be of that domain); None (the default) for a model of one action space.
+        task: the task text of every episode, for a world model trained with task text (required for one).
+        text_encoder: its local text encoder folder (default: the one the model records).
+        text_guidance_scale: classifier-free guidance on the task text (default 1: none; 0: the text-free model).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -197,13 +209,14 @@ class WorldModelGymEnv(gym.Env):
                  context: Any = None, split: str = "heldout", horizon: int = 64, maskgit_steps: int = 8,
                  temperature: float = 1.0, top_k: int | None = None, render: RenderSettings | bool = True,
                  use_cache: bool = True, termination_threshold: float = 0.5, device: str = "cpu",
-                 render_mode: str | None = "rgb_array", domain: str | None = None) -> None:
+                 render_mode: str | None = "rgb_array", domain: str | None = None, task: str | None = None,
+                 text_encoder: str | None = None, text_guidance_scale: float = 1.0) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: expected 'rgb_array' or None, got {render_mode!r}")
         self._batch = _Batch(model, 1, data=data, context=context, split=split, horizon=horizon,
                              maskgit_steps=maskgit_steps, temperature=temperature, top_k=top_k, render=render,
                              use_cache=use_cache, termination_threshold=termination_threshold, device=device,
-                             domain=domain)
+                             domain=domain, text=TaskTextSettings(task, text_encoder, text_guidance_scale))
         self.action_space = self._batch.single_action_space
         self.observation_space = self._batch.single_observation_space
         self.metadata = {**self.metadata, "render_fps": self._batch.model.info.fps}
@@ -241,6 +254,16 @@ class WorldModelGymEnv(gym.Env):
     def temperature(self) -> float:
         return float(self._batch.env.rollout.temperature)
 
+    @property
+    def task(self) -> str | None:
+        """The task text of every episode (None: a model without text)."""
+        return self._batch.task
+
+    @property
+    def text(self) -> torch.Tensor | None:
+        """The task text's embedding ``(text_dim,)`` the world model is conditioned on (None: no text)."""
+        return self._batch.env.text
+
     def set_sampling(self, temperature: float | None = None, render: RenderSettings | None = None) -> None:
         """Change the token sampling temperature and/or the render settings for the next steps."""
         if temperature is not None:
@@ -256,7 +279,8 @@ class WorldModelVectorEnv(VectorEnv):
     Args:
         num_envs: the batch size N.
         model, data, context, split, horizon, maskgit_steps, temperature, top_k, render, use_cache,
-        termination_threshold, device, render_mode, domain: as :class:`WorldModelGymEnv`.
+        termination_threshold, device, render_mode, domain, task, text_encoder, text_guidance_scale: as
+        :class:`WorldModelGymEnv`.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 15,
@@ -266,7 +290,8 @@ class WorldModelVectorEnv(VectorEnv):
                  context: Any = None, split: str = "heldout", horizon: int = 64, maskgit_steps: int = 8,
                  temperature: float = 1.0, top_k: int | None = None, render: RenderSettings | bool = True,
                  use_cache: bool = True, termination_threshold: float = 0.5, device: str = "cpu",
-                 render_mode: str | None = "rgb_array", domain: str | None = None) -> None:
+                 render_mode: str | None = "rgb_array", domain: str | None = None, task: str | None = None,
+                 text_encoder: str | None = None, text_guidance_scale: float = 1.0) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if render_mode not in (None, "rgb_array"):
@@ -274,7 +299,7 @@ class WorldModelVectorEnv(VectorEnv):
         self._batch = _Batch(model, num_envs, data=data, context=context, split=split, horizon=horizon,
                              maskgit_steps=maskgit_steps, temperature=temperature, top_k=top_k, render=render,
                              use_cache=use_cache, termination_threshold=termination_threshold, device=device,
-                             domain=domain)
+                             domain=domain, text=TaskTextSettings(task, text_encoder, text_guidance_scale))
         self.num_envs = num_envs
         self.single_action_space = self._batch.single_action_space
         self.single_observation_space = self._batch.single_observation_space

@@ -25,6 +25,9 @@ def markdown(report: dict, horizons: list[int] | None = None) -> str:
              f"{report['clips']} held-out clips ({report['heldout_shards']} shards), context {p['context_frames']} "
              f"frames, horizon {p['horizon']}, temperature {p['temperature']}, seed {p['seed']}, decoder "
              f"{p['decoder']}, {p['date']}.", ""]
+    if p.get("task") is not None or p.get("text_guidance_scale", 1) != 1:
+        task = f"task text {p['task']!r} for every clip" if p.get("task") is not None else "each clip's own task text"
+        lines += [f"{task}, text guidance scale {p.get('text_guidance_scale', 1):g}.", ""]
     metrics = [m for m in LABELS if any(m in r for r in report["results"].values())]
     for metric in metrics:
         lines += [f"## {LABELS[metric]}", "", "| method | " + " | ".join(f"h={h}" for h in shown) + " |",

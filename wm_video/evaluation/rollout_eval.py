@@ -34,8 +34,8 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from wm_video.data.loader import heldout_loader
 from wm_video.data.reader import load_dataset_info
 from wm_video.metrics.moving import MovingScores
-from wm_video.models.text_encoder import text_encoder_for
 from wm_video.models.tokenizer.model import to_model_frames
+from wm_video.task_text import TaskTextSettings, load_task_encoder
 from wm_video.utils import progress
 from wm_video.utils.machine import machine_record
 from wm_video.world_model import RenderSettings, WorldModel, keep_still_patches
@@ -43,7 +43,7 @@ from wm_video.world_model_env import WorldModelEnv
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(TaskTextSettings):
     """Args:
         horizon: predicted frames per clip ``H``.
         context_frames: context frames per clip.
@@ -64,6 +64,8 @@ class EvalConfig:
             config records); each clip is rolled out given its own task text.
         task: one task text for every clip instead of its own (e.g. another task's, to measure how much the
             model uses the text); refused for a model trained without text.
+        text_guidance_scale: classifier-free guidance on the task text for the model rows (1: none; 0: the
+            text-free model); refused, other than 1, for a model trained without text.
     """
 
     horizon: int = 8
@@ -79,8 +81,6 @@ class EvalConfig:
     methods: list[str] = field(default_factory=lambda: ["model", "copy_last_frame", "shuffled_actions",
                                                         "null_actions", "tokenizer_ceiling"])
     domain: str | None = None
-    text_encoder: str | None = None
-    task: str | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -149,18 +149,17 @@ class HorizonScores:
 
 
 @torch.no_grad()
-def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_progress: bool | None = None) -> dict:
+def evaluate_world_model(model: WorldModel, data: str, cfg: EvalConfig, show_progress: bool | None = None,
+                         folder: str | None = None) -> dict:
     """Run the protocol of the module docstring on ``data``'s held-out clips; returns the report dict. Raises
-    :class:`~wm_video.data.split.NoHeldOutError`, saying how to fix the dataset, when it holds nothing out."""
+    :class:`~wm_video.data.split.NoHeldOutError`, saying how to fix the dataset, when it holds nothing out.
+    ``folder``: where the model was loaded from, named in errors."""
     c, hz = cfg.context_frames, cfg.horizon
     if not 1 <= c <= model.context_frames:
         raise ValueError(f"context_frames must be in [1, {model.context_frames}] (the model's window), got {c}")
+    encoder = load_task_encoder(model.dynamics.config, cfg, "eval", folder)  # each clip's own text, or cfg.task
     loader, split = heldout_loader(data, cfg.val_fraction, cfg.batch_size)
     model.check_data_actions(load_dataset_info(data).action_space, f"{data}/dataset.json")
-    dyn = model.dynamics.config
-    if cfg.task is not None and not dyn.text_dim:
-        raise ValueError(f"eval: --task {cfg.task!r}: this world model was trained without task text")
-    encoder = text_encoder_for(dyn.text_dim, dyn.text_encoder, cfg.text_encoder or dyn.text_encoder or None, "eval")
     scores = {m: HorizonScores(hz) for m in cfg.methods}
     gen = torch.Generator().manual_seed(cfg.seed)
     has_actions = False
@@ -237,7 +236,8 @@ def _score_batch(model: WorldModel, cfg: EvalConfig, scores: dict[str, HorizonSc
             acts = acts[torch.roll(torch.arange(b), 1)] if m == "shuffled_actions" else None
         env = WorldModelEnv(model, cfg.maskgit_steps, cfg.temperature,
                             render=RenderSettings(cfg.num_inference_steps),
-                            generator=gen, guidance_scale=cfg.guidance_scale)
+                            generator=gen, guidance_scale=cfg.guidance_scale,
+                            text_guidance_scale=cfg.text_guidance_scale)
         env.reset(frames[:, :c], None if acts is None else acts[:, : c - 1], text=text)
         for i in range(hz):
             out = env.step(None if acts is None else acts[:, c - 1 + i])

@@ -19,6 +19,6 @@ def evaluate_folder(model: str | Path, data: str | Path, cfg: EvalConfig, out: s
 
     ``device``: ``auto`` (cuda when a GPU is visible, else cpu), ``cpu`` or ``cuda``."""
     wm = WorldModel.from_pretrained(model).for_domain(cfg.domain).to(resolve_device(device))
-    report = evaluate_world_model(wm, str(data), cfg)
+    report = evaluate_world_model(wm, str(data), cfg, folder=str(model))
     report["model"] = str(model)
     return report, write_report(report, out)

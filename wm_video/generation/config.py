@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wm_video.config import register_kind, register_preset
+from wm_video.task_text import TaskTextSettings
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(TaskTextSettings):
     """How a context video's future is predicted and written.
 
     Args:
@@ -27,6 +28,8 @@ class GenerateConfig:
         scale: upscaling factor of the written video, nearest neighbour (default 4).
         domain: the action domain of a world model trained on several (``WorldModel.domains``); None (the default)
             for a model of one action space.
+        task: the task text of the rollout, for a world model trained with task text (default None: the dataset
+            clip's own task; an error where the context has none); refused for a model trained without text.
     """
 
     num_frames: int | None = None

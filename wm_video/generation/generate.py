@@ -21,6 +21,7 @@ from wm_video.generation.pipeline import WorldModelPipeline
 from wm_video.models.dynamics import DynamicsConfig
 from wm_video.models.dynamics.model import REQUIRED_FIELDS
 from wm_video.models.export import read_config
+from wm_video.task_text import check_task_settings, resolve_task, task_embedding
 from wm_video.utils.atomic import OutputRefused, atomic_write_json
 from wm_video.utils.device import resolve_device
 from wm_video.utils.video_io import annotate, prediction_captions, upscale, write_gif, write_mp4
@@ -39,13 +40,15 @@ class ModelSpec:
     action_type: str
     num_actions: int
     action_dim: int
+    text_dim: int = 0
 
     @classmethod
     def read(cls, model: str | Path, domain: str | None = None) -> ModelSpec:
         """The spec of action domain ``domain`` (None: the model's only one; ValueError naming the domains)."""
         _, parts, info = read_index(model)
         dyn = read_config(parts["dynamics"], DynamicsConfig, "dynamics", REQUIRED_FIELDS).domain_config(domain)
-        return cls(info.resolution, dyn.context_frames, dyn.action_type, dyn.num_actions, dyn.action_dim)
+        return cls(info.resolution, dyn.context_frames, dyn.action_type, dyn.num_actions, dyn.action_dim,
+                   dyn.text_dim)
 
 
 @dataclass
@@ -79,19 +82,23 @@ def generate_video(model: str | Path, context: str, cfg: GenerateConfig, actions
                          f"frames go beside the prediction); {context} is not a dataset folder")
     device = resolve_device(device)
     spec = ModelSpec.read(model, cfg.domain)
+    check_task_settings(spec.text_dim, cfg, "generate", model)
     n_ctx = cfg.context_frames or min(4, spec.context_frames)
     if n_ctx > spec.context_frames:
         raise ValueError(f"--context-frames must be in [1, {spec.context_frames}] (the model's window), got {n_ctx}")
     ctx = load_context(context, spec.resolution, n_ctx)
+    task = resolve_task(spec.text_dim, cfg, "generate", model, default=ctx.task)
     acts, num_frames = _actions(ctx, context, actions, cfg.num_frames, n_ctx, spec)
     truth_label = _truth_label(ctx, actions, num_frames, spec, cfg.side_by_side)
 
     pipe = WorldModelPipeline.from_pretrained(model, domain=cfg.domain)
     wm = pipe.model.to(device)
+    text = task_embedding(wm, cfg, "generate", model, default=ctx.task)
     ctx_acts = None if ctx.actions is None or spec.action_type == "none" else ctx.actions[: n_ctx - 1]
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     result = pipe(ctx.frames, acts, num_frames, context_actions=ctx_acts, num_inference_steps=cfg.num_inference_steps,
-                  temperature=cfg.temperature, maskgit_steps=cfg.maskgit_steps, generator=gen)
+                  temperature=cfg.temperature, maskgit_steps=cfg.maskgit_steps, generator=gen, text=text,
+                  text_guidance_scale=cfg.text_guidance_scale)
     pred = result.frames[0]  # (t, h, w, 3)
     rewards, terms = result.rewards[0], result.terminations[0]
     video = upscale(np.concatenate([ctx.frames, pred]), cfg.scale)
@@ -105,7 +112,7 @@ def generate_video(model: str | Path, context: str, cfg: GenerateConfig, actions
     trace = {"model": str(model), "context": ctx.source, "context_frames": n_ctx, "num_frames": len(pred),
              "actions": actions or "the clip's own", "truth": truth_panel,
              "seed": cfg.seed, "temperature": cfg.temperature, "num_inference_steps": cfg.num_inference_steps,
-             "head_quality": wm.head_quality,
+             "head_quality": wm.head_quality, "task": task, "text_guidance_scale": cfg.text_guidance_scale,
              "steps": [{"t": i + 1, "action": None if acts is None else np.asarray(acts[i]).tolist(),
                         "reward": float(rewards[i]), "termination_prob": float(terms[i])} for i in range(len(pred))]}
     trace_path = video_path.with_suffix(".json")

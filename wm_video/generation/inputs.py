@@ -25,7 +25,7 @@ from wm_video.data.reader import iter_clips, shard_paths
 class Context:
     """Context frames ``(t, h, w, 3)`` uint8 at the model's resolution; with a dataset clip also its actions
     ``(t_clip, ...)``, rewards and terminations over the whole clip (the frames after the context are the ground
-    truth ``future``)."""
+    truth ``future``) and its task text (``meta.json`` ``extra.task``, None where it has none)."""
 
     frames: np.ndarray
     source: str
@@ -33,6 +33,7 @@ class Context:
     future: np.ndarray | None = None
     rewards: np.ndarray | None = None
     terminations: np.ndarray | None = None
+    task: str | None = None
 
 
 def load_context(spec: str, resolution: int, num_frames: int) -> Context:
@@ -72,7 +73,7 @@ def _dataset_context(p: Path, pick: str, resolution: int, num_frames: int) -> Co
                     raise ValueError(f"context {p}#{pick or 0}: clip has {len(clip.frames)} frames, the "
                                      f"generation needs {num_frames} context frames")
                 return Context(clip.frames[:num_frames], f"{p}#{clip.key}", clip.actions,
-                               clip.frames[num_frames:], clip.rewards, clip.terminations)
+                               clip.frames[num_frames:], clip.rewards, clip.terminations, clip.meta.task)
             i += 1
     raise ValueError(f"context {p}: no clip {pick!r} (the dataset has {i} clips)")
 

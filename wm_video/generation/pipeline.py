@@ -63,7 +63,8 @@ class WorldModelPipeline:
                  num_frames: int | None = None, context_actions: np.ndarray | torch.Tensor | None = None,
                  num_inference_steps: int | None = None, temperature: float = 1.0, maskgit_steps: int = 8,
                  top_k: int | None = None, sampler: str | None = None, generator: torch.Generator | None = None,
-                 output_type: Literal["np", "pt"] = "np", show_progress: bool | None = None) -> GenerationOutput:
+                 output_type: Literal["np", "pt"] = "np", show_progress: bool | None = None,
+                 text: torch.Tensor | None = None, text_guidance_scale: float = 1.0) -> GenerationOutput:
         """Predict ``num_frames`` frames after the context.
 
         Args:
@@ -80,6 +81,9 @@ class WorldModelPipeline:
             generator: the random source; the same seed gives the same video.
             output_type: ``np`` (uint8 ``(b, T, h, w, 3)``) or ``pt`` (float ``(b, T, 3, h, w)`` in [-1, 1]).
             show_progress: progress bar over frames (default: on terminals).
+            text: the task-text embedding of every row, ``(text_dim,)``, for a model trained with task text
+                (:func:`~wm_video.task_text.task_embedding`; None: no text).
+            text_guidance_scale: classifier-free guidance on the text (1: none; 0: the text-free model).
         """
         if output_type not in ("np", "pt"):
             raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
@@ -99,7 +103,8 @@ class WorldModelPipeline:
         if ctx_acts is not None and ctx_acts.ndim == unbatched:
             ctx_acts = ctx_acts[None].expand(b, *ctx_acts.shape)
         env = WorldModelEnv(self.model, maskgit_steps, temperature, top_k=top_k,
-                            render=RenderSettings(num_inference_steps, sampler), generator=generator)
+                            render=RenderSettings(num_inference_steps, sampler), generator=generator, text=text,
+                            text_guidance_scale=text_guidance_scale)
         env.reset(x.to(self.model.device), ctx_acts)
         frames, rewards, terms, tokens = [], [], [], []
         bar = progress(total=num_frames, desc="generating", unit="frame", enable=show_progress)

@@ -87,13 +87,15 @@ class PlanRenderer:
         max_steps: most plan steps rendered (None: all).
         maskgit_steps, temperature, num_inference_steps: as for :class:`~wm_video.world_model_env.WorldModelEnv`.
         generator: random source of sampling and decoder noise.
+        text, text_guidance_scale: the task text's embedding and its guidance, as for the ``WorldModelEnv``.
     """
 
     def __init__(self, model: Any, max_steps: int | None = None, maskgit_steps: int = 8, temperature: float = 0.0,
-                 num_inference_steps: int | None = None, generator: torch.Generator | None = None) -> None:
+                 num_inference_steps: int | None = None, generator: torch.Generator | None = None,
+                 text: torch.Tensor | None = None, text_guidance_scale: float = 1.0) -> None:
         self.model, self.max_steps = model, max_steps
         self.env = WorldModelEnv(model, maskgit_steps, temperature, render=RenderSettings(num_inference_steps),
-                                 generator=generator)
+                                 generator=generator, text=text, text_guidance_scale=text_guidance_scale)
 
     @torch.no_grad()
     def __call__(self, context: torch.Tensor, context_actions: torch.Tensor | None, actions: torch.Tensor

@@ -11,6 +11,7 @@ from wm_video.config import register_kind, register_preset
 from wm_video.planning.cem import CEMConfig
 from wm_video.planning.imagination import ImagineConfig
 from wm_video.planning.mcts import MCTSConfig
+from wm_video.task_text import TaskTextSettings
 
 
 @dataclass
@@ -56,7 +57,7 @@ class RealRunConfig:
 
 
 @dataclass
-class PlanConfig(RealRunConfig):
+class PlanConfig(RealRunConfig, TaskTextSettings):
     """Closed-loop planning in the world model, replanning every step.
 
     Args:
@@ -78,6 +79,9 @@ class PlanConfig(RealRunConfig):
         value: an actor folder from 'wm-video imagine-train': its critic values the end of each plan (MCTS: also
             its policy as priors) (default None: no value).
         render_steps: plan steps rendered per decision for the video (default None: the whole plan).
+        task: the task text the imagined rollouts are conditioned on, for a world model trained with task text
+            (default None: a Meta-World simulator's task name, as 'wm-video data collect' records it, e.g.
+            ``reach`` for metaworld/reach-v3; an error for other simulators); refused for a model without text.
     """
 
     planner: Literal["cem", "mcts"] = "cem"

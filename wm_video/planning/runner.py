@@ -16,6 +16,7 @@ import torch
 from wm_video.data.reader import load_dataset_info
 from wm_video.data.schema import ActionSpace
 from wm_video.envs import make_env
+from wm_video.envs.metaworld_env import task_text
 from wm_video.planning.cem import CEMConfig, CEMPlanner
 from wm_video.planning.closed_loop import PlanRenderer, RandomAgent, check_env_fits, run_closed_loop
 from wm_video.planning.config import ImagineTrainConfig, PlanConfig, RealRunConfig
@@ -24,6 +25,7 @@ from wm_video.planning.mcts import MCTSConfig, MCTSPlanner
 from wm_video.planning.report import add_margins, compute_record, write_report
 from wm_video.planning.scoring import check_outcome_heads, model_action_space
 from wm_video.planning.starts import start_states_from_data, start_states_from_env
+from wm_video.task_text import resolve_task, task_embedding
 from wm_video.utils import progress
 from wm_video.utils.device import resolve_device
 from wm_video.world_model import WorldModel
@@ -41,22 +43,26 @@ def run_planner(model: str | Path, env: str, out: str | Path, cfg: PlanConfig, d
     wm, sim, n_ctx = _setup(model, env, cfg.context_frames, device, cfg.domain)
     try:
         space = model_action_space(wm, cfg.action_low, cfg.action_high, fallback=sim.action_space)
-        agent, search = build_planner(wm, space, cfg, device)
+        task = resolve_task(wm.dynamics.config.text_dim, cfg, "plan", model, default=task_text(env))
+        text = task_embedding(wm, cfg, "plan", model, default=task)
+        agent, search = build_planner(wm, space, cfg, device, text)
         settings = {"planner": cfg.planner, **vars(search), "temperature": cfg.temperature,
                     "maskgit_steps": cfg.maskgit_steps, "context_frames": n_ctx, "action_space": space.to_dict(),
-                    "value": cfg.value}
-        renderer = _renderer(wm, cfg, cfg.render_steps, cfg.temperature, device)
+                    "value": cfg.value, "task": task, "text_guidance_scale": cfg.text_guidance_scale}
+        renderer = _renderer(wm, cfg, cfg.render_steps, cfg.temperature, device, text, cfg.text_guidance_scale)
         head = {"kind": "plan", "model": str(model), "env": env, "settings": settings}
         return run_agents(sim, wm, {cfg.planner: agent}, out, cfg, n_ctx, renderer, head, device)
     finally:
         sim.close()
 
 
-def build_planner(wm: WorldModel, space: ActionSpace, cfg: PlanConfig, device: str
+def build_planner(wm: WorldModel, space: ActionSpace, cfg: PlanConfig, device: str, text: torch.Tensor | None = None
                   ) -> tuple[CEMPlanner | MCTSPlanner, CEMConfig | MCTSConfig]:
     """``cfg.planner`` (``cem`` or ``mcts``) searching in imagination in ``wm`` over ``space``, with the critic of
     ``cfg.value`` as its value (and, for MCTS, prior) where one is given; -> the planner and its search settings.
-    The imagined rollouts' random source is seeded with ``cfg.seed``, the search's with ``cfg.seed + 1``."""
+    The imagined rollouts' random source is seeded with ``cfg.seed``, the search's with ``cfg.seed + 1``; they are
+    conditioned on the task-text embedding ``text`` ``(text_dim,)`` (a model with text) with
+    ``cfg.text_guidance_scale``."""
     value_fn = prior_fn = None
     value_frames = 1
     if cfg.value:
@@ -64,7 +70,8 @@ def build_planner(wm: WorldModel, space: ActionSpace, cfg: PlanConfig, device: s
         value_fn, value_frames = critic.value, critic.config.frames
         prior_fn = critic.policy_logits if critic.config.action_type == "discrete" else None
     gen = torch.Generator(device).manual_seed(cfg.seed)
-    imagined = WorldModelEnv(wm, cfg.maskgit_steps, cfg.temperature, render=False, generator=gen)
+    imagined = WorldModelEnv(wm, cfg.maskgit_steps, cfg.temperature, render=False, generator=gen, text=text,
+                             text_guidance_scale=cfg.text_guidance_scale)
     search_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
     if cfg.planner == "cem":
         search = cfg.cem()
@@ -154,11 +161,11 @@ def _setup(model: str | Path, env: str | None, context_frames: int | None, devic
     return wm, sim, n_ctx
 
 
-def _renderer(wm: WorldModel, cfg: RealRunConfig, render_steps: int | None, temperature: float, device: str
-              ) -> Callable[[], PlanRenderer]:
+def _renderer(wm: WorldModel, cfg: RealRunConfig, render_steps: int | None, temperature: float, device: str,
+              text: torch.Tensor | None = None, text_guidance_scale: float = 1.0) -> Callable[[], PlanRenderer]:
     """A maker of the renderer of each agent's videos (each agent gets its own, seeded the same)."""
     return lambda: PlanRenderer(wm, render_steps, cfg.maskgit_steps, temperature, cfg.num_inference_steps,
-                                torch.Generator(device).manual_seed(cfg.seed))
+                                torch.Generator(device).manual_seed(cfg.seed), text, text_guidance_scale)
 
 
 def run_agents(sim: Any, wm: WorldModel, agents: dict[str, Any], out: str | Path, cfg: RealRunConfig, n_ctx: int,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wm_video.config import register_kind, register_preset
+from wm_video.task_text import TaskTextSettings
 
 
 @dataclass
-class PlayConfig:
+class PlayConfig(TaskTextSettings):
     """How the play page runs the world model.
 
     Args:
@@ -31,6 +32,8 @@ class PlayConfig:
         seed: random seed of the first play-through (default 0).
         domain: the action domain of a world model trained on several (its start states' data must be of that
             domain); None (the default) for a model of one action space.
+        task: the task text of every play-through, for a world model trained with task text (required for one;
+            the policies plan with it too); refused for a model trained without text.
     """
 
     host: str = "127.0.0.1"

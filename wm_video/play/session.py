@@ -63,7 +63,8 @@ class PlaySession:
         self.cfg = cfg
         self.env = WorldModelGymEnv(model, data=data, context=context, split=cfg.split, horizon=cfg.horizon,
                                     maskgit_steps=cfg.maskgit_steps, temperature=cfg.temperature, device=device,
-                                    domain=cfg.domain)
+                                    domain=cfg.domain, task=cfg.task, text_encoder=cfg.text_encoder,
+                                    text_guidance_scale=cfg.text_guidance_scale)
         self.model = self.env.world_model
         self.set_sampling(decoder_steps=cfg.decoder_steps)  # a model without a diffusion decoder has no steps
         self.controls: Controls = controls_for(self.model)
@@ -95,6 +96,11 @@ class PlaySession:
         return self.env.start_names
 
     @property
+    def task(self) -> str | None:
+        """The task text every play-through is conditioned on (None: a model without text)."""
+        return self.env.task
+
+    @property
     def has_decoder(self) -> bool:
         return self.model.decoder is not None
 
@@ -103,7 +109,7 @@ class PlaySession:
                 "shows": self.shows, "fps": self.fps, "has_decoder": self.has_decoder,
                 "temperature": self.temperature, "decoder_steps": self.cfg.decoder_steps,
                 "max_decoder_steps": getattr(getattr(self.model.decoder, "config", None), "max_inference_steps", None),
-                "resolution": self.model.resolution, "recording": self.recorder is not None,
+                "resolution": self.model.resolution, "task": self.task, "recording": self.recorder is not None,
                 "record_dir": str(self.cfg.record_dir) if self.recorder is not None else None}
 
     # ---- settings -----------------------------------------------------------------------------------------------
@@ -202,8 +208,9 @@ class PlaySession:
         if not choice:
             return out
         if choice in ("cem", "mcts"):
-            plan = PlanConfig(planner=choice, horizon=self.cfg.plan_horizon, seed=self.cfg.seed)
-            out[choice] = build_planner(self.model, space, plan, device)[0]
+            plan = PlanConfig(planner=choice, horizon=self.cfg.plan_horizon, seed=self.cfg.seed,
+                              text_guidance_scale=self.cfg.text_guidance_scale)
+            out[choice] = build_planner(self.model, space, plan, device, self.env.text)[0]
         else:
             actor = ActorCritic.from_pretrained(choice).to(device)
             out["actor"] = ActorAgent(self.model, actor, generator=torch.Generator(device).manual_seed(self.cfg.seed))
