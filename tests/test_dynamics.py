@@ -117,10 +117,11 @@ def test_teacher_forced_mode_masks_every_target_token():
     torch.testing.assert_close(small_ids.logits, out.logits)
 
 
-@pytest.mark.parametrize(("spatial_pos", "action_token"), [("learned", False), ("rope", False), ("learned", True),
-                                                          ("rope", True)])
-def test_frames_never_see_the_future(spatial_pos, action_token):
-    cfg = tiny(spatial_pos=spatial_pos, action_token=action_token)
+@pytest.mark.parametrize(("spatial_pos", "action_token", "previous"),
+                         [("learned", False, False), ("rope", False, False), ("learned", True, False),
+                          ("rope", True, False), ("learned", False, True)])
+def test_frames_never_see_the_future(spatial_pos, action_token, previous):
+    cfg = tiny(spatial_pos=spatial_pos, action_token=action_token, previous_token_input=previous)
     model = model_for(cfg)
     tokens, actions = tokens_for(cfg), actions_for(cfg, 2, 4)
     mask = model.sample_target_mask(2, 3, generator=torch.Generator().manual_seed(0)).view(2, 3, 4, 4)
@@ -140,9 +141,9 @@ def test_frames_never_see_the_future(spatial_pos, action_token):
     torch.testing.assert_close(a.logits[:, :2], b.logits[:, :2])
 
 
-@pytest.mark.parametrize("action_token", [False, True])
-def test_an_action_affects_its_outcome_and_later_frames_only(action_token):
-    cfg = tiny(action_token=action_token)
+@pytest.mark.parametrize(("action_token", "previous"), [(False, False), (True, False), (False, True)])
+def test_an_action_affects_its_outcome_and_later_frames_only(action_token, previous):
+    cfg = tiny(action_token=action_token, previous_token_input=previous)
     model = model_for(cfg)
     tokens, actions = tokens_for(cfg), actions_for(cfg, 2, 4)
     other = actions.clone()
@@ -261,9 +262,10 @@ def _rolled(cfg, use_cache, context, n_steps, steps, seed=0):
     return model, acts, roll, outs
 
 
-@pytest.mark.parametrize("kind", ["discrete", "continuous"])
-def test_cached_rollout_equals_recomputation_within_the_window(kind):
-    cfg = tiny(**KINDS[kind])  # context_frames 4: the history stays within the window for 3 steps from 1 frame
+@pytest.mark.parametrize(("kind", "previous"), [("discrete", False), ("continuous", False), ("discrete", True)])
+def test_cached_rollout_equals_recomputation_within_the_window(kind, previous):
+    # context_frames 4: the history stays within the window for 3 steps from 1 frame
+    cfg = tiny(**KINDS[kind], previous_token_input=previous)
     _, _, _, cached = _rolled(cfg, True, context=1, n_steps=3, steps=3)
     _, _, _, plain = _rolled(cfg, False, context=1, n_steps=3, steps=3)
     for c, p in zip(cached, plain, strict=True):
@@ -273,10 +275,12 @@ def test_cached_rollout_equals_recomputation_within_the_window(kind):
         torch.testing.assert_close(c.termination_logits, p.termination_logits, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("context", "spatial_pos", "action_token"), [(2, "learned", False), (6, "rope", False),
-                                                                     (2, "learned", True), (6, "rope", True)])
-def test_cached_rollout_equals_full_recomputation_past_the_window(context, spatial_pos, action_token):
-    cfg = tiny(spatial_pos=spatial_pos, action_token=action_token)  # window 4; 2 + 7 or 6 + 7 frames in all
+@pytest.mark.parametrize(("context", "spatial_pos", "action_token", "previous"),
+                         [(2, "learned", False, False), (6, "rope", False, False), (2, "learned", True, False),
+                          (6, "rope", True, False), (2, "learned", False, True), (6, "rope", False, True)])
+def test_cached_rollout_equals_full_recomputation_past_the_window(context, spatial_pos, action_token, previous):
+    # window 4; 2 + 7 or 6 + 7 frames in all
+    cfg = tiny(spatial_pos=spatial_pos, action_token=action_token, previous_token_input=previous)
     n_steps = 7
     model, acts, roll, outs = _rolled(cfg, True, context, n_steps, steps=1)
     assert len(roll.cache) == cfg.context_frames - 1  # the cache never holds more than the window
@@ -343,10 +347,12 @@ def test_fresh_reward_head_predicts_zero():
     torch.testing.assert_close(out.reward, torch.zeros(2, 4), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("kind", "action_token"), [("discrete", False), ("continuous", False), ("discrete", True)])
-def test_save_load_round_trip(tmp_path, kind, action_token):
+@pytest.mark.parametrize(("kind", "action_token", "previous"),
+                         [("discrete", False, False), ("continuous", False, False), ("discrete", True, False),
+                          ("discrete", False, True)])
+def test_save_load_round_trip(tmp_path, kind, action_token, previous):
     stats = {"action_mean": [0.1, 0.2, 0.3], "action_std": [1.0, 2.0, 3.0]} if kind == "continuous" else {}
-    cfg = tiny(**KINDS[kind], action_token=action_token, **stats)
+    cfg = tiny(**KINDS[kind], action_token=action_token, previous_token_input=previous, **stats)
     model = model_for(cfg)
     model.save_pretrained(tmp_path)
     assert {"config.json", "model.safetensors"} <= {p.name for p in tmp_path.iterdir()}
@@ -458,3 +464,27 @@ def test_training_flops_match_a_flop_counter():
         loss.backward()
     # The counter charges masked-out temporal attention too; the formula counts what is seen.
     assert 0.85 < counter.get_total_flops() / training_flops_per_step(cfg, 2) < 1.15
+
+
+def test_previous_token_input_reads_the_previous_frame_at_each_target_place():
+    """With ``previous_token_input`` a target frame's prediction changes when the frame before it changes, even
+    through a model whose temporal path is cut (every block's attention output zeroed): the previous tokens reach
+    the target through its own input embedding. A fresh model's "no previous token" row is zero and gets no
+    gradient, so clean frames are embedded exactly as without the option."""
+    cfg = tiny(previous_token_input=True)
+    model = model_for(cfg)
+    assert not DynamicsModel(cfg).previous_embed.weight[cfg.vocab_size].any()
+    with torch.no_grad():
+        for blk in model.backbone.blocks:
+            for name, p in blk.named_parameters():
+                if name.startswith("temporal.proj"):
+                    p.zero_()
+    tokens, actions = tokens_for(cfg), actions_for(cfg, 2, 4)
+    changed = tokens.clone()
+    changed[:, 1, 0, 0] = (changed[:, 1, 0, 0] + 1) % cfg.vocab_size  # one token of frame 1
+    with torch.no_grad():
+        a, b = model(tokens, actions, mask_ratio=1.0), model(changed, actions, mask_ratio=1.0)
+    assert not torch.allclose(a.logits[:, 1], b.logits[:, 1])  # frame 2's prediction sees it
+    torch.testing.assert_close(a.logits[:, 0], b.logits[:, 0])  # frame 1's prediction does not
+    plain = DynamicsModel(dataclasses.replace(cfg, previous_token_input=False))
+    assert plain.previous_embed is None and "previous_embed.weight" not in plain.state_dict()

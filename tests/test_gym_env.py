@@ -3,6 +3,8 @@ RL library training on it, start states from data, video and images, and bad inp
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -229,11 +231,16 @@ def test_not_a_world_model_folder(tmp_path, discrete):
         WorldModelGymEnv(discrete, horizon=0)
 
 
-@pytest.mark.parametrize("use_cache,guidance", [(True, 1.0), (True, 2.0), (False, 2.0)])
-def test_restart_rows_equals_a_fresh_start(one_thread, use_cache, guidance):
+@pytest.mark.parametrize("use_cache,guidance,previous", [(True, 1.0, False), (True, 2.0, False), (False, 2.0, False),
+                                                         (True, 1.0, True)])
+def test_restart_rows_equals_a_fresh_start(one_thread, use_cache, guidance, previous):
+    from wm_video.models.dynamics import DynamicsModel
     from wm_video.models.dynamics.sampling import Rollout
 
     model = tiny_world_model("discrete").dynamics
+    if previous:  # the restarted rows' last context frame feeds their next target's input
+        torch.manual_seed(0)
+        model = DynamicsModel(dataclasses.replace(model.config, previous_token_input=True)).eval()
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 32, (3, 4, 8, 8), generator=g)
     other = torch.randint(0, 32, (1, 4, 8, 8), generator=g)

@@ -6,12 +6,12 @@ from wm_video.models.dynamics.config import (
     training_flops_per_step,
     training_flops_per_token,
 )
+from wm_video.models.dynamics.maskgit import maskgit_generate
 from wm_video.models.dynamics.model import DynamicsModel, DynamicsOutput
 from wm_video.models.dynamics.sampling import (
     Rollout,
     RolloutOutput,
     RolloutStep,
-    maskgit_generate,
     rollout,
     sample_next_frame,
 )

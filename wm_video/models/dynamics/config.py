@@ -149,6 +149,12 @@ class DynamicsConfig:
         action_token: also give each frame an action token in spatial attention (the frame's conditioning vector
             projected to ``width``), beside the adaLN modulation: a token can then read the action where it is,
             e.g. only where the controlled sprite is. Costs one token per frame.
+        previous_token_input: each target token's input also embeds the token at its place in the previous frame
+            (a second embedding table, added to the [MASK] or token embedding; clean frames get none). A target
+            frame then starts as a copy of the last one, and one spatial-attention hop within it, modulated by the
+            action, can move content where the action says; without it, where a sprite was must first travel
+            through the previous clean frame's spatial attention and then the temporal attention
+            (docs/fidelity.md, E20).
         reward_bins: bins of the reward head. Rewards are classified into two-hot bins over ``symlog(r)``
             (DreamerV3): reward scales differ by orders of magnitude across datasets and games, and a
             cross-entropy over fixed symlog bins neither needs per-dataset scaling nor lets large rewards
@@ -209,6 +215,7 @@ class DynamicsConfig:
     null_action_prob: float = 0.1
     action_init: Literal["zero", "normal"] = "normal"
     action_token: bool = False
+    previous_token_input: bool = False
     reward_bins: int = 255
     reward_range: list[float] = field(default_factory=lambda: [-20.0, 20.0])
     termination_pos_weight: float = 10.0

@@ -89,6 +89,9 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         config = DynamicsConfig(**config) if isinstance(config, dict) else config
         self.config = c = config
         self.token_embed = nn.Embedding(c.vocab_size + 1, c.width)  # id vocab_size is [MASK]
+        # the previous frame's token at each target place (config.previous_token_input); id vocab_size: none
+        self.previous_embed = (nn.Embedding(c.vocab_size + 1, c.width, padding_idx=c.vocab_size)
+                               if c.previous_token_input else None)
         self.backbone = STTransformer(c)
         self.token_head = nn.Linear(c.width, c.vocab_size)
         # One encoder with its own null (the layout of exports made before domains), or one per domain around a
@@ -108,6 +111,9 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         for lin in [*(blk.modulation for blk in self.backbone.blocks), self.backbone.out_modulation]:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
+        if self.previous_embed is not None:
+            with torch.no_grad():  # "no previous token" adds nothing, and gets no gradient (padding_idx)
+                self.previous_embed.weight[self.mask_id].zero_()
         self.actions.zero_init_()
         self.outcome.zero_init_()
         if self.text is not None:
@@ -179,7 +185,7 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         encoder = self.actions.encoder(name)
         with torch.device("meta"):  # no memory: every part is replaced by this model's own below
             view = DynamicsModel(self.config.domain_config(name))
-        for part in ("token_embed", "backbone", "token_head", "outcome", "text"):
+        for part in ("token_embed", "previous_embed", "backbone", "token_head", "outcome", "text"):
             setattr(view, part, getattr(self, part))
         view.actions.null = self.actions.null
         view.actions.embed, view.actions.mlp = encoder.embed, encoder.mlp
@@ -237,13 +243,17 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
     # ---- network ------------------------------------------------------------------------------------------
 
     def encode(self, tokens: torch.Tensor, cond: torch.Tensor, positions: torch.Tensor, clean: torch.Tensor,
-               cache: KVCache | None = None, collect_kv: bool = False
+               cache: KVCache | None = None, collect_kv: bool = False, previous: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]] | None]:
         """The transformer on frames of token ids ``(b, f, n)`` (``mask_id`` allowed) with conditioning ``(b, f, c)``
         at ``positions`` ``(f,)``, flagged ``clean`` ``(f,)``: -> hidden ``(b, f, n, d)`` and, with
-        ``collect_kv``, every layer's temporal keys/values for a :class:`KVCache`. The building block of
-        ``forward`` and of :mod:`.sampling`."""
-        return self.backbone(self.token_embed(tokens), cond, positions, clean, cache, collect_kv)
+        ``collect_kv``, every layer's temporal keys/values for a :class:`KVCache`. ``previous`` ``(b, f, n)``: the
+        token ids at each place in the frame before each frame (``mask_id``: none), read by a model with
+        ``previous_token_input`` and ignored by others. The building block of ``forward`` and of :mod:`.sampling`."""
+        x = self.token_embed(tokens)
+        if self.previous_embed is not None and previous is not None:
+            x = x + self.previous_embed(previous)
+        return self.backbone(x, cond, positions, clean, cache, collect_kv)
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor | None = None, mask_ratio: float | None = None,
                 target_mask: torch.Tensor | None = None, *, domain: str | None = None, sliding_window: bool = False,
@@ -286,7 +296,9 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         masked = flat[:, 1:].masked_fill(target_mask, self.mask_id)  # (b, t-1, n)
         positions = torch.cat([torch.arange(t), torch.arange(1, t)])  # copies share their frame's position
         clean = torch.arange(2 * t - 1) < t
-        hidden, _ = self.encode(torch.cat([flat, masked], 1), torch.cat([cond, cond[:, 1:]], 1), positions, clean)
+        previous = torch.cat([torch.full_like(flat, self.mask_id), flat[:, :-1]], 1)  # none for the clean frames
+        hidden, _ = self.encode(torch.cat([flat, masked], 1), torch.cat([cond, cond[:, 1:]], 1), positions, clean,
+                                previous=previous)
         pooled = hidden[:, :t].mean(2)  # (b, t, d)
         logits = self.token_head(hidden[:, t:])  # (b, t-1, n, k)
         reward_logits, termination_logits = self.outcome(pooled, act)

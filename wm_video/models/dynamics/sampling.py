@@ -1,7 +1,6 @@
 """Sampling next frames from a :class:`DynamicsModel`: MaskGIT decoding and rollouts, apart from ``forward``.
 
-``maskgit_generate`` fills one frame in ``K`` passes (``K = 1``: one-shot): every pass predicts all still-masked
-tokens, keeps the most confident and re-masks the rest, following the mask schedule.
+``maskgit_generate`` (:mod:`.maskgit`) fills one frame in ``K`` passes (``K = 1``: one-shot).
 
 ``Rollout`` steps a batch of imagined episodes. With the KV cache (default), each step
 
@@ -44,71 +43,9 @@ import torch
 from einops import rearrange
 
 from wm_video.models.checks import validated
-from wm_video.models.dynamics.config import mask_schedule
+from wm_video.models.dynamics.maskgit import MaskGITOutput, maskgit_generate
 from wm_video.models.dynamics.model import DynamicsModel
 from wm_video.models.dynamics.st_transformer import KVCache
-
-
-@dataclass
-class MaskGITOutput:
-    """``tokens`` ``(b, n)`` int64; ``logits`` ``(b, n, k)`` of the last pass."""
-
-    tokens: torch.Tensor
-    logits: torch.Tensor
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_k: int | None,
-            generator: torch.Generator | None) -> torch.Tensor:
-    """``(b, n, k)`` -> ``(b, n)`` ids: argmax at temperature 0, else a sample from the top-k of the tempered
-    distribution."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = logits.softmax(-1).flatten(0, 1)  # ((b n), k)
-    if generator is not None:  # a generator draws on its own device
-        probs = probs.to(generator.device)
-    return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1]).to(logits.device)
-
-
-def maskgit_generate(predict: Callable[[torch.Tensor], torch.Tensor], batch: int, num_tokens: int, mask_id: int,
-                     steps: int = 8, temperature: float = 1.0, top_k: int | None = None, schedule: str = "cosine",
-                     generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> MaskGITOutput:
-    """Fill a frame of ``num_tokens`` tokens in ``steps`` passes.
-
-    Args:
-        predict: token ids ``(b, n)`` with ``mask_id`` at unknown positions -> logits ``(b, n, k)``.
-        steps: passes ``K``; after pass ``s`` a fraction ``schedule((s + 1) / K)`` stays masked (at least one
-            more token is fixed per pass, all after the last).
-        temperature: sampling temperature; 0 is argmax and deterministic. It also scales the Gumbel noise added
-            to the confidences (annealed to 0 over the passes, as in MaskGIT), so re-masking is random too.
-        top_k: sample among the ``top_k`` most likely ids only.
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    tokens = torch.full((batch, num_tokens), mask_id, dtype=torch.long, device=device)
-    known = torch.zeros(batch, num_tokens, dtype=torch.bool, device=device)
-    logits = None
-    for s in range(steps):
-        logits = predict(tokens)  # (b, n, k)
-        sampled = torch.where(known, tokens, _sample(logits, temperature, top_k, generator))
-        unknown = num_tokens - int(known[0].sum())  # the same in every row
-        keep_masked = 0 if s == steps - 1 else int(num_tokens * float(mask_schedule((s + 1) / steps, schedule)))
-        keep_masked = max(0, min(keep_masked, unknown - 1))
-        if keep_masked == 0:
-            return MaskGITOutput(sampled, logits)
-        confidence = logits.float().log_softmax(-1).gather(-1, sampled[..., None]).squeeze(-1)  # (b, n)
-        if temperature > 0:
-            u = torch.rand(confidence.shape, generator=generator, device=generator.device if generator else device)
-            gumbel = -torch.log(-torch.log(u.to(device).clamp(1e-20, 1 - 1e-7)))
-            confidence = confidence + temperature * (1 - (s + 1) / steps) * gumbel
-        confidence = confidence.masked_fill(known, float("inf"))
-        remask = confidence.topk(keep_masked, dim=-1, largest=False).indices  # (b, keep_masked)
-        known = torch.ones_like(known).scatter_(-1, remask, False)
-        tokens = sampled.masked_fill(~known, mask_id)
-    return MaskGITOutput(tokens, logits)
 
 
 @dataclass
@@ -204,6 +141,7 @@ class Rollout:
             hidden, kv = model.encode(frames, conds, positions, torch.ones(t0, dtype=torch.bool), collect_kv=True)
             self.cache.append(kv, positions)
             self._pooled = hidden[:b, -1].mean(1)  # (b, d), the conditional stream
+            self._last = frames[:, -1]  # (B, n): the previous frame of the next target (previous_token_input)
         else:
             self._frames, self._conds = frames[:, -self.window:], conds[:, -self.window:]
         self.batch_size, self.position = b, t0 + offset
@@ -244,6 +182,7 @@ class Rollout:
                 for layer, new in zip(mine, theirs, strict=True):
                     layer[flat.to(layer.device)] = new
             self._pooled[rows.to(self._pooled.device)] = sub._pooled
+            self._last[streams.to(self._last.device)] = sub._last
         else:
             if sub._frames.shape[1] != self._frames.shape[1]:
                 raise ValueError(f"restart_rows: a context of {t0} frames fills {sub._frames.shape[1]} of the "
@@ -319,14 +258,15 @@ class Rollout:
         pos, cond = torch.tensor([self.position]), act[:, None]  # (1,), (B, 1, c)
 
         def predict(target: torch.Tensor) -> torch.Tensor:
-            hidden, _ = model.encode(target[:, None], cond, pos, torch.tensor([False]), self.cache)
+            hidden, _ = model.encode(target[:, None], cond, pos, torch.tensor([False]), self.cache,
+                                     previous=self._last[:, None])
             return model.token_head(hidden[:, 0])  # (B, n, k)
 
         gen = self._maskgit(predict, act.device)
         tokens = self._streams(gen.tokens)[:, None]  # (B, 1, n)
         hidden, kv = model.encode(tokens, cond, pos, torch.tensor([True]), self.cache, collect_kv=True)
         self.cache.append(kv, pos)
-        self._pooled = hidden[: self.batch_size, 0].mean(1)  # (b, d)
+        self._pooled, self._last = hidden[: self.batch_size, 0].mean(1), tokens[:, 0]  # (b, d), (B, n)
         self.position += 1
         return gen, pooled
 
@@ -337,11 +277,12 @@ class Rollout:
         conds[:, 0] = self._cond(self._embed(None, (self.batch_size,)))  # the window starts like a training clip
         f = frames.shape[1]
         positions, clean = torch.arange(f + 1), torch.arange(f + 1) < f
+        previous = torch.cat([torch.full_like(frames, model.mask_id), frames[:, -1:]], 1)  # none for clean frames
         cond = torch.cat([conds, act[:, None]], dim=1)  # (B, f + 1, c)
         last_pooled = []
 
         def predict(target: torch.Tensor) -> torch.Tensor:
-            hidden, _ = model.encode(torch.cat([frames, target[:, None]], 1), cond, positions, clean)
+            hidden, _ = model.encode(torch.cat([frames, target[:, None]], 1), cond, positions, clean, previous=previous)
             last_pooled.append(hidden[: self.batch_size, f - 1].mean(1))  # (b, d)
             return model.token_head(hidden[:, f])  # (B, n, k)
 
