@@ -88,10 +88,16 @@ def test_mismatched_action_space_is_refused_naming_both(tmp_path, two_sources, c
     assert "a mixture's sources name theirs" in capsys.readouterr().err
 
 
-def test_a_mixture_fine_tune_resumes(tmp_path, two_sources):
-    pretrained(tmp_path / "pre", domains=[*DOMAINS, CART])
-    assert finetune_mixture(tmp_path, two_sources, steps=2) == 0
-    assert finetune_mixture(tmp_path, two_sources, steps=4) == 0
+def test_a_lora_mixture_fine_tune_resumes(tmp_path, two_sources):
+    pre = pretrained(tmp_path / "pre", domains=[*DOMAINS, CART])
+    assert finetune_mixture(tmp_path, two_sources, "finetune.lora.rank=2", steps=2) == 0
+    assert finetune_mixture(tmp_path, two_sources, "finetune.lora.rank=2", steps=4) == 0
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 4
-    assert json.loads((tmp_path / "run" / "finetune_eval.json").read_text())["steps"] == 4
+    record = json.loads((tmp_path / "run" / "finetune_eval.json").read_text())
+    assert record["steps"] == 4 and record["lora"]["rank"] == 2
+    weights, old = load_file(tmp_path / "run" / "export" / "model.safetensors"), pre.state_dict()  # merged: plain
+    assert not any("lora" in k for k in weights)
+    assert torch.equal(weights["actions.encoders.cart.embed.weight"], old["actions.encoders.cart.embed.weight"])
+    qkv = "backbone.blocks.0.temporal.qkv.weight"
+    assert not torch.equal(weights[qkv], old[qkv])  # the adapters, merged in

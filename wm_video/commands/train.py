@@ -86,12 +86,18 @@ def dynamics(*overrides: str, data: str | None = None, out: str | None = None, c
     Instead of --data, the config's mixture field (YAML 'mixture:', a list of {path, weight, domain}) trains one
     model on several token datasets of one tokenizer whose action spaces differ: each dataset is an action domain of
     the model (model.domains), each batch comes from one of them, drawn by weight, and validation logs each
-    domain's metrics (val/DOMAIN/token_ce, ...) and their mean.
+    domain's metrics (val/DOMAIN/token_ce, ...) and their mean. With --init-from as well, the pretrained export is
+    fine-tuned on the mixture: a source whose domain the pretrained model has continues that domain's encoder (its
+    action space must match, else an error naming the source's folder, the domain and both action spaces), a new one
+    is added as the null action, a model of one action space is domain 'default', and domains no source names stay
+    as they were; finetune.freeze and finetune.lora work as for one dataset, and OUT/finetune_eval.json holds each
+    domain's held-out score before and after (domains.NAME.before / .after).
 
     Example:
         wm-video train dynamics --config configs/dynamics/atari_small.yaml --data data/pong_tokens --out runs/dyn
         wm-video train dynamics --init-from runs/dyn_video/export --data data/robot_tokens --out runs/dyn_robot
         wm-video train dynamics --config configs/dynamics/mixture_small.yaml --out runs/dyn_mix
+        wm-video train dynamics --config robot_mix.yaml --init-from runs/dyn_mix/export --out runs/dyn_mix_robot
 
     Args:
         overrides: dotted overrides, e.g. ``model.depth=4`` or ``loader.batch_size=8``.
@@ -103,7 +109,8 @@ def dynamics(*overrides: str, data: str | None = None, out: str | None = None, c
         max_steps: optimizer steps (overrides trainer.max_steps).
         max_minutes: opt-in wall-clock safety cap in minutes, counted over every resume (overrides
             trainer.max_minutes; budgets are max_steps).
-        init_from: pretrained dynamics export folder to fine-tune (sets finetune.init_from).
+        init_from: pretrained dynamics export folder to fine-tune (sets finetune.init_from), on --data or on the
+            config's mixture.
     """
     cfg = _run_config("train_dynamics", data, config, preset, overrides, max_steps, max_minutes)
     if init_from:
