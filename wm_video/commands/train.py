@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from wm_video.config import load_config
+from wm_video.config import load_config, parse_dotted, read_yaml
 from wm_video.training.decoder_module import train_decoder
 from wm_video.training.dynamics_module import train_dynamics
 from wm_video.training.run import DataMix
@@ -14,7 +14,7 @@ from wm_video.training.tokenizer_module import train_tokenizer
 
 def tokenizer(*overrides: str, data: list[str], data_weights: list[float] | None = None,
               out: str | None = None, config: str | None = None, preset: str = "small", max_steps: int | None = None,
-              max_minutes: float | None = None) -> None:
+              max_minutes: float | None = None, init_from: str | None = None) -> None:
     """Train the VQ tokenizer on episode-clip shards of one or more datasets; ends with an export in OUT/export.
 
     Several datasets (e.g. action-free video and robot camera frames, so the tokenizer a robot world model is
@@ -27,9 +27,20 @@ def tokenizer(*overrides: str, data: list[str], data_weights: list[float] | None
     codebook usage and PSNR against their quality-gate floors) printed and written to OUT/train_summary.json and
     OUT/export/quality.json.
 
+    With --init-from the run fine-tunes a tokenizer export on the new data (few-shot adaptation to a new domain): its
+    config.json and weights are the start (a model field of the YAML or the overrides that changes the architecture,
+    e.g. model.codebook_size, is an error; training-time ones such as loss weights apply), the codebook stays fixed
+    (finetune.freeze_codebook, on by default) so token ids keep their meaning for a dynamics model trained on the
+    export's tokens, and encoder and decoder train (finetune.freeze=[encoder] keeps the encoder fixed too). The
+    summary sets the held-out PSNR and codebook usage of the export beside the fine-tuned model's, on the same
+    frames. The export's config.json records the tokenizer it came from (finetuned_from); its fingerprint changes
+    (the decoder trained), so a diffusion decoder of the original refuses it, while its token_fingerprint (the
+    codebook) stays.
+
     Example:
         wm-video train tokenizer --config configs/tokenizer/atari_small.yaml --data data/pong --out runs/tok_pong
         wm-video train tokenizer --data data/videos64 data/pusht64 --data-weights 0.7 0.3 --out runs/tok_mix
+        wm-video train tokenizer --init-from runs/tok_video/export --data data/robot64 --out runs/tok_robot
 
     Args:
         overrides: dotted overrides, e.g. ``model.quantizer=fsq`` or ``loader.batch_size=8``.
@@ -43,10 +54,13 @@ def tokenizer(*overrides: str, data: list[str], data_weights: list[float] | None
         max_steps: optimizer steps (overrides trainer.max_steps).
         max_minutes: opt-in wall-clock safety cap in minutes, counted over every resume (overrides
             trainer.max_minutes; budgets are max_steps).
+        init_from: tokenizer export folder to fine-tune (sets finetune.init_from).
     """
     mix, overrides = _datasets(data, data_weights, overrides)
     cfg = _run_config("train_tokenizer", mix, config, preset, overrides, max_steps, max_minutes)
-    export = train_tokenizer(cfg, mix, out or cfg.trainer.run_dir)
+    if init_from:
+        cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, init_from=init_from))
+    export = train_tokenizer(cfg, mix, out or cfg.trainer.run_dir, _model_fields(config, overrides))
     print(f"tokenizer exported to {export}")
 
 
@@ -72,12 +86,18 @@ def dynamics(*overrides: str, data: str | None = None, out: str | None = None, c
     Instead of --data, the config's mixture field (YAML 'mixture:', a list of {path, weight, domain}) trains one
     model on several token datasets of one tokenizer whose action spaces differ: each dataset is an action domain of
     the model (model.domains), each batch comes from one of them, drawn by weight, and validation logs each
-    domain's metrics (val/DOMAIN/token_ce, ...) and their mean.
+    domain's metrics (val/DOMAIN/token_ce, ...) and their mean. With --init-from as well, the pretrained export is
+    fine-tuned on the mixture: a source whose domain the pretrained model has continues that domain's encoder (its
+    action space must match, else an error naming the source's folder, the domain and both action spaces), a new one
+    is added as the null action, a model of one action space is domain 'default', and domains no source names stay
+    as they were; finetune.freeze and finetune.lora work as for one dataset, and OUT/finetune_eval.json holds each
+    domain's held-out score before and after (domains.NAME.before / .after).
 
     Example:
         wm-video train dynamics --config configs/dynamics/atari_small.yaml --data data/pong_tokens --out runs/dyn
         wm-video train dynamics --init-from runs/dyn_video/export --data data/robot_tokens --out runs/dyn_robot
         wm-video train dynamics --config configs/dynamics/mixture_small.yaml --out runs/dyn_mix
+        wm-video train dynamics --config robot_mix.yaml --init-from runs/dyn_mix/export --out runs/dyn_mix_robot
 
     Args:
         overrides: dotted overrides, e.g. ``model.depth=4`` or ``loader.batch_size=8``.
@@ -89,7 +109,8 @@ def dynamics(*overrides: str, data: str | None = None, out: str | None = None, c
         max_steps: optimizer steps (overrides trainer.max_steps).
         max_minutes: opt-in wall-clock safety cap in minutes, counted over every resume (overrides
             trainer.max_minutes; budgets are max_steps).
-        init_from: pretrained dynamics export folder to fine-tune (sets finetune.init_from).
+        init_from: pretrained dynamics export folder to fine-tune (sets finetune.init_from), on --data or on the
+            config's mixture.
     """
     cfg = _run_config("train_dynamics", data, config, preset, overrides, max_steps, max_minutes)
     if init_from:
@@ -138,6 +159,14 @@ def _run_config(kind: str, data: object, config: str | None, preset: str, overri
     if flags:
         cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, **flags))
     return cfg
+
+
+def _model_fields(config: str | None, overrides: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """The model fields the YAML's ``model:`` section and the ``model.*`` overrides set, each with where: a fine-tune
+    takes its architecture from the export and refuses those that change it."""
+    fields = [(str(config), read_yaml(config).get("model"))] if config else []
+    fields.append(("command-line overrides", parse_dotted(list(overrides)).get("model")))
+    return [(where, values) for where, values in fields if isinstance(values, dict) and values]
 
 
 def _datasets(data: str | list[str] | None, weights: list[float] | None, overrides: tuple[str, ...]

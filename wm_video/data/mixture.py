@@ -19,7 +19,9 @@ a single-dataset batch (``frames`` or ``tokens``, ``actions``, ``rewards``, ``te
   ``weights_only=True`` safe); ``load_state_dict`` continues the very same batches, domains included. ``lookahead``
   means what it means for ClipLoader (batches fetched but not yet used; Lightning holds one).
 - **One shape per stream.** Sources must share their frame resolution and storage kind (frames or tokens; token
-  shards of one tokenizer): every batch is then ``(b, t, ...)`` alike, ``t`` cut to the shortest ``clip_len``.
+  shards of one tokenizer: the same ``tokens.token_fingerprint``, which a tokenizer fine-tuned with its codebook
+  frozen keeps, or else the same tokenizer folder): every batch is then ``(b, t, ...)`` alike, ``t`` cut to the
+  shortest ``clip_len``.
 - **Cost.** Each source has its own DataLoader: up to ``len(sources) * cfg.num_workers`` worker processes per rank,
   each started when its source is first drawn (a weight-0 source starts none).
 
@@ -209,10 +211,13 @@ def open_sources(spec: MixtureSpec) -> list[DatasetInfo]:
             raise MixtureError(f"{where(i, src)}: {e}") from e
     first, src0 = infos[0], spec.sources[0]
     for i, (src, info) in enumerate(zip(spec.sources, infos, strict=True)):
+        # one tokenizer: the same token fingerprint (kept by a fine-tune with its codebook frozen), else the same folder
+        both = _tokens(info, "token_fingerprint") and _tokens(first, "token_fingerprint")
+        same = "token_fingerprint" if both else "tokenizer"
         for name, value, want in (("frame_storage", _kind(info), _kind(first)),
                                   ("resolution", info.resolution, first.resolution),
                                   ("tokens.vocab_size", _tokens(info, "vocab_size"), _tokens(first, "vocab_size")),
-                                  ("tokens.tokenizer", _tokens(info, "tokenizer"), _tokens(first, "tokenizer"))):
+                                  (f"tokens.{same}", _tokens(info, same), _tokens(first, same))):
             if value != want:
                 raise MixtureError(f"{where(i, src)}: field {name!r} of its {DATASET_FILE} is {value!r}, but source 0 "
                                    f"({src0.path}) has {want!r}: batches of one stream need the same frame "

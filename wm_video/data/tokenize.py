@@ -92,6 +92,7 @@ def tokenize_dataset(tokenizer: str | Path, src: str | Path, out: str | Path, ba
     bar.close()
     grid = res // model.config.downsample
     tokens = {"vocab_size": model.vocab_size, "dtype": dtype.name, "tokenizer": str(tokenizer),
+              "token_fingerprint": model.token_fingerprint(),  # kept by a fine-tune with the codebook frozen
               "frame_resolution": info.resolution, "tokens_per_frame": grid * grid, "fit": fit}
     # The source's held-out episodes, so dynamics validates on the clips the tokenizer held out; a source written
     # before splits were recorded keeps the old rule here too (same shards: the same clips).

@@ -26,6 +26,9 @@ counts once, whatever its batches); the quality gates score the domains' held-ou
 
     wm-video train dynamics --config configs/dynamics/mixture_small.yaml --out runs/dyn_mix
 
+Both together fine-tune a pretrained export on a mixture: each source's domain continues the pretrained model's
+encoder of that name or is added to it (:meth:`~wm_video.training.finetune.Finetuning.mixture_config`).
+
 With ``text_encoder=PATH`` (a local T5 or CLIP text model) the model is conditioned on each clip's task text, its
 embeddings added to every batch before it moves to the device (:mod:`wm_video.training.text_conditioning`); the
 validation metrics and quality gates score the model given its text.
@@ -229,9 +232,8 @@ def _train_mixture(cfg: DynamicsTrainConfig, data: str | Path | None, out: str |
     if data is not None:
         raise ValueError(f"train dynamics: --data {data} and the config's 'mixture' ({len(cfg.mixture)} datasets) "
                          "both name the training data; give one (drop --data, or set mixture=[])")
-    if cfg.finetune.init_from or cfg.finetune.lora is not None:
-        raise ValueError("train dynamics: fine-tuning (finetune.init_from, finetune.lora) on a mixture is not "
-                         "supported yet; train on the mixture from scratch, or fine-tune on one dataset (--data)")
+    if not cfg.finetune.init_from and (cfg.finetune.lora is not None or cfg.finetune.domain is not None):
+        raise ValueError("finetune.lora and finetune.domain adapt a pretrained model: name it with --init-from DIR")
     spec = MixtureSpec.from_config(cfg.mixture)
     domains = mixture_domains(spec)
     if cfg.trainer.val_check_interval is None:  # "once per epoch" never comes: the mixture's stream is endless
@@ -241,11 +243,20 @@ def _train_mixture(cfg: DynamicsTrainConfig, data: str | Path | None, out: str |
                  "accumulate_grad_batches), as trainer.val_check_interval is unset", every)
         cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(t, val_check_interval=every))
     L.seed_everything(cfg.trainer.seed, verbose=False)  # weights init from trainer.seed, not torch's random start
-    cfg = dataclasses.replace(cfg, model=model_config_for_mixture(cfg, domains))
+    finetuning = Finetuning(cfg, spec) if cfg.finetune.init_from else None
+    model = (finetuning.mixture_config({n: d.info for n, d in domains.items()}) if finetuning
+             else model_config_for_mixture(cfg, domains))
+    cfg = dataclasses.replace(cfg, model=model)
     cfg, text_encoder = setup_text(cfg, [src.path for src in spec.sources])
     infos = [d.info for d in domains.values()]
-    return _fit(DynamicsModule(cfg, text_encoder=text_encoder), spec, out, min(i.clip_len for i in infos),
-                mixture_stats(infos))
+    module = DynamicsModule(cfg, text_encoder=text_encoder)
+    if finetuning:
+        finetuning.prepare(module.model)  # pretrained weights in, frozen parts fixed, each domain's score before
+    export = _fit(module, spec, out, min(i.clip_len for i in infos), mixture_stats(infos),
+                  before_export=finetuning.before_export if finetuning else None)
+    if finetuning:
+        finetuning.finish(module.model, out, module.global_step)  # each domain's score after: finetune_eval.json
+    return export
 
 
 def mixture_stats(infos: list[Any]) -> dict[str, Any]:

@@ -38,6 +38,14 @@ scored by :func:`wm_video.evaluation.dynamics_scores.score_dynamics`, the protoc
 gaps measure how much the model uses the actions). Both results go to ``OUT/finetune_eval.json`` (written
 atomically) and the log.
 
+Mixtures. With a config's ``mixture:`` (no ``--data``) the run fine-tunes on several datasets at once, one action
+domain per source (:mod:`wm_video.data.mixture`): a source whose domain the pretrained model has continues that
+domain's encoder (its action space must be the domain's kind and size, else an error naming the source's folder,
+the domain and both action spaces), a new one is added as ``finetune.domain`` adds one (starting as the null
+action), and a model of one action space is domain ``default``. Domains no source names stay as they were, bitwise.
+Freezing and LoRA work as for one dataset; the evaluation before and after is per domain, each on its own held-out
+clips (``finetune_eval.json``: ``domains.NAME.before`` / ``.after``, and ``new_domains``).
+
 Tokenizer check. Before that first score, the fine-tuning tokens' tokenizer is set against the frames they were made
 from: its reconstruction PSNR there (as ``data tokenize`` measured it) beside its own held-out figure, with a warning
 when it is far below, i.e. a tokenizer from another domain (:mod:`wm_video.data.tokenizer_fit`). The record goes to
@@ -59,12 +67,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from wm_video.data.loader import heldout_loader
+from wm_video.data.mixture import MixtureSpec
 from wm_video.data.reader import load_dataset_info
 from wm_video.data.schema import DatasetInfo
 from wm_video.data.split import split_dataset
 from wm_video.data.tokenizer_fit import report_token_dataset_fit
 from wm_video.evaluation.dynamics_scores import PROTOCOL, score_dynamics
 from wm_video.models.dynamics import DynamicsConfig, DynamicsModel
+from wm_video.models.dynamics.config import DEFAULT_DOMAIN
 from wm_video.training.dynamics_config import DynamicsTrainConfig, action_domain_for, model_config_for_data
 from wm_video.training.lora import apply_lora, merge_lora, params_matching
 from wm_video.training.trainer_config import DEEPSPEED
@@ -138,7 +148,8 @@ def domain_finetune_config(cfg: DynamicsTrainConfig, pretrained: DynamicsModel, 
                                                                      spec.action_dim):
             raise ValueError(f"{where}: its actions ({spec.action_type}, {spec.num_actions or spec.action_dim}) are "
                              f"not those of action domain {name!r} of {init_from} ({have.action_type}, "
-                             f"{have.num_actions or have.action_dim}); name a new domain with finetune.domain")
+                             f"{have.num_actions or have.action_dim}); name a new domain (finetune.domain, or a "
+                             "mixture source's 'domain')")
     training = {k: getattr(cfg.model, k) for k in TRAINING_FIELDS}
     return dataclasses.replace(pretrained.config, **training, action_init="zero")
 
@@ -190,13 +201,21 @@ class Finetuning:
     (fold LoRA adapters into the weights) between fitting and the export, :meth:`finish` (evaluate, write
     ``finetune_eval.json``) after."""
 
-    def __init__(self, cfg: DynamicsTrainConfig, data: str | Path) -> None:
+    def __init__(self, cfg: DynamicsTrainConfig, data: str | Path | MixtureSpec) -> None:
         if not cfg.finetune.init_from:
             raise ValueError("finetune.init_from is not set: name the pretrained dynamics export (--init-from DIR)")
         if cfg.finetune.lora is not None and cfg.trainer.strategy in DEEPSPEED:
             raise ValueError(f"finetune.lora with trainer.strategy={cfg.trainer.strategy!r} is not supported: LoRA "
                              "trains a small fraction of the weights, so plain data parallelism (ddp) serves it")
-        self.cfg, self.data = cfg, str(data)
+        self.cfg, self.mixture = cfg, isinstance(data, MixtureSpec)
+        if self.mixture and cfg.finetune.domain is not None:
+            raise ValueError(f"finetune.domain={cfg.finetune.domain} names the action domain of one dataset (--data); "
+                             "a mixture's sources name theirs (field 'domain' of each source, default: the folder's "
+                             "name): drop finetune.domain")
+        # (domain, dataset folder) of each dataset fine-tuned on: the one --data, or a mixture's sources in order
+        self.targets: list[tuple[str | None, str]] = (
+            [(src.name, str(src.path)) for src in data.sources] if isinstance(data, MixtureSpec)
+            else [(cfg.finetune.domain, str(data))])
         self.source = str(cfg.finetune.init_from)
         self.pretrained = DynamicsModel.from_pretrained(self.source)
         self.pretrained_domains = [d.name for d in self.pretrained.config.domains]
@@ -204,8 +223,13 @@ class Finetuning:
 
     @property
     def domain(self) -> str | None:
-        """The action domain the data is of (``finetune.domain``; None: a model of one action space)."""
+        """The action domain of a one-dataset run (``finetune.domain``; None: a model of one action space)."""
         return self.cfg.finetune.domain
+
+    @property
+    def data(self) -> str:
+        """The dataset folder of a one-dataset run."""
+        return self.targets[0][1]
 
     def model_config(self, info: DatasetInfo) -> DynamicsConfig:
         if self.domain is not None or self.pretrained_domains:
@@ -218,11 +242,31 @@ class Finetuning:
                  self.source, config.action_type, self.data)
         return config
 
+    def mixture_config(self, infos: dict[str, DatasetInfo]) -> DynamicsConfig:
+        """The config of a fine-tune on a mixture (``infos``: each source's ``dataset.json`` by domain, in the
+        spec's order): :func:`domain_finetune_config` for each source in turn, so a domain the pretrained model has
+        continues its encoder (same kind and size of actions, or an error naming the source's folder, the domain
+        and both action spaces) and a new one is added to it; a model of one action space is domain ``default``."""
+        config = self.pretrained.config
+        for (name, root), info in zip(self.targets, infos.values(), strict=True):
+            one = dataclasses.replace(self.cfg, finetune=dataclasses.replace(self.cfg.finetune, domain=name))
+            config = domain_finetune_config(one, self.pretrained, info, root, self.source)
+        self.record["new_domains"] = [n for n, _ in self.targets if n not in self._known()]
+        log.info("fine-tuning from %s on a mixture: domains %s continue their encoders, %s are new; the model's "
+                 "domains: %s", self.source, [n for n, _ in self.targets if n in self._known()],
+                 self.record["new_domains"], [d.name for d in config.domains])
+        return config
+
+    def _known(self) -> list[str]:
+        """The pretrained model's domains (``default`` for a model of one action space)."""
+        return self.pretrained_domains or [DEFAULT_DOMAIN]
+
     def prepare(self, model: DynamicsModel) -> None:
         """Copy the pretrained weights into ``model``, freeze the configured parts, and score it on held-out data
         (on the main process only)."""
         ft = self.cfg.finetune
-        fresh = (f"actions.encoders.{self.domain}.",) if self.domain else _ACTION_WEIGHTS
+        names = [name for name, _ in self.targets if name is not None]
+        fresh = tuple(f"actions.encoders.{name}." for name in names) if model.config.domains else _ACTION_WEIGHTS
         report = transfer_weights(self.pretrained, model, ft.fresh_actions, fresh)
         adapted = apply_lora(model, ft.lora) if ft.lora is not None else []
         frozen = freeze(model, ft.freeze)
@@ -231,10 +275,16 @@ class Finetuning:
         log.info("fine-tuning: kept %d pretrained tensors, fresh: %s, dropped: %s; %d frozen tensors, %s of %s "
                  "parameters trainable", len(report.kept), report.fresh or "none", report.dropped or "none",
                  len(frozen), f"{trainable:,}", f"{total:,}")
-        self.record = {"init_from": self.source, "data": self.data, "transfer": report.summary(),
-                       "freeze": list(ft.freeze), "frozen_tensors": len(frozen), "trainable_parameters": trainable,
-                       "parameters": total, "action_type": model.config.domain(self.domain).action_type,
-                       "domain": self.domain}
+        self.record.update({"init_from": self.source, "transfer": report.summary(), "freeze": list(ft.freeze),
+                            "frozen_tensors": len(frozen), "trainable_parameters": trainable, "parameters": total})
+        # one dataset: its domain's record at the top level (as before mixtures); a mixture: one record per domain
+        self.parts = {name: {"data": root, "action_type": model.config.domain(name).action_type, "domain": name}
+                      for name, root in self.targets}
+        if self.mixture:
+            self.record["domains"] = self.parts
+        else:
+            self.record.update(self.parts[self.domain])
+            self.parts = {self.domain: self.record}
         if ft.lora is not None:
             log.info("LoRA rank %d (alpha %g) on %d Linear layers; trained in full: %s", ft.lora.rank,
                      ft.lora.scale_alpha, len(adapted), ft.lora.train or "nothing else")
@@ -242,8 +292,9 @@ class Finetuning:
                                    "adapted_layers": len(adapted)}
         del self.pretrained  # its weights are in ``model`` now
         if _main_process():
-            self.record["tokenizer_fit"] = report_token_dataset_fit(load_dataset_info(self.data), self.data)
-            self.record["before"] = self._evaluate(model, "before")
+            for name, root in self.targets:
+                self.parts[name]["tokenizer_fit"] = report_token_dataset_fit(load_dataset_info(root), root)
+                self.parts[name]["before"] = self._evaluate(model, "before", name, root)
 
     def before_export(self, model: DynamicsModel) -> None:
         """Fold the LoRA adapters into the weights they adapt (in place, on every process), so the export is a
@@ -252,13 +303,16 @@ class Finetuning:
             log.info("LoRA: merged %d adapters into their layers for the export", merge_lora(model))
 
     def finish(self, model: DynamicsModel, out: str | Path, steps: int) -> Path | None:
-        """Score the trained ``model`` and write ``out/finetune_eval.json`` (main process); returns its path."""
+        """Score the trained ``model`` (each domain's held-out clips) and write ``out/finetune_eval.json`` (main
+        process); returns its path."""
         if not _main_process():
             return None
-        self.record["after"] = self._evaluate(model, "after")
+        for name, root in self.targets:
+            self.parts[name]["after"] = self._evaluate(model, "after", name, root)
+            self.parts[name]["split"] = split_dataset(root, self.cfg.val_fraction).rule
         self.record["steps"] = steps
         self.record["protocol"] = {
-            "split": split_dataset(self.data, self.cfg.val_fraction).rule,
+            "split": self.parts[self.domain].pop("split") if not self.mixture else "per domain (domains.*.split)",
             "prediction": PROTOCOL,
             "eval_batches": self.cfg.finetune.eval_batches, "date": datetime.date.today().isoformat()}
         path = Path(out) / EVAL_FILE
@@ -266,21 +320,23 @@ class Finetuning:
         log.info("fine-tuning evaluation written to %s", path)
         return path
 
-    def _evaluate(self, model: DynamicsModel, when: str) -> dict[str, Any] | None:
-        if not split_dataset(self.data, self.cfg.val_fraction).heldout_clips:
+    def _evaluate(self, model: DynamicsModel, when: str, domain: str | None, data: str) -> dict[str, Any] | None:
+        """``domain``'s score on the held-out clips of ``data`` (None when nothing is held out)."""
+        if not split_dataset(data, self.cfg.val_fraction).heldout_clips:
             log.warning("nothing held out of %s (see the held-out split above): no %s-fine-tuning evaluation",
-                        self.data, when)
+                        data, when)
             return None
         ft, device = self.cfg.finetune, next(model.parameters()).device
         use_gpu = torch.cuda.is_available() and self.cfg.trainer.accelerator not in ("cpu",)
         model.to("cuda" if use_gpu else "cpu")
         try:
-            loader, _ = heldout_loader(self.data, self.cfg.val_fraction, ft.eval_batch_size)
-            result = score_dynamics(model.domain_model(self.domain), loader, max_batches=ft.eval_batches).summary()
+            loader, _ = heldout_loader(data, self.cfg.val_fraction, ft.eval_batch_size)
+            result = score_dynamics(model.domain_model(domain), loader, max_batches=ft.eval_batches).summary()
         finally:
             model.to(device)
-        log.info("held-out %s fine-tuning: token acc %.4f, token CE %.4f (shuffled actions %s; copy-last-frame acc "
-                 "%.4f, %d clips)", when, result["next_frame_token_acc"], result["token_ce_true_actions"],
+        log.info("held-out %s fine-tuning%s: token acc %.4f, token CE %.4f (shuffled actions %s; copy-last-frame acc "
+                 "%.4f, %d clips)", when, f" (domain {domain!r})" if domain else "", result["next_frame_token_acc"],
+                 result["token_ce_true_actions"],
                  f"{result['token_ce_shuffled_actions']:.4f}" if "token_ce_shuffled_actions" in result else "n/a",
                  result["copy_last_frame_acc"], result["clips"])
         return result

@@ -234,7 +234,8 @@ def finish_training(what: str, out: str | Path, export: Path | None, stop: dict[
     print(format_summary(summary))
     atomic_write_json(Path(out) / SUMMARY, summary)
     if export is not None:
-        keep = ("part", "steps_done", "max_steps", "stop_reason", "metrics", "gates", "heads", "passed", "date")
+        keep = ("part", "steps_done", "max_steps", "stop_reason", "metrics", "gates", "heads", "finetune", "passed",
+                "date")
         atomic_write_json(export / QUALITY, {k: summary[k] for k in keep if k in summary})
     return summary
 
@@ -256,6 +257,11 @@ def format_summary(s: dict[str, Any]) -> str:
         verdict = {True: "ok", False: "FAILED", None: "n/a"}[g["passed"]]
         lines.append(f"  {name:<18} {_fmt(g['value']):>9}   {g['baseline_name']} {_fmt(g['baseline'])}   {verdict}"
                      + ("" if g["passed"] else f"   ({g['reason']})"))
+    if s.get("finetune", {}).get("before"):  # a tokenizer fine-tune: the export it started from, same frames
+        ft = s["finetune"]
+        lines.append(f"  fine-tuned from {ft['tokenizer']}: PSNR {_fmt(ft['before']['psnr_db'])} -> "
+                     f"{_fmt(ft['after']['psnr_db'])} dB, codebook usage {_fmt(ft['before']['codebook_usage'])} -> "
+                     f"{_fmt(ft['after']['codebook_usage'])} (codebook {ft['codebook']})")
     if s.get("heads"):
         lines.append("  heads (captions drawn only when passed): " + ", ".join(
             f"{k} {({True: 'passed', False: 'FAILED', None: 'n/a'})[v]}" for k, v in s["heads"].items()))

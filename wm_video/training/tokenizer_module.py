@@ -6,7 +6,8 @@ Held-out validation uses the dataset's held-out episodes (:mod:`wm_video.data.sp
 weights each keep theirs); reconstruction grids go to TensorBoard; the run ends with an export (``OUT/export``:
 config.json + model.safetensors) and a summary whose quality gates check held-out codebook usage and reconstruction
 PSNR against floors (``quality.*``, see :mod:`wm_video.training.quality`). Rerunning the command in the same
-``--out`` resumes from ``checkpoints/last.ckpt``.
+``--out`` resumes from ``checkpoints/last.ckpt``. With ``--init-from`` it fine-tunes a tokenizer export, codebook
+frozen (:mod:`wm_video.training.tokenizer_finetune`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ from wm_video.training.ema import EMA_DECAY, drop_ema_from_checkpoint, ema_callb
 from wm_video.training.optim import OptimConfig, build_optimizer
 from wm_video.training.quality import QualityConfig, assess_tokenizer
 from wm_video.training.run import DataMix, data_roots, fit_and_export
+from wm_video.training.tokenizer_finetune import (
+    ModelFields,
+    TokenizerFinetuneConfig,
+    assess_finetune,
+    finetune_config,
+    start_from_export,
+)
 from wm_video.training.trainer_config import TrainerConfig
 
 
@@ -50,6 +58,8 @@ class TokenizerTrainConfig:
         quality: floors of the end-of-training quality gates (codebook usage, held-out PSNR).
         ema_decay: keep an exponential moving average of the weights with this decay (warmed up, see
             :mod:`wm_video.training.ema`), validate on it and export it instead of the last step's weights; 0: off.
+        finetune: start from a tokenizer export (``finetune.init_from``, ``--init-from``), its codebook frozen by
+            default (:mod:`wm_video.training.tokenizer_finetune`).
     """
 
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -62,6 +72,7 @@ class TokenizerTrainConfig:
     image_every_n_val: int = 1
     quality: QualityConfig = field(default_factory=QualityConfig)
     ema_decay: float = EMA_DECAY
+    finetune: TokenizerFinetuneConfig = field(default_factory=TokenizerFinetuneConfig)
 
 
 def sample_frames(frames: torch.Tensor, k: int, *others: torch.Tensor, generator: torch.Generator | None = None
@@ -162,10 +173,16 @@ class TokenizerModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": sched}
 
 
-def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path | DataMix, out: str | Path) -> Path:
+def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path | DataMix, out: str | Path,
+                    model_fields: ModelFields | None = None) -> Path:
     """Train on the shards in ``data`` (a dataset folder, or a :class:`~wm_video.training.run.DataMix` of several
     sharing one resolution) into run folder ``out``; resumes from ``out/checkpoints/last.ckpt``; returns the export
-    folder."""
+    folder. With ``cfg.finetune.init_from``, fine-tune that export (:mod:`.tokenizer_finetune`): its model config,
+    with the training-time ``model_fields`` the YAML and overrides set (where, fields), replaces ``cfg.model``."""
+    if cfg.finetune.init_from:
+        cfg = finetune_config(cfg, model_fields)
+    elif cfg.finetune.freeze:
+        raise ValueError("finetune.freeze keeps parts of a pretrained tokenizer fixed: name it with --init-from DIR")
     roots = data_roots(data)
     infos = [load_dataset_info(root) for root in roots]
     check_mixable(list(zip(roots, infos, strict=True)))
@@ -174,6 +191,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path | DataMix, out: 
     if info.resolution != [res, res]:
         raise ValueError(f"{roots[0]}: frames are {info.resolution[0]}x{info.resolution[1]} but the tokenizer is built "
                          f"for {res}x{res} (set model.resolution)")
-    return fit_and_export(TokenizerModule(cfg), cfg.trainer, data, cfg.loader, cfg.val_fraction,
-                          cfg.val_batches, out, "tokenizer",
-                          assess=lambda model, heldout: assess_tokenizer(model, heldout, cfg.quality))
+    module = TokenizerModule(cfg)
+    if cfg.finetune.init_from:
+        start_from_export(module.model, cfg)  # the export's weights, the codebook (and finetune.freeze) fixed
+    return fit_and_export(module, cfg.trainer, data, cfg.loader, cfg.val_fraction, cfg.val_batches, out, "tokenizer",
+                          assess=assess_finetune(cfg, cfg.quality) if cfg.finetune.init_from else
+                          lambda model, heldout: assess_tokenizer(model, heldout, cfg.quality))

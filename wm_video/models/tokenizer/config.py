@@ -54,6 +54,9 @@ class TokenizerConfig:
             quantizer inputs of token cells whose pixels did not change are pulled together, so their tokens stop
             flickering (:func:`~wm_video.models.tokenizer.losses.temporal_stability_loss`). Training samples
             consecutive frame pairs when it is on. Training only.
+        finetuned_from: set by ``wm-video train tokenizer --init-from`` (never by hand): the tokenizer export this
+            one was fine-tuned from, ``{"tokenizer": folder, "fingerprint": its fingerprint, "token_fingerprint":
+            its quantizer's, "codebook": "frozen" or "trained"}``; empty for a tokenizer trained from scratch.
     """
 
     resolution: int = 64
@@ -82,6 +85,7 @@ class TokenizerConfig:
     foreground_weight: float = 0.0
     foreground_threshold: float = 0.1
     temporal_weight: float = 0.0
+    finetuned_from: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("resolution", "base_channels", "layers_per_block", "norm_groups", "latent_channels",

@@ -92,6 +92,13 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
         tokenizer's tokens (the diffusion decoder) record it, so tokens of another tokenizer are refused."""
         return weights_fingerprint(self.quantizer, self.decoder)
 
+    def token_fingerprint(self) -> str:
+        """A short hash of what each token id stands for, the quantizer's weights (VQ: codebook and projections; FSQ:
+        its projections): ``data tokenize`` records it, and token datasets with the same one may share a mixture. A
+        fine-tune with ``finetune.freeze_codebook`` keeps it, while :meth:`fingerprint`, which covers the decoder too,
+        changes."""
+        return weights_fingerprint(self.quantizer)
+
     def check_frames(self, frames: torch.Tensor, where: str = "frames") -> None:
         """``(b, t, 3, h, w)`` whose ``h`` and ``w`` the downsampling factor divides; clear errors otherwise."""
         if frames.ndim != 5 or frames.shape[2] != 3:

@@ -77,6 +77,9 @@ class VectorQuantizerEMA(nn.Module):
         self.register_buffer("embed_sum", embed.clone())  # (k, c) EMA of assigned vectors' sum
         self.register_buffer("cluster_size", torch.ones(codebook_size))  # (k,) EMA of assignment counts
         self.register_buffer("initialized", torch.tensor(False))
+        # True: training leaves the codebook as it is (no seeding, EMA update or restart), so every token id keeps
+        # the code it stands for; set by a tokenizer fine-tune (finetune.freeze_codebook), not saved
+        self.codebook_frozen = False
 
     def lookup(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest code by cosine similarity for unit vectors ``x`` ``(n, c)`` -> indices ``(n,)``."""
@@ -89,11 +92,12 @@ class VectorQuantizerEMA(nn.Module):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         b, _, h, w = z.shape
         x = F.normalize(self.proj_in(rearrange(z, "b d h w -> (b h w) d")), dim=-1)  # (n, c)
-        if self.training and not bool(self.initialized):
+        update = self.training and not self.codebook_frozen
+        if update and not bool(self.initialized):
             self._initialize(x.detach())
         idx = self.lookup(x)  # (n,)
         counts = torch.bincount(idx, minlength=self.codebook_size).float()
-        if self.training:
+        if update:
             self.ema_update(x.detach(), idx, counts.clone())
         q = self.embed[idx]
         loss = self.commitment_weight * F.mse_loss(x, q.detach())
