@@ -1,6 +1,7 @@
-"""Task text on the sampling verbs: ``wm-video generate``, ``plan``, ``play`` (its session) and ``eval`` take
-``--task``, ``--text-encoder`` and ``--text-guidance-scale``; the text changes what a text model predicts, guidance
-scale 1 is plain sampling and 0 the text-free model, and a model trained without text refuses all three."""
+"""Task text on the sampling verbs: ``wm-video generate``, ``plan``, ``imagine-train``, ``play`` (its session) and
+``eval`` take ``--task``, ``--text-encoder`` and ``--text-guidance-scale``; the text changes what a text model
+predicts, guidance scale 1 is plain sampling and 0 the text-free model, and a model trained without text refuses
+all three."""
 
 from __future__ import annotations
 
@@ -175,3 +176,19 @@ def test_text_encoder_overrides_the_folder_the_model_records(models, tmp_path, c
                                 str(models / "t5"), model="wm_moved")
     assert trace["task"] == "reach" and np.array_equal(frames, generate(models, tmp_path / "c.mp4", "--task",
                                                                         "reach")[1])
+
+
+def test_imagine_train_takes_the_task(models, tmp_path, capsys):
+    args = ["imagine-train", "--data", str(models / "data"), "--iterations", "2", "--batch-size", "2", "--horizon",
+            "2", "--start-states", "2", "--context-frames", "2", "--maskgit-steps", "1", "--episodes", "0",
+            "--log-every", "1", "--video-episodes", "0", "--out", str(tmp_path / "imagine")]
+    assert main([*args, "--model", str(models / "wm_text")]) == 2  # dataset start contexts: no default task
+    err = capsys.readouterr().err
+    assert "--task TEXT" in err and "imagine-train" in err and str(models / "wm_text") in err
+    assert main([*args, "--model", str(models / "wm_text"), "--task", "push", "--text-guidance-scale", "2"]) == 0
+    report = json.loads((tmp_path / "imagine" / "report.json").read_text())
+    assert report["settings"]["task"] == "push" and report["settings"]["text_guidance_scale"] == 2.0
+    assert len(report["training"]["history"]) == 2 and report["training"]["imagined_frames"] == 2 * 2 * 2
+    assert main([*args, "--model", str(models / "wm_plain"), "--task", "push"]) == 2
+    err = capsys.readouterr().err
+    assert "--task 'push'" in err and "trained without task text" in err and str(models / "wm_plain") in err

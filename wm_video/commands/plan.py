@@ -62,8 +62,13 @@ def imagine_train(*overrides: str, model: str, env: str | None = None, data: str
     and actor losses), imagined frames/s, the real returns and the compute used. The actor can then value plans:
     'wm-video plan --value OUT/actor'. Settings (kind ``imagine_train``) resolve as for 'wm-video plan'.
 
+    A world model trained with task text imagines conditioned on --task TEXT (default: a Meta-World simulator's
+    task name where the start contexts come from --env; with --data, give --task), with --text-encoder and
+    --text-guidance-scale as for 'wm-video plan'; the report's settings record the task and the scale.
+
     Example:
         wm-video imagine-train --model runs/wm_pendulum --env Pendulum-v1 --iterations 500 --out runs/imagine
+        wm-video imagine-train --model runs/wm_mt --env metaworld/reach-v3 --text-guidance-scale 2 --out runs/im_reach
 
     Args:
         overrides: dotted overrides of the imagine_train config, e.g. ``horizon=10``; they beat flags and YAML.

@@ -111,7 +111,7 @@ class PlanConfig(RealRunConfig, TaskTextSettings):
 
 
 @dataclass
-class ImagineTrainConfig(RealRunConfig):
+class ImagineTrainConfig(RealRunConfig, TaskTextSettings):
     """An actor-critic trained in imagination, then run in the real simulator.
 
     Args:
@@ -129,6 +129,9 @@ class ImagineTrainConfig(RealRunConfig):
             from the spread of futures the model predicts, not from one argmax future).
         episodes: real evaluation episodes per agent (default 10; 0: no evaluation).
         log_every: training steps between entries of the training curve (default 10).
+        task: the task text the imagined rollouts (training and the videos) are conditioned on, for a world model
+            trained with task text (default None: a Meta-World simulator's task name where the start contexts come
+            from --env, as for 'wm-video plan'; with --data, an error); refused for a model without text.
     """
 
     temperature: float = 1.0

@@ -25,7 +25,7 @@ from wm_video.planning.mcts import MCTSConfig, MCTSPlanner
 from wm_video.planning.report import add_margins, compute_record, write_report
 from wm_video.planning.scoring import check_outcome_heads, model_action_space
 from wm_video.planning.starts import start_states_from_data, start_states_from_env
-from wm_video.task_text import resolve_task, task_embedding
+from wm_video.task_text import TaskTextSettings, resolve_task, task_embedding
 from wm_video.utils import progress
 from wm_video.utils.device import resolve_device
 from wm_video.world_model import WorldModel
@@ -43,8 +43,7 @@ def run_planner(model: str | Path, env: str, out: str | Path, cfg: PlanConfig, d
     wm, sim, n_ctx = _setup(model, env, cfg.context_frames, device, cfg.domain)
     try:
         space = model_action_space(wm, cfg.action_low, cfg.action_high, fallback=sim.action_space)
-        task = resolve_task(wm.dynamics.config.text_dim, cfg, "plan", model, default=task_text(env))
-        text = task_embedding(wm, cfg, "plan", model, default=task)
+        task, text = _task(wm, cfg, "plan", model, task_text(env))
         agent, search = build_planner(wm, space, cfg, device, text)
         settings = {"planner": cfg.planner, **vars(search), "temperature": cfg.temperature,
                     "maskgit_steps": cfg.maskgit_steps, "context_frames": n_ctx, "action_space": space.to_dict(),
@@ -96,6 +95,8 @@ def train_actor(model: str | Path, out: str | Path, cfg: ImagineTrainConfig, env
     wm, sim, n_ctx = _setup(model, env, cfg.context_frames, device, cfg.domain)
     try:
         space = model_action_space(wm, cfg.action_low, cfg.action_high, fallback=sim.action_space if sim else None)
+        # a Meta-World task name is the default only where the start contexts come from that simulator
+        task, text = _task(wm, cfg, "imagine-train", model, None if data else task_text(env))
         if data:
             wm.check_data_actions(load_dataset_info(data).action_space, f"{data}/dataset.json")
             starts = start_states_from_data(data, cfg.start_states, n_ctx, wm.resolution)
@@ -103,28 +104,32 @@ def train_actor(model: str | Path, out: str | Path, cfg: ImagineTrainConfig, env
             starts = start_states_from_env(sim, cfg.start_states, n_ctx, wm.resolution, cfg.seed)
         torch.manual_seed(cfg.seed)
         actor = ActorCritic.for_world_model(wm, space, frames=cfg.frames)
-        training = _train_in_imagination(wm, actor, starts, cfg, device)
+        training = _train_in_imagination(wm, actor, starts, cfg, device, text)
         actor.save_pretrained(Path(out) / "actor")
         history = training.pop("history")  # last in the record, after where the start contexts came from
         training.update(start_source=str(data) if data else f"{env} (random policy)", history=history)
         settings = {**vars(cfg.imagine()), "frames": cfg.frames, "temperature": cfg.temperature,
-                    "maskgit_steps": cfg.maskgit_steps, "context_frames": n_ctx, "action_space": space.to_dict()}
+                    "maskgit_steps": cfg.maskgit_steps, "context_frames": n_ctx, "action_space": space.to_dict(),
+                    "task": task, "text_guidance_scale": cfg.text_guidance_scale}
         head = {"kind": "imagine-train", "model": str(model), "env": env, "settings": settings,
                 "training": training, "actor": str(Path(out) / "actor")}
         agents = {"actor": ActorAgent(wm, actor, deterministic=True)} if cfg.episodes > 0 else {}
         run = dataclasses.replace(cfg, baseline=cfg.baseline and cfg.episodes > 0)
         # the actor's video shows the next imagined frame of each decision, argmax: what the actor acted on
-        return run_agents(sim, wm, agents, out, run, n_ctx, _renderer(wm, cfg, 1, 0.0, device), head, device)
+        renderer = _renderer(wm, cfg, 1, 0.0, device, text, cfg.text_guidance_scale)
+        return run_agents(sim, wm, agents, out, run, n_ctx, renderer, head, device)
     finally:
         if sim is not None:
             sim.close()
 
 
 def _train_in_imagination(wm: WorldModel, actor: ActorCritic, starts: StartStates, cfg: ImagineTrainConfig,
-                          device: str) -> dict[str, Any]:
-    """``cfg.iterations`` imagination training steps of ``actor``; returns the training record (curve, speed)."""
+                          device: str, text: torch.Tensor | None = None) -> dict[str, Any]:
+    """``cfg.iterations`` imagination training steps of ``actor``, imagined with the task-text embedding ``text``
+    (a model with text) and ``cfg.text_guidance_scale``; returns the training record (curve, speed)."""
     gen = torch.Generator(device).manual_seed(cfg.seed)
-    imagined = WorldModelEnv(wm, cfg.maskgit_steps, cfg.temperature, render=False, generator=gen)
+    imagined = WorldModelEnv(wm, cfg.maskgit_steps, cfg.temperature, render=False, generator=gen, text=text,
+                             text_guidance_scale=cfg.text_guidance_scale)
     trainer = ImaginationTrainer(imagined, actor, starts, cfg.imagine(), torch.Generator().manual_seed(cfg.seed + 1))
     history, t0 = [], time.perf_counter()
     bar = progress(total=cfg.iterations, desc="imagine-train", unit="step")
@@ -139,6 +144,14 @@ def _train_in_imagination(wm: WorldModel, actor: ActorCritic, starts: StartState
     return {"iterations": cfg.iterations, "seconds": train_s, "imagined_frames": trainer.imagined_frames,
             "imagined_frames_per_s": trainer.imagined_frames / max(train_s, 1e-9),
             "start_states": len(starts.frames), "history": history}
+
+
+def _task(wm: WorldModel, cfg: TaskTextSettings, where: str, model: str | Path, default: str | None
+          ) -> tuple[str | None, torch.Tensor | None]:
+    """The task text the verb ``where`` conditions ``wm`` on (``cfg.task``, else ``default``; an error naming
+    --task for a text model with neither; None without text) and its embedding ``(text_dim,)`` (or None)."""
+    task = resolve_task(wm.dynamics.config.text_dim, cfg, where, model, default=default)
+    return task, task_embedding(wm, cfg, where, model, default=task)
 
 
 def _setup(model: str | Path, env: str | None, context_frames: int | None, device: str, domain: str | None
