@@ -173,6 +173,7 @@ def test_page_in_a_real_browser(world, tmp_path):
             page.goto(url)
             page.wait_for_function("window.wmPlay.frames >= 2", timeout=30_000)
             assert page.inner_text("#keys").count("action") >= 2  # the mapping is on the page
+            assert page.is_hidden("#task")  # a model trained without text: no task line under the title
 
             def first_frame_after(key: str) -> str:
                 page.click("#pause")  # pause, restart from clip 0, hold the key, go on: frame 1 comes from it

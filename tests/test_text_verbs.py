@@ -151,7 +151,7 @@ def test_play_session_and_gym_env_take_the_task(models, tmp_path):
     frames = {}
     for task in ("reach", "push"):
         s = play(task, policy="mcts", plan_horizon=1)
-        assert s.task == task and s.describe()["task"] == task
+        assert s.task == task and s.describe()["task"] == task and s.describe()["text_guidance_scale"] == 1.0
         s.reset(0)
         frames[task] = [s.step(["1"]).image for _ in range(3)]
         s.set_controller("mcts")

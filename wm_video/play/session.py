@@ -109,7 +109,8 @@ class PlaySession:
                 "shows": self.shows, "fps": self.fps, "has_decoder": self.has_decoder,
                 "temperature": self.temperature, "decoder_steps": self.cfg.decoder_steps,
                 "max_decoder_steps": getattr(getattr(self.model.decoder, "config", None), "max_inference_steps", None),
-                "resolution": self.model.resolution, "task": self.task, "recording": self.recorder is not None,
+                "resolution": self.model.resolution, "task": self.task,
+                "text_guidance_scale": self.cfg.text_guidance_scale, "recording": self.recorder is not None,
                 "record_dir": str(self.cfg.record_dir) if self.recorder is not None else None}
 
     # ---- settings -----------------------------------------------------------------------------------------------
