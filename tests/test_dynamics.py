@@ -27,6 +27,10 @@ from wm_video.models.dynamics.heads import symexp, symlog, two_hot, two_hot_deco
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for this module
 
 
+# the input options beside the token embedding: none, the previous frame's token, and that with the 3x3 input conv
+INPUTS = {False: {}, True: {"previous_token_input": True}, "conv": {"previous_token_input": True, "input_conv": True}}
+
+
 def tiny(**kw) -> DynamicsConfig:
     return dataclasses.replace(load_config("dynamics", preset_name="debug"), **kw)
 
@@ -119,9 +123,9 @@ def test_teacher_forced_mode_masks_every_target_token():
 
 @pytest.mark.parametrize(("spatial_pos", "action_token", "previous"),
                          [("learned", False, False), ("rope", False, False), ("learned", True, False),
-                          ("rope", True, False), ("learned", False, True)])
+                          ("rope", True, False), ("learned", False, True), ("learned", False, "conv")])
 def test_frames_never_see_the_future(spatial_pos, action_token, previous):
-    cfg = tiny(spatial_pos=spatial_pos, action_token=action_token, previous_token_input=previous)
+    cfg = tiny(spatial_pos=spatial_pos, action_token=action_token, **INPUTS[previous])
     model = model_for(cfg)
     tokens, actions = tokens_for(cfg), actions_for(cfg, 2, 4)
     mask = model.sample_target_mask(2, 3, generator=torch.Generator().manual_seed(0)).view(2, 3, 4, 4)
@@ -141,9 +145,9 @@ def test_frames_never_see_the_future(spatial_pos, action_token, previous):
     torch.testing.assert_close(a.logits[:, :2], b.logits[:, :2])
 
 
-@pytest.mark.parametrize(("action_token", "previous"), [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize(("action_token", "previous"), [(False, False), (True, False), (False, True), (False, "conv")])
 def test_an_action_affects_its_outcome_and_later_frames_only(action_token, previous):
-    cfg = tiny(action_token=action_token, previous_token_input=previous)
+    cfg = tiny(action_token=action_token, **INPUTS[previous])
     model = model_for(cfg)
     tokens, actions = tokens_for(cfg), actions_for(cfg, 2, 4)
     other = actions.clone()
@@ -262,10 +266,11 @@ def _rolled(cfg, use_cache, context, n_steps, steps, seed=0):
     return model, acts, roll, outs
 
 
-@pytest.mark.parametrize(("kind", "previous"), [("discrete", False), ("continuous", False), ("discrete", True)])
+@pytest.mark.parametrize(("kind", "previous"), [("discrete", False), ("continuous", False), ("discrete", True),
+                                                ("discrete", "conv")])
 def test_cached_rollout_equals_recomputation_within_the_window(kind, previous):
     # context_frames 4: the history stays within the window for 3 steps from 1 frame
-    cfg = tiny(**KINDS[kind], previous_token_input=previous)
+    cfg = tiny(**KINDS[kind], **INPUTS[previous])
     _, _, _, cached = _rolled(cfg, True, context=1, n_steps=3, steps=3)
     _, _, _, plain = _rolled(cfg, False, context=1, n_steps=3, steps=3)
     for c, p in zip(cached, plain, strict=True):
@@ -277,10 +282,11 @@ def test_cached_rollout_equals_recomputation_within_the_window(kind, previous):
 
 @pytest.mark.parametrize(("context", "spatial_pos", "action_token", "previous"),
                          [(2, "learned", False, False), (6, "rope", False, False), (2, "learned", True, False),
-                          (6, "rope", True, False), (2, "learned", False, True), (6, "rope", False, True)])
+                          (6, "rope", True, False), (2, "learned", False, True), (6, "rope", False, True),
+                          (6, "rope", False, "conv")])
 def test_cached_rollout_equals_full_recomputation_past_the_window(context, spatial_pos, action_token, previous):
     # window 4; 2 + 7 or 6 + 7 frames in all
-    cfg = tiny(spatial_pos=spatial_pos, action_token=action_token, previous_token_input=previous)
+    cfg = tiny(spatial_pos=spatial_pos, action_token=action_token, **INPUTS[previous])
     n_steps = 7
     model, acts, roll, outs = _rolled(cfg, True, context, n_steps, steps=1)
     assert len(roll.cache) == cfg.context_frames - 1  # the cache never holds more than the window
@@ -349,10 +355,10 @@ def test_fresh_reward_head_predicts_zero():
 
 @pytest.mark.parametrize(("kind", "action_token", "previous"),
                          [("discrete", False, False), ("continuous", False, False), ("discrete", True, False),
-                          ("discrete", False, True)])
+                          ("discrete", False, True), ("discrete", False, "conv")])
 def test_save_load_round_trip(tmp_path, kind, action_token, previous):
     stats = {"action_mean": [0.1, 0.2, 0.3], "action_std": [1.0, 2.0, 3.0]} if kind == "continuous" else {}
-    cfg = tiny(**KINDS[kind], action_token=action_token, previous_token_input=previous, **stats)
+    cfg = tiny(**KINDS[kind], action_token=action_token, **INPUTS[previous], **stats)
     model = model_for(cfg)
     model.save_pretrained(tmp_path)
     assert {"config.json", "model.safetensors"} <= {p.name for p in tmp_path.iterdir()}

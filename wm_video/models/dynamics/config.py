@@ -155,6 +155,11 @@ class DynamicsConfig:
             action, can move content where the action says; without it, where a sprite was must first travel
             through the previous clean frame's spatial attention and then the temporal attention
             (docs/fidelity.md, E20).
+        input_conv: a 3x3 convolution over each frame's token grid on the input embeddings (zero-initialised,
+            residual; within a frame only, so causality and the KV cache are untouched): every cell starts with its
+            neighbours' content in direction-specific channels, so "the sprite was left of me and the action says
+            right" needs no learned relative-position attention (the inductive bias of DIAMOND's U-Net;
+            docs/fidelity.md, E21).
         reward_bins: bins of the reward head. Rewards are classified into two-hot bins over ``symlog(r)``
             (DreamerV3): reward scales differ by orders of magnitude across datasets and games, and a
             cross-entropy over fixed symlog bins neither needs per-dataset scaling nor lets large rewards
@@ -216,6 +221,7 @@ class DynamicsConfig:
     action_init: Literal["zero", "normal"] = "normal"
     action_token: bool = False
     previous_token_input: bool = False
+    input_conv: bool = False
     reward_bins: int = 255
     reward_range: list[float] = field(default_factory=lambda: [-20.0, 20.0])
     termination_pos_weight: float = 10.0

@@ -92,6 +92,7 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         # the previous frame's token at each target place (config.previous_token_input); id vocab_size: none
         self.previous_embed = (nn.Embedding(c.vocab_size + 1, c.width, padding_idx=c.vocab_size)
                                if c.previous_token_input else None)
+        self.input_conv = nn.Conv2d(c.width, c.width, 3, padding=1) if c.input_conv else None
         self.backbone = STTransformer(c)
         self.token_head = nn.Linear(c.width, c.vocab_size)
         # One encoder with its own null (the layout of exports made before domains), or one per domain around a
@@ -114,6 +115,9 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         if self.previous_embed is not None:
             with torch.no_grad():  # "no previous token" adds nothing, and gets no gradient (padding_idx)
                 self.previous_embed.weight[self.mask_id].zero_()
+        if self.input_conv is not None:  # starts as the identity (a residual branch)
+            nn.init.zeros_(self.input_conv.weight)
+            nn.init.zeros_(self.input_conv.bias)
         self.actions.zero_init_()
         self.outcome.zero_init_()
         if self.text is not None:
@@ -185,7 +189,7 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         encoder = self.actions.encoder(name)
         with torch.device("meta"):  # no memory: every part is replaced by this model's own below
             view = DynamicsModel(self.config.domain_config(name))
-        for part in ("token_embed", "previous_embed", "backbone", "token_head", "outcome", "text"):
+        for part in ("token_embed", "previous_embed", "input_conv", "backbone", "token_head", "outcome", "text"):
             setattr(view, part, getattr(self, part))
         view.actions.null = self.actions.null
         view.actions.embed, view.actions.mlp = encoder.embed, encoder.mlp
@@ -253,6 +257,9 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         x = self.token_embed(tokens)
         if self.previous_embed is not None and previous is not None:
             x = x + self.previous_embed(previous)
+        if self.input_conv is not None:  # within each frame: (b f) d h w
+            grid = rearrange(x, "b f (h w) d -> (b f) d h w", h=self.config.token_h)
+            x = x + rearrange(self.input_conv(grid), "(b f) d h w -> b f (h w) d", b=x.shape[0])
         return self.backbone(x, cond, positions, clean, cache, collect_kv)
 
     def forward(self, tokens: torch.Tensor, actions: torch.Tensor | None = None, mask_ratio: float | None = None,
