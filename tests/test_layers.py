@@ -6,8 +6,8 @@ The floors, bottom up (a module may import its own floor and the floors below):
 
     0  utils/, config.py (imports nothing of the project), recipes.py, the package itself
     1  models/, metrics/
-    2  world_model.py, world_model_index.py, world_model_env.py, model_card.py (the world-model core, its index
-       and its card)
+    2  world_model.py, world_model_index.py, world_model_env.py, model_card.py, task_text.py (the world-model core,
+       its index, its card, and the task text its sampling verbs share)
     3  data/
     4  envs/ (simulator adapters, policies and simulator collection)
     5  evaluation/ (every scoring protocol)
@@ -39,6 +39,7 @@ FLOORS: dict[str, int] = {
     "wm_video.world_model_index": 2,
     "wm_video.world_model_env": 2,
     "wm_video.model_card": 2,
+    "wm_video.task_text": 2,
     "wm_video.data": 3,
     "wm_video.envs": 4,
     "wm_video.evaluation": 5,

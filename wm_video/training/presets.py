@@ -21,7 +21,7 @@ from wm_video.models.tokenizer.config import TokenizerConfig
 from wm_video.training.decoder_module import DecoderTrainConfig
 from wm_video.training.dynamics_config import DynamicsTrainConfig
 from wm_video.training.optim import OptimConfig
-from wm_video.training.tokenizer_module import TokenizerTrainConfig
+from wm_video.training.tokenizer_config import TokenizerTrainConfig
 from wm_video.training.trainer_config import TrainerConfig
 
 for _kind, _cls in (("trainer", TrainerConfig), ("tokenizer", TokenizerConfig), ("dynamics", DynamicsConfig),

@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -49,7 +48,7 @@ from wm_video.training.lora import params_matching
 from wm_video.training.quality import QualityConfig, assess_tokenizer
 
 if TYPE_CHECKING:
-    from wm_video.training.tokenizer_module import TokenizerTrainConfig
+    from wm_video.training.tokenizer_config import TokenizerTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +56,6 @@ log = logging.getLogger(__name__)
 ARCHITECTURE_FIELDS = ("resolution", "downsample", "base_channels", "channel_mult", "layers_per_block", "norm_groups",
                        "mid_attention", "encoder", "latent_channels", "quantizer", "codebook_size", "codebook_dim",
                        "fsq_levels", "finetuned_from")
-
-
-@dataclass
-class TokenizerFinetuneConfig:
-    """Starting a tokenizer run from a tokenizer export (see :mod:`wm_video.training.tokenizer_finetune`).
-
-    Args:
-        init_from: tokenizer export folder (``config.json`` + ``model.safetensors``); None trains from scratch.
-            ``--init-from`` on the command line sets it.
-        freeze_codebook: keep the quantizer (VQ codebook and projections) as it is, so token ids keep their meaning
-            for models trained on the export's tokens (off: it goes on learning, and ids may drift).
-        freeze: parameter-name prefixes to keep fixed as well (``*`` wildcards), e.g. ``encoder``.
-    """
-
-    init_from: str | None = None
-    freeze_codebook: bool = True
-    freeze: list[str] = field(default_factory=list)
 
 
 ModelFields = list[tuple[str, dict[str, Any]]]  # (where they were set, the model fields set there), in order

@@ -13,66 +13,28 @@ frozen (:mod:`wm_video.training.tokenizer_finetune`).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
-from wm_video.data.loader import LoaderConfig, check_mixable
+from wm_video.data.loader import check_mixable
 from wm_video.data.reader import load_dataset_info
-from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
+from wm_video.models.tokenizer import VQTokenizer
 from wm_video.models.tokenizer.losses import PatchDiscriminator, PerceptualLoss, foreground_mask
 from wm_video.models.tokenizer.model import to_model_frames
-from wm_video.training.ema import EMA_DECAY, drop_ema_from_checkpoint, ema_callbacks
-from wm_video.training.optim import OptimConfig, build_optimizer
-from wm_video.training.quality import QualityConfig, assess_tokenizer
+from wm_video.training.ema import drop_ema_from_checkpoint, ema_callbacks
+from wm_video.training.optim import build_optimizer
+from wm_video.training.quality import assess_tokenizer
 from wm_video.training.run import DataMix, data_roots, fit_and_export
+from wm_video.training.tokenizer_config import TokenizerTrainConfig
 from wm_video.training.tokenizer_finetune import (
     ModelFields,
-    TokenizerFinetuneConfig,
     assess_finetune,
     finetune_config,
     start_from_export,
 )
-from wm_video.training.trainer_config import TrainerConfig
-
-
-@dataclass
-class TokenizerTrainConfig:
-    """A tokenizer training run.
-
-    Args:
-        model: the tokenizer.
-        trainer: Trainer settings (devices, precision, steps, logging, checkpoints).
-        loader: streaming settings for the training shards.
-        optim: optimizer and schedule.
-        frames_per_clip: frames sampled from each clip per step (frames are tokenized one by one, so a few
-            frames of many clips beat many frames of few clips).
-        val_fraction: None: validate on the held-out episodes ``dataset.json`` records (the last shards of one
-            written before splits were recorded); a number: the last that fraction of the episodes instead; 0:
-            no validation (:mod:`wm_video.data.split`).
-        val_batches: validation batches per validation run.
-        image_every_n_val: log a reconstruction grid every this many validation runs.
-        quality: floors of the end-of-training quality gates (codebook usage, held-out PSNR).
-        ema_decay: keep an exponential moving average of the weights with this decay (warmed up, see
-            :mod:`wm_video.training.ema`), validate on it and export it instead of the last step's weights; 0: off.
-        finetune: start from a tokenizer export (``finetune.init_from``, ``--init-from``), its codebook frozen by
-            default (:mod:`wm_video.training.tokenizer_finetune`).
-    """
-
-    model: TokenizerConfig = field(default_factory=TokenizerConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    loader: LoaderConfig = field(default_factory=LoaderConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    frames_per_clip: int = 4
-    val_fraction: float | None = None
-    val_batches: int = 8
-    image_every_n_val: int = 1
-    quality: QualityConfig = field(default_factory=QualityConfig)
-    ema_decay: float = EMA_DECAY
-    finetune: TokenizerFinetuneConfig = field(default_factory=TokenizerFinetuneConfig)
 
 
 def sample_frames(frames: torch.Tensor, k: int, *others: torch.Tensor, generator: torch.Generator | None = None
