@@ -303,7 +303,8 @@ class DynamicsModel(nn.Module, PyTorchModelHubMixin):
         masked = flat[:, 1:].masked_fill(target_mask, self.mask_id)  # (b, t-1, n)
         positions = torch.cat([torch.arange(t), torch.arange(1, t)])  # copies share their frame's position
         clean = torch.arange(2 * t - 1) < t
-        previous = torch.cat([torch.full_like(flat, self.mask_id), flat[:, :-1]], 1)  # none for the clean frames
+        previous = (torch.cat([torch.full_like(flat, self.mask_id), flat[:, :-1]], 1)  # none for the clean frames
+                    if self.previous_embed is not None else None)
         hidden, _ = self.encode(torch.cat([flat, masked], 1), torch.cat([cond, cond[:, 1:]], 1), positions, clean,
                                 previous=previous)
         pooled = hidden[:, :t].mean(2)  # (b, t, d)

@@ -277,7 +277,8 @@ class Rollout:
         conds[:, 0] = self._cond(self._embed(None, (self.batch_size,)))  # the window starts like a training clip
         f = frames.shape[1]
         positions, clean = torch.arange(f + 1), torch.arange(f + 1) < f
-        previous = torch.cat([torch.full_like(frames, model.mask_id), frames[:, -1:]], 1)  # none for clean frames
+        previous = (torch.cat([torch.full_like(frames, model.mask_id), frames[:, -1:]], 1)  # none for clean frames
+                    if model.previous_embed is not None else None)
         cond = torch.cat([conds, act[:, None]], dim=1)  # (B, f + 1, c)
         last_pooled = []
 
