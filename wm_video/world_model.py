@@ -53,7 +53,8 @@ from wm_video.world_model_index import (
 )
 
 __all__ = ["FOLDER_ENTRIES", "FORMAT_VERSION", "INDEX", "RenderSettings", "WorldModel", "WorldModelInfo",
-           "is_world_model_folder", "keep_still_patches", "part_folders", "read_index"]
+           "is_world_model_folder", "keep_still_patches", "part_folders", "read_index",
+           "vq_render"]
 
 FOLDER_ENTRIES = (INDEX, "tokenizer", "dynamics", "decoder")  # all that save_pretrained writes (and replaces)
 
@@ -94,6 +95,26 @@ def keep_still_patches(frames: torch.Tensor, tokens: torch.Tensor, prev_frame: t
         prev_tokens = tokens[:, i]
         out.append(prev_frame)
     return torch.stack(out, 1)
+
+
+def vq_render(tokenizer: VQTokenizer, tokens: torch.Tensor, prev_frame: torch.Tensor | None,
+              prev_tokens: torch.Tensor | None, keep_still: bool) -> torch.Tensor:
+    """Frames ``(b, t, 3, h, w)`` in [-1, 1] drawn from ``tokens`` ``(b, t, h', w')`` by the VQ decoder, after
+    ``prev_frame`` ``(b, 3, h, w)`` in [-1, 1] whose tokens are ``prev_tokens`` (either None: none): with
+    ``keep_still``, still patches keep the previous frame's pixels (:func:`keep_still_patches`); a decoder that reads
+    the previous frame reads the frame drawn before, kept patches included, as a rollout shows them."""
+    keep = keep_still and prev_frame is not None and prev_tokens is not None
+    if not tokenizer.reads_previous_frame:
+        frames = tokenizer.detokenize(tokens).clamp(-1, 1)
+        return keep_still_patches(frames, tokens, prev_frame, prev_tokens) if keep else frames
+    out = []
+    for i in range(tokens.shape[1]):
+        frame = tokenizer.detokenize(tokens[:, i: i + 1], prev_frame)
+        if keep:
+            frame = keep_still_patches(frame, tokens[:, i: i + 1], prev_frame, prev_tokens)
+        prev_frame, prev_tokens = frame[:, 0], tokens[:, i]
+        out.append(frame)
+    return torch.cat(out, 1)
 
 
 def _actions_text(kind: str, n: int | None, dim: int | None) -> str:
@@ -247,13 +268,11 @@ class WorldModel(nn.Module):
         self.warn_ignored(render)
         if self.decoder is not None:
             return self.decoder.render(tokens, prev_frame, render.num_inference_steps, render.sampler, generator)
-        frames = self.tokenizer.detokenize(tokens).clamp(-1, 1)
         keep = self.keeps_still_patches if render.keep_still is None else render.keep_still
-        if prev_frame is None or prev_tokens is None or not keep:
-            return frames
         # a float frame is already a model frame (the env's previous frame, every step): no range check, no host sync
-        prev = prev_frame if prev_frame.is_floating_point() else to_model_frames(prev_frame)
-        return keep_still_patches(frames, tokens, prev.to(frames.device), prev_tokens.to(tokens.device))
+        prev = prev_frame if prev_frame is None or prev_frame.is_floating_point() else to_model_frames(prev_frame)
+        return vq_render(self.tokenizer, tokens, None if prev is None else prev.to(tokens.device),
+                         None if prev_tokens is None else prev_tokens.to(tokens.device), keep)
 
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False, *, license: str | None = None,
                         datasets: list[str] | None = None, eval_report: EvalReport | None = None,

@@ -38,7 +38,7 @@ from wm_video.models.tokenizer.model import to_model_frames
 from wm_video.task_text import TaskTextSettings, load_task_encoder
 from wm_video.utils import progress
 from wm_video.utils.machine import machine_record
-from wm_video.world_model import RenderSettings, WorldModel, keep_still_patches
+from wm_video.world_model import RenderSettings, WorldModel, vq_render
 from wm_video.world_model_env import WorldModelEnv
 
 
@@ -222,9 +222,9 @@ def _score_batch(model: WorldModel, cfg: EvalConfig, scores: dict[str, HorizonSc
                               true_tokens[:, c + i], true_tokens[:, c - 1 + i])
             continue
         if m == "tokenizer_ceiling":
-            recon = model.tokenizer.detokenize(true_tokens[:, c:]).clamp(-1, 1)
-            if model.keeps_still_patches:  # drawn as the rollouts draw their frames
-                recon = keep_still_patches(recon, true_tokens[:, c:], x[:, c - 1], true_tokens[:, c - 1])
+            # drawn as the rollouts draw their frames with the VQ decoder, after the last context frame
+            recon = vq_render(model.tokenizer, true_tokens[:, c:], x[:, c - 1], true_tokens[:, c - 1],
+                              model.keeps_still_patches)
             for i in range(hz):
                 scores[m].add(i, recon[:, i], truth[:, i], x[:, c - 1 + i])
             continue

@@ -89,7 +89,9 @@ class TokenizerModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
         frames, k = batch["frames"], self.cfg.frames_per_clip
-        sample = sample_pairs if self.cfg.model.temporal_weight > 0 else sample_frames
+        # consecutive pairs for the temporal loss and for a decoder that reads the previous frame
+        pairs = self.cfg.model.temporal_weight > 0 or self.cfg.model.previous_frame
+        sample = sample_pairs if pairs else sample_frames
         if self.cfg.model.foreground_weight > 0:
             # The foreground mask needs the whole clip (its median is the background), so it is taken first.
             fg = foreground_mask(to_model_frames(frames, batch.get("key")), self.cfg.model.foreground_threshold)

@@ -51,7 +51,12 @@ class DiffusionDecoder(nn.Module, PyTorchModelHubMixin):
 
     @classmethod
     def from_tokenizer(cls, tokenizer: nn.Module, config: DecoderConfig | None = None) -> DiffusionDecoder:
-        """A new decoder for ``tokenizer``'s tokens: its codebook and decoder stack are copied in."""
+        """A new decoder for ``tokenizer``'s tokens: its codebook and decoder stack are copied in. A tokenizer whose
+        decoder reads the previous frame (``previous_frame``) is refused: its renderer cannot be copied."""
+        if getattr(tokenizer.config, "previous_frame", False):
+            raise ValueError("decoder: the tokenizer's decoder reads the previous frame (tokenizer field "
+                             "'previous_frame' is true), which the diffusion decoder's token renderer cannot copy; "
+                             "use the VQ decoder of that tokenizer, or a tokenizer trained without previous_frame")
         cfg = dataclasses.replace(config or DecoderConfig(), tokenizer=dataclasses.asdict(tokenizer.config),
                                   tokenizer_fingerprint=tokenizer.fingerprint())
         model = cls(cfg)

@@ -24,6 +24,12 @@ class TokenizerConfig:
         encoder: ``conv`` (the convolutional VAE stack: every cell sees most of the frame) or ``patch`` (each cell's
             latent is a function of its own ``f x f`` pixel patch only, so a patch whose pixels did not change keeps
             its token exactly: :mod:`~wm_video.models.tokenizer.patch_encoder`). The decoder is the same for both.
+        previous_frame: the decoder also reads the frame before, as in Delta-IRIS: a second, unquantised encoder of
+            the same kind turns the previous frame into latents that are concatenated with the codes, so what 256
+            codes per patch cannot hold (a sprite at any offset within its patch) can be copied from where it was.
+            Frames are then decoded in order, each from the one drawn before it
+            (:meth:`~wm_video.models.tokenizer.model.VQTokenizer.detokenize`); a frame with no previous frame reads
+            zeros (trained on the first frame of every training pair). The tokens themselves stay per frame.
         latent_channels: encoder output channels before the quantizer.
         quantizer: ``vq`` (EMA codebook, cosine lookup, dead-code restart) or ``fsq`` (finite scalar
             quantization, no codebook to learn).
@@ -67,6 +73,7 @@ class TokenizerConfig:
     norm_groups: int = 32
     mid_attention: bool = False
     encoder: Literal["conv", "patch"] = "conv"
+    previous_frame: bool = False
     latent_channels: int = 64
     quantizer: Literal["vq", "fsq"] = "vq"
     codebook_size: int = 1024

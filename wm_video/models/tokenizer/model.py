@@ -53,9 +53,11 @@ def build_quantizer(c: TokenizerConfig) -> nn.Module:
 
 
 def build_decoder(c: TokenizerConfig) -> nn.Module:
-    """The tokenizer's convolutional decoder (codes ``(n, latent, h', w')`` -> pixels ``(n, 3, h, w)``); the
-    diffusion decoder builds the same stack for its token renderer."""
-    return Decoder(in_channels=c.latent_channels, out_channels=3, up_block_types=("UpDecoderBlock2D",) * c.num_stages,
+    """The tokenizer's convolutional decoder (codes ``(n, latent, h', w')`` -> pixels ``(n, 3, h, w)``; with
+    ``previous_frame`` the previous frame's latents are concatenated to the codes); the diffusion decoder builds the
+    same stack for its token renderer."""
+    inputs = c.latent_channels * (2 if c.previous_frame else 1)
+    return Decoder(in_channels=inputs, out_channels=3, up_block_types=("UpDecoderBlock2D",) * c.num_stages,
                    block_out_channels=tuple(c.block_channels), layers_per_block=c.layers_per_block,
                    norm_num_groups=c.norm_groups, act_fn="silu", mid_block_add_attention=c.mid_attention)
 
@@ -82,6 +84,8 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
         self.encoder = build_encoder(c)
         self.quantizer = build_quantizer(c)
         self.decoder = build_decoder(c)
+        # the previous frame's unquantised latents, read by the decoder (config.previous_frame)
+        self.previous_encoder = build_encoder(c) if c.previous_frame else None
 
     @property
     def vocab_size(self) -> int:
@@ -90,7 +94,15 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
     def fingerprint(self) -> str:
         """A short hash of what turns tokens into pixels (quantizer and decoder weights): parts trained on this
         tokenizer's tokens (the diffusion decoder) record it, so tokens of another tokenizer are refused."""
-        return weights_fingerprint(self.quantizer, self.decoder)
+        return weights_fingerprint(self.quantizer, self.decoder, *self._previous_parts())
+
+    def _previous_parts(self) -> list[nn.Module]:
+        return [] if self.previous_encoder is None else [self.previous_encoder]
+
+    @property
+    def reads_previous_frame(self) -> bool:
+        """Whether each frame is decoded with the frame before it (``config.previous_frame``)."""
+        return self.previous_encoder is not None
 
     def token_fingerprint(self) -> str:
         """A short hash of what each token id stands for, the quantizer's weights (VQ: codebook and projections; FSQ:
@@ -120,8 +132,12 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
         quant, b = self.quantize(frames)
         return rearrange(quant.indices, "(b t) h w -> b t h w", b=b)
 
-    def detokenize(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens ``(b, t, h', w')`` -> frames ``(b, t, 3, h, w)`` (about [-1, 1])."""
+    def detokenize(self, tokens: torch.Tensor, prev_frame: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens ``(b, t, h', w')`` -> frames ``(b, t, 3, h, w)`` (about [-1, 1]).
+
+        A tokenizer that reads the previous frame (:attr:`reads_previous_frame`) decodes the frames in order, each
+        from the one drawn before it (clamped to [-1, 1]), the first from ``prev_frame`` ``(b, 3, h, w)`` in
+        [-1, 1] (None: from none); any other ignores ``prev_frame``."""
         if tokens.ndim != 4:
             raise ValueError(f"tokens: expected (b, t, h, w), got {tuple(tokens.shape)}")
         bad = ids_out_of_range(tokens, self.vocab_size)  # a host read: skipped inside checks.validated()
@@ -129,11 +145,36 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
             raise ValueError(f"tokens: values must be in [0, {self.vocab_size}), got [{bad[0]}, {bad[1]}]")
         b = tokens.shape[0]
         codes = self.quantizer.indices_to_codes(rearrange(tokens, "b t h w -> (b t) h w"))
-        return rearrange(self.decoder(codes), "(b t) c h w -> b t c h w", b=b)
+        if not self.reads_previous_frame:
+            return rearrange(self.decoder(codes), "(b t) c h w -> b t c h w", b=b)
+        codes, out = rearrange(codes, "(b t) c h w -> b t c h w", b=b), []
+        for i in range(tokens.shape[1]):
+            prev_frame = self._decode(codes[:, i], prev_frame).clamp(-1, 1)
+            out.append(prev_frame)
+        return torch.stack(out, 1)
+
+    def _decode(self, codes: torch.Tensor, prev_frame: torch.Tensor | None) -> torch.Tensor:
+        """Codes ``(n, latent, h', w')`` -> pixels, with the previous frames ``(n, 3, h, w)`` (None: none) when the
+        decoder reads them."""
+        if not self.reads_previous_frame:
+            return self.decoder(codes)
+        context = torch.zeros_like(codes) if prev_frame is None else self.previous_encoder(prev_frame)
+        return self.decoder(torch.cat([codes, context], 1))
 
     def forward(self, frames: torch.Tensor) -> TokenizerOutput:
+        """Reconstructions of ``frames`` ``(b, t, 3, h, w)``; a decoder that reads the previous frame reads the true
+        one, and the first frame of each clip reads none (zeros), as a first frame decoded alone does."""
         quant, b = self.quantize(frames)
-        recon = rearrange(self.decoder(quant.codes), "(b t) c h w -> b t c h w", b=b)
+        if self.reads_previous_frame:
+            context = rearrange(torch.zeros_like(quant.codes), "(b t) c h w -> b t c h w", b=b)
+            if frames.shape[1] > 1:  # the latents of frames 0..t-2, read by frames 1..t-1
+                prev = self.previous_encoder(frames[:, :-1].flatten(0, 1))
+                context = torch.cat([context[:, :1], rearrange(prev, "(b t) c h w -> b t c h w", b=b)], 1)
+            context = context.flatten(0, 1)
+            recon = self.decoder(torch.cat([quant.codes, context], 1))
+        else:
+            recon = self.decoder(quant.codes)
+        recon = rearrange(recon, "(b t) c h w -> b t c h w", b=b)
         return TokenizerOutput(recon, rearrange(quant.indices, "(b t) h w -> b t h w", b=b), quant)
 
     def compute_loss(self, batch: dict[str, Any], perceptual: nn.Module | None = None, disc: nn.Module | None = None
