@@ -22,7 +22,10 @@ each an action domain (``model.domains``: its own action encoder and statistics)
 drawn by weight (:class:`~wm_video.data.mixture.DomainMixLoader`, an endless stream: validation runs every
 ``trainer.val_check_interval`` batches, by default where checkpoints are written). Validation logs each domain's
 metrics as ``val/DOMAIN/token_ce`` (and so on) and, as ``val/token_ce``, their mean over the domains (each domain
-counts once, whatever its batches); the quality gates score the domains' held-out clips together.
+counts once, whatever its batches); the quality gates score the domains' held-out clips together. The rollout
+videos are per domain: each domain's held-out clips, rolled out in that domain with its actions, under
+``rollout/DOMAIN/truth_true-actions_shuffled-actions``, decoded with the tokenizer the first source records (the
+sources share it); an action-free domain's shuffled column repeats its one rollout (:mod:`wm_video.training.visuals`).
 
     wm-video train dynamics --config configs/dynamics/mixture_small.yaml --out runs/dyn_mix
 
@@ -65,7 +68,7 @@ from wm_video.training.quality import assess_dynamics
 from wm_video.training.run import fit_and_export
 from wm_video.training.text_conditioning import embedded, setup_text, with_text_embeddings
 from wm_video.training.throughput import throughput_callback
-from wm_video.training.visuals import VIDEO_TAG, log_rollout, rollout_video, video_tokenizer
+from wm_video.training.visuals import log_rollouts, video_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +87,8 @@ def crop_window(batch: dict[str, Any], window: int, generator: torch.Generator |
 class DynamicsModule(L.LightningModule):
     """Thin Lightning wrapper: the loss is the model's ``compute_loss``; validation adds the teacher-forced
     next-frame accuracy and the copy-last-frame baseline; every ``video_every_n_steps`` steps, a rollout video
-    (:mod:`wm_video.training.visuals`), decoded with ``tokenizer`` (None: token ids drawn). ``text_encoder``: the
-    frozen encoder of each batch's task texts (a model with ``text_dim`` > 0)."""
+    (:mod:`wm_video.training.visuals`; a mixture's: one per domain), decoded with ``tokenizer`` (None: token ids
+    drawn). ``text_encoder``: the frozen encoder of each batch's task texts (a model with ``text_dim`` > 0)."""
 
     def __init__(self, cfg: DynamicsTrainConfig, tokenizer: VQTokenizer | None = None,
                  text_encoder: TextEncoder | None = None) -> None:
@@ -94,7 +97,8 @@ class DynamicsModule(L.LightningModule):
         self.model = DynamicsModel(cfg.model)
         self._tokenizer = [tokenizer]  # a list: not a submodule, not checkpointed
         self._text_encoder = [text_encoder]  # likewise: frozen, and not part of the export
-        self._video_clips: dict[str, torch.Tensor] | None = None  # held-out clips for the videos (CPU)
+        # held-out clips for the videos (CPU), per domain (a one-dataset run's: one key, its domain or None)
+        self._video_clips: dict[str | None, dict[str, torch.Tensor]] = {}
         self._last_video_step = 0
         self.frames = min(cfg.train_frames or cfg.model.context_frames, cfg.model.context_frames)
         if self.frames < 2:
@@ -125,9 +129,8 @@ class DynamicsModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        if (batch_idx == 0 and self._video_clips is None and self.cfg.video_every_n_steps
-                and batch.get("domain") == self.domain):  # rollout videos of one-domain runs (a mixture's: not yet)
-            self._video_clips = self._clips_for_video(batch)
+        if self.cfg.video_every_n_steps and batch.get("domain") not in self._video_clips:
+            self._video_clips[batch.get("domain")] = self._clips_for_video(batch)  # each domain's first batch
         batch = crop_window(batch, self.frames)
         domain, n = batch.get("domain"), len(batch["tokens"])
         with validated():  # checked in on_before_batch_transfer
@@ -159,8 +162,9 @@ class DynamicsModule(L.LightningModule):
         self._val_sums = {}
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, Any], batch_idx: int) -> None:
-        """Every ``video_every_n_steps`` optimizer steps, on the main process: the rollout video (eval mode and
-        ``no_grad`` inside :func:`~wm_video.training.visuals.rollout_video`, the training mode restored)."""
+        """Every ``video_every_n_steps`` optimizer steps, on the main process: the rollout video, one per domain of
+        a mixture (eval mode and ``no_grad`` inside :func:`~wm_video.training.visuals.rollout_video`, the training
+        mode restored). Before the first validation (a resumed run), of this training batch's domain alone."""
         every = self.cfg.video_every_n_steps
         step = self.trainer.global_step
         if not every or step % every or step <= self._last_video_step or not self.trainer.is_global_zero:
@@ -169,19 +173,13 @@ class DynamicsModule(L.LightningModule):
         experiment = getattr(self.logger, "experiment", None)
         if not hasattr(experiment, "add_image") or self.cfg.trainer.strategy.startswith("deepspeed_stage_3"):
             return  # no image logger; or ZeRO-3, whose partitioned weights rank 0 alone cannot run
-        if self.model.config.domains and self.domain is None:
-            return  # a mixture's rollouts need a domain per clip: not drawn yet
-        clips = self._video_clips or self._clips_for_video(batch)
-        context = min(self.cfg.video_context_frames, clips["tokens"].shape[1] - 1)  # at least one frame predicted
-        if context < 1:
-            return
+        clips = self._video_clips or {batch.get("domain"): self._clips_for_video(batch)}
         tok = self._tokenizer[0]
         if tok is not None and next(tok.parameters()).device != self.device:
             self._tokenizer[0] = tok = tok.to(self.device)
-        clips = {k: v.to(self.device) for k, v in clips.items()}
-        model = self.model.domain_model(self.domain)
-        panels = rollout_video(model, tok, clips["tokens"], clips.get("actions"), context)
-        log_rollout(experiment, VIDEO_TAG, panels.cpu(), step)
+        clips = {d: {k: v.to(self.device) for k, v in c.items()} for d, c in clips.items()}
+        mixture = bool(self.model.config.domains) and self.domain is None  # a domain per source, a video each
+        log_rollouts(experiment, self.model, tok, clips, self.cfg.video_context_frames, step, mixture)
 
     def _clips_for_video(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The first ``video_clips`` clips of ``batch`` (tokens and actions, whole length up to the model's
@@ -249,7 +247,10 @@ def _train_mixture(cfg: DynamicsTrainConfig, data: str | Path | None, out: str |
     cfg = dataclasses.replace(cfg, model=model)
     cfg, text_encoder = setup_text(cfg, [src.path for src in spec.sources])
     infos = [d.info for d in domains.values()]
-    module = DynamicsModule(cfg, text_encoder=text_encoder)
+    tokenizer = None  # the sources share one tokenizer (open_sources checks it): the first one's decodes every domain
+    if cfg.video_every_n_steps:
+        tokenizer = video_tokenizer(infos[0], spec.sources[0].path, cfg.model.vocab_size)
+    module = DynamicsModule(cfg, tokenizer, text_encoder)
     if finetuning:
         finetuning.prepare(module.model)  # pretrained weights in, frozen parts fixed, each domain's score before
     export = _fit(module, spec, out, min(i.clip_len for i in infos), mixture_stats(infos),

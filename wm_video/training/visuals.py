@@ -12,6 +12,16 @@ Without the tokenizer (the recorded path is gone, or its vocabulary differs) the
 with one warning. TensorBoard's ``add_video`` encodes with moviepy, which is not a dependency (it brings its own
 ffmpeg build through imageio-ffmpeg, tens of MB, for a logging nicety); without it the same frames are logged with
 ``add_image`` as one grid, time running left to right and the three rows of each clip stacked, which needs nothing.
+
+A mixture run (several token datasets, one action domain each; :mod:`wm_video.data.mixture`) logs one video per
+domain, tagged ``rollout/DOMAIN/truth_true-actions_shuffled-actions`` (:func:`video_tag`; a one-dataset run keeps
+``rollout/truth_true-actions_shuffled-actions``), of the first validation batch seen of that domain (a domain that
+holds no clips out has none; a resumed run, before its first validation, shows its training batch's domain alone),
+rolled out with ``domain=DOMAIN`` (that domain's action encoder) and its own actions (:func:`log_rollouts`). All
+sources of a mixture share one tokenizer (the mixture checks their token fingerprint), so every domain is decoded with
+the one the first source's ``dataset.json`` records. An action-free domain (the null action) is rolled out once, with
+no actions, and its shuffled column repeats that rollout: every video keeps the same three columns, and there the two
+right ones are alike by construction, not because the model ignores actions.
 """
 
 from __future__ import annotations
@@ -31,7 +41,8 @@ from wm_video.models.tokenizer import VQTokenizer
 
 log = logging.getLogger(__name__)
 
-VIDEO_TAG = "rollout/truth_true-actions_shuffled-actions"
+PANELS = "truth_true-actions_shuffled-actions"  # what the video's columns show, left to right
+VIDEO_TAG = f"rollout/{PANELS}"  # a one-dataset run's video
 TOKEN_ID_SCALE = 8  # pixels per token when token ids are drawn instead of decoded frames
 
 
@@ -55,6 +66,12 @@ def video_tokenizer(info: DatasetInfo, data: str | Path, vocab_size: int) -> VQT
     return tok.eval().requires_grad_(False)
 
 
+def video_tag(domain: str | None) -> str:
+    """The tag of a rollout video: :data:`VIDEO_TAG` for ``None`` (a one-dataset run), else ``rollout/DOMAIN/...``
+    (a mixture's domain)."""
+    return VIDEO_TAG if domain is None else f"rollout/{domain}/{PANELS}"
+
+
 def shuffled_in_time(actions: torch.Tensor | None, start: int, generator: torch.Generator) -> torch.Tensor | None:
     """``actions`` ``(b, t, ...)`` with the entries from ``start`` on permuted in time (one permutation per clip)."""
     if actions is None:
@@ -68,11 +85,12 @@ def shuffled_in_time(actions: torch.Tensor | None, start: int, generator: torch.
 
 @torch.no_grad()
 def open_loop(model: DynamicsModel, tokens: torch.Tensor, actions: torch.Tensor | None, context: int,
-              maskgit_steps: int = 8) -> torch.Tensor:
+              maskgit_steps: int = 8, domain: str | None = None) -> torch.Tensor:
     """Tokens ``(b, t, h, w)`` -> the same clip with frames ``context..t-1`` predicted open loop from the first
-    ``context`` frames and ``actions`` (aligned, ``(b, t)`` or ``(b, t, a)``; action ``i`` follows frame ``i``),
-    argmax sampling. Leaves ``model`` in eval mode (the caller restores its mode)."""
-    rollout = Rollout(model, steps=maskgit_steps, temperature=0.0)
+    ``context`` frames and ``actions`` of action domain ``domain`` (aligned, ``(b, t)`` or ``(b, t, a)``; action
+    ``i`` follows frame ``i``; None: the null action; ``domain`` None: the model's only domain), argmax sampling.
+    Leaves ``model`` in eval mode (the caller restores its mode)."""
+    rollout = Rollout(model, steps=maskgit_steps, temperature=0.0, domain=domain)
     rollout.start(tokens[:, :context], None if actions is None else actions[:, :context])
     frames = [tokens[:, :context]]
     for i in range(context, tokens.shape[1]):
@@ -91,15 +109,21 @@ def to_pixels(tokens: torch.Tensor, tokenizer: VQTokenizer | None, vocab_size: i
 
 @torch.no_grad()
 def rollout_video(model: DynamicsModel, tokenizer: VQTokenizer | None, tokens: torch.Tensor,
-                  actions: torch.Tensor | None, context: int, seed: int = 0) -> torch.Tensor:
-    """The panels of clips ``tokens`` ``(b, t, h, w)``: ``(3, b, t, 3, H, W)`` in [0, 1], truth, prediction with the
-    true actions, prediction with the actions shuffled in time (:func:`log_rollout` lays them out)."""
+                  actions: torch.Tensor | None, context: int, seed: int = 0, domain: str | None = None) -> torch.Tensor:
+    """The panels of clips ``tokens`` ``(b, t, h, w)`` of action domain ``domain`` (None: the model's only one):
+    ``(3, b, t, 3, H, W)`` in [0, 1], truth, prediction with the true actions, prediction with the actions shuffled
+    in time (:func:`log_rollout` lays them out). Without actions (``None``: action-free clips) the one rollout, with
+    the null action, fills both prediction columns."""
     was_training = model.training
     try:
         gen = torch.Generator().manual_seed(seed)
-        shuffled = shuffled_in_time(actions, context - 1, gen)  # the actions after the last context frame on
         k = model.config.vocab_size
-        columns = [tokens, open_loop(model, tokens, actions, context), open_loop(model, tokens, shuffled, context)]
+        true = open_loop(model, tokens, actions, context, domain=domain)
+        if actions is None:
+            shuffled = true  # nothing to shuffle: the same rollout
+        else:  # the actions after the last context frame on, permuted
+            shuffled = open_loop(model, tokens, shuffled_in_time(actions, context - 1, gen), context, domain=domain)
+        columns = [tokens, true, shuffled]
         pixels = [to_pixels(c, tokenizer, k) for c in columns]  # 3 x (b, t, 3, H, W)
     finally:
         model.train(was_training)
@@ -115,3 +139,21 @@ def log_rollout(experiment: Any, tag: str, panels: torch.Tensor, step: int, fps:
         return "video"
     experiment.add_image(tag, rearrange(panels, "col b t c h w -> c (b col h) (t w)"), step)
     return "image"
+
+
+def log_rollouts(experiment: Any, model: DynamicsModel, tokenizer: VQTokenizer | None,
+                 clips: dict[str | None, dict[str, torch.Tensor]], context_frames: int, step: int,
+                 mixture: bool = False) -> list[str]:
+    """Roll out and log ``clips`` (per action domain, ``tokens`` ``(b, t, h, w)`` and ``actions`` if any, on the
+    model's device; key None: the model's only domain) from their first ``context_frames`` frames (at most ``t - 1``:
+    one frame predicted at least), each with ``domain=`` its key, under :func:`video_tag` of its domain for a
+    ``mixture``, :data:`VIDEO_TAG` otherwise. Returns the tags logged (clips of one frame are skipped)."""
+    tags = []
+    for domain, clip in clips.items():
+        context = min(context_frames, clip["tokens"].shape[1] - 1)
+        if context < 1:
+            continue
+        panels = rollout_video(model, tokenizer, clip["tokens"], clip.get("actions"), context, domain=domain)
+        tags.append(video_tag(domain if mixture else None))
+        log_rollout(experiment, tags[-1], panels.cpu(), step)
+    return tags
