@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from conftest import write_dataset
 
 from wm_video.cli import main
 from wm_video.data.split import split_shards
 from wm_video.models.tokenizer import TokenizerConfig, VQTokenizer
-from wm_video.training.tokenizer_config import TokenizerTrainConfig
-from wm_video.training.tokenizer_module import crop_clips, recon_grid, sample_frames
+from wm_video.training.tokenizer_module import recon_grid, sample_frames
 
 
 def test_split_holds_out_the_last_shards():
@@ -28,29 +26,10 @@ def test_sample_frames_and_grid_shapes():
     assert recon_grid(x / 12, x / 12, n=5).shape == (3, 8, 20)
 
 
-def test_crops_are_one_grid_aligned_window_per_clip():
-    x = torch.rand(4, 2, 3, 32, 32)
-    mask = x[:, :, :1] > 0.5
-    cx, cm = crop_clips(16, 4, x, mask, generator=torch.Generator().manual_seed(0))
-    assert cx.shape == (4, 2, 3, 16, 16) and cm.shape == (4, 2, 1, 16, 16)
-    for i in range(4):  # find each clip's window in its source: one corner, on the grid, for every frame and the mask
-        corners = [(y, z) for y in range(0, 17, 4) for z in range(0, 17, 4)
-                   if torch.equal(x[i, :, :, y: y + 16, z: z + 16], cx[i])]
-        assert len(corners) == 1
-        y, z = corners[0]
-        assert torch.equal(mask[i, :, :, y: y + 16, z: z + 16], cm[i])
-
-
-def test_a_crop_off_the_token_grid_is_refused_by_name():
-    cfg = TokenizerTrainConfig()
-    with pytest.raises(ValueError, match="'crop'"):
-        TokenizerTrainConfig(model=cfg.model, crop=12)  # downsample 8
-
-
 def test_train_export_and_resume(tmp_path):
     write_dataset(tmp_path / "ds", shards=3, clips_per_shard=4, t=4, size=32)
     args = ["train", "tokenizer", "--preset", "debug", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"),
-            "trainer.val_check_interval=2", "val_fraction=0.34", "crop=16"]  # trains on crops, validates whole
+            "trainer.val_check_interval=2", "val_fraction=0.34"]
     assert main([*args, "--max-steps", "4"]) == 0
     export = tmp_path / "run" / "export"
     model = VQTokenizer.from_pretrained(export)

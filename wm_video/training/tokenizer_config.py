@@ -42,9 +42,6 @@ class TokenizerTrainConfig:
         optim: optimizer and schedule.
         frames_per_clip: frames sampled from each clip per step (frames are tokenized one by one, so a few
             frames of many clips beat many frames of few clips).
-        crop: train on random square crops of this many pixels a side, aligned to the token grid and the same for
-            every frame of a clip (0: whole frames). A crop costs about ``(crop / resolution) ** 2`` of a frame's
-            compute, so the same CPU buys that many times more steps; validation and the export see whole frames.
         val_fraction: None: validate on the held-out episodes ``dataset.json`` records (the last shards of one
             written before splits were recorded); a number: the last that fraction of the episodes instead; 0:
             no validation (:mod:`wm_video.data.split`).
@@ -62,16 +59,9 @@ class TokenizerTrainConfig:
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     frames_per_clip: int = 4
-    crop: int = 0
     val_fraction: float | None = None
     val_batches: int = 8
     image_every_n_val: int = 1
     quality: QualityConfig = field(default_factory=QualityConfig)
     ema_decay: float = EMA_DECAY
     finetune: TokenizerFinetuneConfig = field(default_factory=TokenizerFinetuneConfig)
-
-    def __post_init__(self) -> None:
-        f, size = self.model.downsample, self.model.resolution
-        if self.crop and (self.crop % f or not 0 < self.crop <= size):
-            raise ValueError(f"train tokenizer: field 'crop' must be 0 or a multiple of model.downsample ({f}) up to "
-                             f"model.resolution ({size}), got {self.crop}")

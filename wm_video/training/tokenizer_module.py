@@ -62,17 +62,6 @@ def sample_pairs(frames: torch.Tensor, k: int, *others: torch.Tensor, generator:
     return tuple(picked) if others else picked[0]
 
 
-def crop_clips(crop: int, grid: int, *clips: torch.Tensor, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, ...]:
-    """The same random ``crop x crop`` window of every frame of each clip, its corner on a multiple of ``grid``
-    pixels: each of ``clips`` ``(b, t, c, h, w)`` -> ``(b, t, c, crop, crop)``."""
-    b, h, w = clips[0].shape[0], clips[0].shape[-2], clips[0].shape[-1]
-    ys = torch.randint(0, (h - crop) // grid + 1, (b,), generator=generator) * grid
-    xs = torch.randint(0, (w - crop) // grid + 1, (b,), generator=generator) * grid
-    return tuple(torch.stack([x[i, ..., y0: y0 + crop, x0: x0 + crop] for i, (y0, x0) in
-                              enumerate(zip(ys.tolist(), xs.tolist(), strict=True))]) for x in clips)
-
-
 def recon_grid(frames: torch.Tensor, recon: torch.Tensor, n: int = 8) -> torch.Tensor:
     """Originals above reconstructions, ``n`` frames wide: ``(3, 2h, n*w)`` in [0, 1] for TensorBoard."""
     x = frames.flatten(0, 1)[:n].float()  # (n, c, h, w), [-1, 1]
@@ -103,16 +92,13 @@ class TokenizerModule(L.LightningModule):
         # consecutive pairs for the temporal loss and for a decoder that reads the previous frame
         pairs = self.cfg.model.temporal_weight > 0 or self.cfg.model.previous_frame
         sample = sample_pairs if pairs else sample_frames
-        crop, grid = self.cfg.crop, self.cfg.model.downsample
         if self.cfg.model.foreground_weight > 0:
             # The foreground mask needs the whole clip (its median is the background), so it is taken first.
             fg = foreground_mask(to_model_frames(frames, batch.get("key")), self.cfg.model.foreground_threshold)
             frames, fg = sample(frames, k, fg)
-            frames, fg = crop_clips(crop, grid, frames, fg) if crop else (frames, fg)
             batch = {**batch, "frames": frames, "foreground": fg}
         else:
-            frames = sample(frames, k)
-            batch = {**batch, "frames": crop_clips(crop, grid, frames)[0] if crop else frames}
+            batch = {**batch, "frames": sample(frames, k)}
         disc = self.disc if self.disc is not None and self.global_step >= self.cfg.model.disc_start else None
         loss, logs = self.model.compute_loss(batch, self.perceptual, disc)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)
