@@ -102,6 +102,8 @@ def test_architecture_changes_are_refused_and_resume_works(tmp_path, setup, caps
     assert finetune(tmp_path, "model.codebook_size=32") == 2
     err = capsys.readouterr().err
     assert "field 'model.codebook_size' is 32" in err and "has 16" in err and "command-line overrides" in err
+    assert finetune(tmp_path, "model.previous_frame=true") == 2  # a decoder the export does not have
+    assert "field 'model.previous_frame' is True" in capsys.readouterr().err
     cfg = tmp_path / "tok.yaml"
     cfg.write_text("kind: train_tokenizer\nmodel:\n  latent_channels: 16\n")
     assert main(["train", "tokenizer", "--config", str(cfg), "--init-from", str(tmp_path / "pre"), "--data",

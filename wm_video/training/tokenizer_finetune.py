@@ -54,8 +54,8 @@ log = logging.getLogger(__name__)
 
 # TokenizerConfig fields that shape the weights or what a token id means: always the export's.
 ARCHITECTURE_FIELDS = ("resolution", "downsample", "base_channels", "channel_mult", "layers_per_block", "norm_groups",
-                       "mid_attention", "encoder", "latent_channels", "quantizer", "codebook_size", "codebook_dim",
-                       "fsq_levels", "finetuned_from")
+                       "mid_attention", "encoder", "previous_frame", "latent_channels", "quantizer", "codebook_size",
+                       "codebook_dim", "fsq_levels", "finetuned_from")
 
 
 ModelFields = list[tuple[str, dict[str, Any]]]  # (where they were set, the model fields set there), in order
