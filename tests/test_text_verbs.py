@@ -45,27 +45,34 @@ def generate(root: Path, out: Path, *flags: str, model: str = "wm_text") -> tupl
     return code, read_video(out), json.loads(out.with_suffix(".json").read_text())
 
 
+def same_video(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two decoded H.264 videos of the same frames: libx264 here does not always encode the same frames to the same
+    bytes (the same pixels in, seeded: a few pixels of a later file differ by up to ~20 levels, 0.3 on average), so
+    equal means equal up to that coding noise, far below what another task's future changes."""
+    return a.shape == b.shape and float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()) < 1.0
+
+
 def test_generate_follows_the_task_text(models, tmp_path):
     _, own, own_trace = generate(models, tmp_path / "own.mp4")  # the clip's own task
     _, reach, reach_trace = generate(models, tmp_path / "reach.mp4", "--task", "reach")
     _, push, push_trace = generate(models, tmp_path / "push.mp4", "--task", "push")
     assert (own_trace["task"], reach_trace["task"], push_trace["task"]) == ("reach", "reach", "push")
-    assert np.array_equal(own, reach) and own_trace["steps"] == reach_trace["steps"]
-    assert not np.array_equal(reach, push)  # another task's text, another future
+    assert same_video(own, reach) and own_trace["steps"] == reach_trace["steps"]
+    assert not same_video(reach, push)  # another task's text, another future
     assert [s["reward"] for s in reach_trace["steps"]] != [s["reward"] for s in push_trace["steps"]]
 
 
 def test_generate_text_guidance_one_is_plain_sampling_and_zero_ignores_the_task(models, tmp_path):
     _, plain, plain_trace = generate(models, tmp_path / "plain.mp4", "--task", "push")
     _, one, one_trace = generate(models, tmp_path / "one.mp4", "--task", "push", "--text-guidance-scale", "1")
-    assert np.array_equal(plain, one) and plain_trace["steps"] == one_trace["steps"]
+    assert same_video(plain, one) and plain_trace["steps"] == one_trace["steps"]
     assert one_trace["text_guidance_scale"] == 1.0
     _, two, two_trace = generate(models, tmp_path / "two.mp4", "--task", "push", "--text-guidance-scale", "3")
-    assert not np.array_equal(plain, two) and two_trace["text_guidance_scale"] == 3.0
+    assert not same_video(plain, two) and two_trace["text_guidance_scale"] == 3.0
     # scale 0 is the text-free model: the frames no longer depend on the task (the outcome heads still read it)
     _, zero_push, _ = generate(models, tmp_path / "zp.mp4", "--task", "push", "--text-guidance-scale", "0")
     _, zero_reach, _ = generate(models, tmp_path / "zr.mp4", "--task", "reach", "--text-guidance-scale", "0")
-    assert np.array_equal(zero_push, zero_reach) and not np.array_equal(zero_push, plain)
+    assert same_video(zero_push, zero_reach) and not same_video(zero_push, plain)
 
 
 def test_a_text_model_needs_its_task_and_encoder(models, tmp_path, capsys):
@@ -174,7 +181,7 @@ def test_text_encoder_overrides_the_folder_the_model_records(models, tmp_path, c
     assert "gone, which is not a folder" in err and "--text-encoder PATH" in err and "wm_moved" in err
     _, frames, trace = generate(models, tmp_path / "b.mp4", "--task", "reach", "--text-encoder",
                                 str(models / "t5"), model="wm_moved")
-    assert trace["task"] == "reach" and np.array_equal(frames, generate(models, tmp_path / "c.mp4", "--task",
+    assert trace["task"] == "reach" and same_video(frames, generate(models, tmp_path / "c.mp4", "--task",
                                                                         "reach")[1])
 
 
