@@ -232,7 +232,7 @@ class WorldModel(nn.Module):
         :class:`RenderSettings` ``keep_still`` overrides it): with the VQ decoder (no diffusion decoder) of a
         patch-local tokenizer (``encoder="patch"``), whose token of a patch changes whenever its pixels do, so an
         unchanged token means an unchanged patch."""
-        return self.decoder is None and self.tokenizer.config.encoder == "patch"
+        return self.decoder is None and self.tokenizer.patch_local
 
     def warn_ignored(self, render: RenderSettings) -> None:
         """Warn, once per model and setting, about each field of ``render`` this model has no use for (the
@@ -269,9 +269,11 @@ class WorldModel(nn.Module):
         if self.decoder is not None:
             return self.decoder.render(tokens, prev_frame, render.num_inference_steps, render.sampler, generator)
         keep = self.keeps_still_patches if render.keep_still is None else render.keep_still
+        if prev_frame is None or not (keep or self.tokenizer.reads_previous_frame):
+            return vq_render(self.tokenizer, tokens, None, None, False)
         # a float frame is already a model frame (the env's previous frame, every step): no range check, no host sync
-        prev = prev_frame if prev_frame is None or prev_frame.is_floating_point() else to_model_frames(prev_frame)
-        return vq_render(self.tokenizer, tokens, None if prev is None else prev.to(tokens.device),
+        prev = prev_frame if prev_frame.is_floating_point() else to_model_frames(prev_frame)
+        return vq_render(self.tokenizer, tokens, prev.to(tokens.device),
                          None if prev_tokens is None else prev_tokens.to(tokens.device), keep)
 
     def save_pretrained(self, path: str | os.PathLike, overwrite: bool = False, *, license: str | None = None,

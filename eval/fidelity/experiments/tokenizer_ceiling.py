@@ -32,7 +32,7 @@ from wm_video.world_model import vq_render
 def ceiling(tokenizer: str, data: str, context: int = 4, horizon: int = 8, max_clips: int = 64,
             batch_size: int = 16) -> dict:
     tok = VQTokenizer.from_pretrained(tokenizer).eval()
-    keep = tok.config.encoder == "patch"
+    keep = tok.patch_local  # as WorldModel.keeps_still_patches, with the VQ decoder
     rows = {"chained": [MovingScores() for _ in range(horizon)]}
     if tok.reads_previous_frame:
         rows["teacher_forced"] = [MovingScores() for _ in range(horizon)]

@@ -94,10 +94,14 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
     def fingerprint(self) -> str:
         """A short hash of what turns tokens into pixels (quantizer and decoder weights): parts trained on this
         tokenizer's tokens (the diffusion decoder) record it, so tokens of another tokenizer are refused."""
-        return weights_fingerprint(self.quantizer, self.decoder, *self._previous_parts())
+        previous = [] if self.previous_encoder is None else [self.previous_encoder]
+        return weights_fingerprint(self.quantizer, self.decoder, *previous)
 
-    def _previous_parts(self) -> list[nn.Module]:
-        return [] if self.previous_encoder is None else [self.previous_encoder]
+    @property
+    def patch_local(self) -> bool:
+        """Whether each token is a function of its own pixel patch alone (``encoder="patch"``), so an unchanged
+        token means an unchanged patch and rendering may keep the previous frame's pixels there."""
+        return self.config.encoder == "patch"
 
     @property
     def reads_previous_frame(self) -> bool:
@@ -149,32 +153,27 @@ class VQTokenizer(nn.Module, PyTorchModelHubMixin):
             return rearrange(self.decoder(codes), "(b t) c h w -> b t c h w", b=b)
         codes, out = rearrange(codes, "(b t) c h w -> b t c h w", b=b), []
         for i in range(tokens.shape[1]):
-            prev_frame = self._decode(codes[:, i], prev_frame).clamp(-1, 1)
+            context = None if prev_frame is None else self.previous_encoder(prev_frame)
+            prev_frame = self._decode(codes[:, i], context).clamp(-1, 1)
             out.append(prev_frame)
         return torch.stack(out, 1)
 
-    def _decode(self, codes: torch.Tensor, prev_frame: torch.Tensor | None) -> torch.Tensor:
-        """Codes ``(n, latent, h', w')`` -> pixels, with the previous frames ``(n, 3, h, w)`` (None: none) when the
-        decoder reads them."""
+    def _decode(self, codes: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes ``(n, latent, h', w')`` -> pixels; a decoder that reads the previous frame also reads ``context``,
+        its latents ``(n, latent, h', w')`` (None: zeros, no previous frame)."""
         if not self.reads_previous_frame:
             return self.decoder(codes)
-        context = torch.zeros_like(codes) if prev_frame is None else self.previous_encoder(prev_frame)
-        return self.decoder(torch.cat([codes, context], 1))
+        return self.decoder(torch.cat([codes, torch.zeros_like(codes) if context is None else context], 1))
 
     def forward(self, frames: torch.Tensor) -> TokenizerOutput:
         """Reconstructions of ``frames`` ``(b, t, 3, h, w)``; a decoder that reads the previous frame reads the true
         one, and the first frame of each clip reads none (zeros), as a first frame decoded alone does."""
         quant, b = self.quantize(frames)
-        if self.reads_previous_frame:
-            context = rearrange(torch.zeros_like(quant.codes), "(b t) c h w -> b t c h w", b=b)
-            if frames.shape[1] > 1:  # the latents of frames 0..t-2, read by frames 1..t-1
-                prev = self.previous_encoder(frames[:, :-1].flatten(0, 1))
-                context = torch.cat([context[:, :1], rearrange(prev, "(b t) c h w -> b t c h w", b=b)], 1)
-            context = context.flatten(0, 1)
-            recon = self.decoder(torch.cat([quant.codes, context], 1))
-        else:
-            recon = self.decoder(quant.codes)
-        recon = rearrange(recon, "(b t) c h w -> b t c h w", b=b)
+        context = None
+        if self.reads_previous_frame and frames.shape[1] > 1:  # frames 1..t-1 read the latents of frames 0..t-2
+            prev = rearrange(self.previous_encoder(frames[:, :-1].flatten(0, 1)), "(b t) c h w -> b t c h w", b=b)
+            context = torch.cat([torch.zeros_like(prev[:, :1]), prev], 1).flatten(0, 1)
+        recon = rearrange(self._decode(quant.codes, context), "(b t) c h w -> b t c h w", b=b)
         return TokenizerOutput(recon, rearrange(quant.indices, "(b t) h w -> b t h w", b=b), quant)
 
     def compute_loss(self, batch: dict[str, Any], perceptual: nn.Module | None = None, disc: nn.Module | None = None
